@@ -1,0 +1,271 @@
+//! The command line: `run`, `validate`, `inspect`, `schema`. The only place `anyhow` is used.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::model::Model;
+use crate::run::{RunError, execute, plan_job};
+use crate::spec::{self, parse_var};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
+the command line, the model or an existing output is wrong; nothing was read or written).
+
+Examples:
+  batchscore run jobs/churn.toml --var ds=2026-11-27
+  batchscore validate jobs/churn.toml --var ds=2026-11-27
+  batchscore inspect sample_data/churn/churn_lgbm.onnx";
+
+/// Score Parquet and CSV data with ONNX models, offline and in bulk.
+#[derive(Debug, Parser)]
+#[command(name = "batchscore", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The ONNX Runtime shared library (libonnxruntime.so) to load. Default: ORT_DYLIB_PATH,
+    /// then one beside the executable, then the checkout's .ort/lib (scripts/fetch-ort).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on stderr when it is a terminal.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job: score the input and commit the output atomically.
+    #[command(after_help = "Example:\n  batchscore run jobs/churn.toml --var ds=2026-11-27\n\n\
+Prints one summary line on stdout; _manifest.json, _metrics.json and _SUCCESS are written\n\
+beside the output parts, _SUCCESS last.")]
+    Run {
+        /// The job spec (TOML, or YAML by extension).
+        job: PathBuf,
+        /// A value for ${NAME} in the spec; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// When to show a progress bar.
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+        progress: ProgressMode,
+        /// Print the run's metrics as JSON on stdout instead of the summary line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
+    #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
+    Validate {
+        job: PathBuf,
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
+    #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a JSON Schema: of the job spec, of _metrics.json or of _manifest.json.
+    #[command(after_help = "Example:\n  batchscore schema job > job.schema.json")]
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Job)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Job,
+    Metrics,
+    Manifest,
+}
+
+/// Sets up logging: `RUST_LOG` when set, else info for batchscore and errors only for ONNX
+/// Runtime (which warns once per batch about shapes some converters declare loosely).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,batchscore=info,ort=error"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Runs the command; the error's exit code comes from [`exit_code`].
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ort_lib = cli.ort_lib.as_deref();
+    match cli.command {
+        Command::Run {
+            job,
+            vars,
+            progress,
+            json,
+        } => {
+            let spec = spec::load(&job, &to_map(vars))?;
+            let plan = plan_job(spec, ort_lib).await?;
+            let show = match progress {
+                ProgressMode::Always => true,
+                ProgressMode::Never => false,
+                ProgressMode::Auto => std::io::stderr().is_terminal(),
+            };
+            let bar = show.then(|| {
+                let pb = ProgressBar::new(0);
+                pb.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} rows {per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                pb
+            });
+            let summary = execute(plan, bar).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary.metrics)?);
+            } else {
+                let m = &summary.metrics;
+                println!(
+                    "{}: {} rows scored in {:.2} s ({} rows/s), {} rejected -> {} ({} file{})",
+                    m.job_name,
+                    m.rows.scored,
+                    m.wall_seconds,
+                    m.rows_per_second.round() as u64,
+                    m.rows.rejected,
+                    summary.output.display(),
+                    m.output_files,
+                    if m.output_files == 1 { "" } else { "s" }
+                );
+            }
+        }
+        Command::Validate { job, vars } => {
+            let spec = spec::load(&job, &to_map(vars))?;
+            let plan = plan_job(spec, ort_lib).await?;
+            println!("{}: OK", job.display());
+            println!("model {} (sha256 {})", plan.model.uri, plan.model.sha256);
+            for b in &plan.bindings().inputs {
+                println!("  input {:?} {} <- {}", b.name, b.dtype, b.columns.join(", "));
+            }
+            for o in &plan.outputs {
+                let src = match o.index {
+                    Some(i) => format!("{}[{i}]", o.output),
+                    None => o.output.clone(),
+                };
+                println!("  column {:?} <- {src} ({})", o.column, o.data_type());
+            }
+            println!("  workers {}", plan.workers);
+        }
+        Command::Inspect { model, json } => {
+            crate::model::init_runtime(ort_lib)?;
+            let m = Model::open(&model.to_string_lossy(), None)?;
+            print!("{}", describe_model(&m, json)?);
+        }
+        Command::Schema { kind } => {
+            let name = match kind {
+                SchemaKind::Job => "job.schema.json",
+                SchemaKind::Metrics => "metrics.schema.json",
+                SchemaKind::Manifest => "manifest.schema.json",
+            };
+            let schemas = crate::metrics::json_schemas();
+            if let Some((_, text)) = schemas.iter().find(|(n, _)| *n == name) {
+                print!("{text}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn to_map(vars: Vec<(String, String)>) -> BTreeMap<String, String> {
+    vars.into_iter().collect()
+}
+
+/// The `inspect` report.
+pub fn describe_model(m: &Model, json: bool) -> anyhow::Result<String> {
+    if json {
+        let v = serde_json::json!({
+            "uri": m.uri,
+            "sha256": m.sha256,
+            "size_bytes": m.size_bytes,
+            "ir_version": m.header.ir_version,
+            "producer": format!("{} {}", m.header.producer_name, m.header.producer_version).trim(),
+            "model_version": m.header.model_version,
+            "opsets": m.header.opsets,
+            "inputs": m.inputs,
+            "outputs": m.outputs,
+            "metadata": m.metadata,
+        });
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    use std::fmt::Write;
+    let mut s = String::new();
+    let opsets: Vec<String> = m.header.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
+    writeln!(s, "model:    {}", m.uri)?;
+    writeln!(s, "sha256:   {}", m.sha256)?;
+    writeln!(s, "size:     {} bytes", m.size_bytes)?;
+    writeln!(
+        s,
+        "producer: {}",
+        format!("{} {}", m.header.producer_name, m.header.producer_version).trim()
+    )?;
+    writeln!(s, "ir:       {}", m.header.ir_version)?;
+    writeln!(s, "opsets:   {}", opsets.join(", "))?;
+    let width = m
+        .inputs
+        .iter()
+        .chain(&m.outputs)
+        .map(|io| io.name.len())
+        .max()
+        .unwrap_or(0);
+    writeln!(s, "inputs:")?;
+    for io in &m.inputs {
+        writeln!(s, "  {:width$}  {}", io.name, io.kind)?;
+    }
+    writeln!(s, "outputs:")?;
+    for io in &m.outputs {
+        writeln!(s, "  {:width$}  {}", io.name, io.kind)?;
+    }
+    if !m.metadata.is_empty() {
+        writeln!(s, "metadata:")?;
+        for (k, v) in &m.metadata {
+            writeln!(s, "  {k}: {v}")?;
+        }
+    }
+    Ok(s)
+}
+
+/// The exit code for an error: 2 when refused before any work, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(r) = e.downcast_ref::<RunError>() {
+        return r.exit_code();
+    }
+    if e.downcast_ref::<spec::SpecError>().is_some() {
+        return 2;
+    }
+    if let Some(m) = e.downcast_ref::<crate::model::ModelError>() {
+        return match m {
+            crate::model::ModelError::OrtNotFound { .. } | crate::model::ModelError::OrtLoad { .. } => 1,
+            _ => 2,
+        };
+    }
+    1
+}

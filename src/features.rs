@@ -1,0 +1,503 @@
+//! Features: how input columns become model tensors.
+//!
+//! Each model input is bound to a list of SQL expressions over the (queried) input
+//! ([`bind_inputs`]): DataFusion evaluates them, cast to the input's element type, and
+//! [`FeaturePacker`] packs them row-major into one contiguous tensor of the model's shape. A
+//! binding is checked before any row is read: the expressions parse and name existing columns,
+//! their types can be cast, and their count fits the input's shape.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int32Type, Int64Type, ArrowPrimitiveType,
+};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit};
+use datafusion::prelude::DataFrame;
+use ort::value::{DynValue, Tensor};
+
+use crate::model::{ElemType, IoKind, Model};
+use crate::spec::{FillValue, JobSpec, Problem, TensorDtype};
+
+/// One model input and the expressions that feed it.
+#[derive(Debug, Clone)]
+pub struct InputBinding {
+    /// The model input's name.
+    pub name: String,
+    pub dtype: ElemType,
+    /// The model's declared shape; `-1` is dynamic.
+    pub shape: Vec<i64>,
+    /// The SQL text of each expression, as written in the spec.
+    pub columns: Vec<String>,
+    /// Whether nulls are filled (so none reach the packer).
+    pub fills_nulls: bool,
+    /// The spec key this binding came from, for messages.
+    pub key: String,
+}
+
+impl InputBinding {
+    /// Values per row: the product of the non-batch dimensions.
+    pub fn per_row(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// The batch dimension when the model fixes it (`[1, 4]` → 1).
+    pub fn fixed_batch(&self) -> Option<usize> {
+        match self.shape.first() {
+            Some(&d) if d > 0 => Some(d as usize),
+            _ => None,
+        }
+    }
+}
+
+/// The result of binding: the inputs and the cast expressions to evaluate, in input order.
+#[derive(Debug)]
+pub struct BoundInputs {
+    pub inputs: Vec<InputBinding>,
+    /// One expression per column of every input, in order: `inputs[0].columns`, then
+    /// `inputs[1].columns`, and so on.
+    pub exprs: Vec<Expr>,
+}
+
+/// The Arrow type a column is cast to for a model input of `dtype`.
+pub fn arrow_type_for(dtype: ElemType) -> Option<DataType> {
+    Some(match dtype {
+        ElemType::Float32 => DataType::Float32,
+        ElemType::Float64 => DataType::Float64,
+        ElemType::Int64 => DataType::Int64,
+        ElemType::Int32 => DataType::Int32,
+        ElemType::String => DataType::Utf8,
+        _ => return None,
+    })
+}
+
+/// Binds every model input to its expressions, collecting every problem found.
+pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<BoundInputs, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut inputs = Vec::new();
+    let mut exprs = Vec::new();
+    let schema = df.schema();
+
+    for name in spec.inputs.keys() {
+        if model.input(name).is_none() {
+            let names: Vec<_> = model.inputs.iter().map(|i| i.name.as_str()).collect();
+            problems.push(Problem::new(
+                format!("inputs.{name}"),
+                format!("the model has no input {name:?} (its inputs: {})", names.join(", ")),
+            ));
+        }
+    }
+
+    for io in &model.inputs {
+        let (key, columns, fill, want) = match spec.inputs.get(&io.name) {
+            Some(s) => (format!("inputs.{}", io.name), s.columns.clone(), s.fill_null.clone(), s.dtype),
+            // No table for this input: it takes the input column of the same name.
+            None => (format!("inputs.{}", io.name), vec![quote_ident(&io.name)], None, None),
+        };
+        let explicit = spec.inputs.contains_key(&io.name);
+        let IoKind::Tensor { dtype, shape } = &io.kind else {
+            problems.push(Problem::new(
+                key,
+                format!("model input {:?} is a {}, not a tensor; batchscore feeds tensors only", io.name, io.kind),
+            ));
+            continue;
+        };
+        let Some(target) = arrow_type_for(*dtype) else {
+            problems.push(Problem::new(
+                key,
+                format!("model input {:?} has element type {dtype}; batchscore feeds float32, float64, int64, int32 and string", io.name),
+            ));
+            continue;
+        };
+        if let Some(want) = want
+            && !dtype_matches(want, *dtype)
+        {
+            problems.push(Problem::new(
+                format!("{key}.dtype"),
+                format!("is {want}, but the model's input {:?} is {dtype}", io.name),
+            ));
+        }
+        if let Err(msg) = check_shape(&io.name, shape, columns.len()) {
+            let k = if explicit { format!("{key}.columns") } else { key.clone() };
+            problems.push(Problem::new(k, msg));
+            continue;
+        }
+        let fill_expr = match (&fill, *dtype) {
+            (None, _) => None,
+            (Some(v @ (FillValue::Number(_) | FillValue::Bool(_))), ElemType::String) => {
+                problems.push(Problem::new(
+                    format!("{key}.fill_null"),
+                    format!("is {}, but model input {:?} takes strings: give a string", fill_text(v), io.name),
+                ));
+                None
+            }
+            (Some(FillValue::Text(t)), ElemType::String) => Some(lit(t.clone())),
+            (Some(FillValue::Number(v)), _) => Some(cast(lit(*v), target.clone())),
+            (Some(FillValue::Bool(b)), _) => Some(cast(lit(if *b { 1.0 } else { 0.0 }), target.clone())),
+            (Some(FillValue::Text(t)), _) => {
+                problems.push(Problem::new(
+                    format!("{key}.fill_null"),
+                    format!("is the string {t:?}, but model input {:?} is {dtype}: give a number", io.name),
+                ));
+                None
+            }
+        };
+
+        let mut ok = true;
+        for (i, sql) in columns.iter().enumerate() {
+            let ckey = if explicit { format!("{key}.columns[{i}]") } else { key.clone() };
+            let expr = match parse_column_expr(df, sql) {
+                Ok(e) => e,
+                Err(msg) => {
+                    problems.push(Problem::new(ckey, msg));
+                    ok = false;
+                    continue;
+                }
+            };
+            let source = match expr.get_type(schema) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Problem::new(ckey, format!("{sql:?}: {}", first_line(&e.to_string()))));
+                    ok = false;
+                    continue;
+                }
+            };
+            if !castable(&source, &target) {
+                problems.push(Problem::new(
+                    ckey,
+                    format!("{sql:?} has type {source}, which cannot be cast to the model input {:?} ({dtype})", io.name),
+                ));
+                ok = false;
+                continue;
+            }
+            let typed = if source == target { expr } else { cast(expr, target.clone()) };
+            let typed = match &fill_expr {
+                Some(f) => datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()]),
+                None => typed,
+            };
+            exprs.push(typed.alias(format!("__batchscore_in_{}_{i}", inputs.len())));
+        }
+        if ok {
+            inputs.push(InputBinding {
+                name: io.name.clone(),
+                dtype: *dtype,
+                shape: shape.clone(),
+                columns,
+                fills_nulls: fill_expr.is_some(),
+                key,
+            });
+        }
+    }
+
+    let batches: Vec<_> = inputs.iter().filter_map(|i| i.fixed_batch().map(|b| (i.name.clone(), b))).collect();
+    if let Some((first, b)) = batches.first()
+        && let Some((other, b2)) = batches.iter().find(|(_, b2)| b2 != b)
+    {
+        problems.push(Problem::new(
+            "inputs",
+            format!("model inputs {first:?} and {other:?} fix different batch sizes ({b} and {b2})"),
+        ));
+    }
+
+    if problems.is_empty() {
+        Ok(BoundInputs { inputs, exprs })
+    } else {
+        Err(problems)
+    }
+}
+
+fn fill_text(v: &FillValue) -> String {
+    match v {
+        FillValue::Number(n) => n.to_string(),
+        FillValue::Text(t) => t.clone(),
+        FillValue::Bool(b) => b.to_string(),
+    }
+}
+
+fn dtype_matches(want: TensorDtype, have: ElemType) -> bool {
+    matches!(
+        (want, have),
+        (TensorDtype::Float32, ElemType::Float32)
+            | (TensorDtype::Float64, ElemType::Float64)
+            | (TensorDtype::Int64, ElemType::Int64)
+            | (TensorDtype::Int32, ElemType::Int32)
+            | (TensorDtype::String, ElemType::String)
+    )
+}
+
+/// Checks that `columns` values per row fit the input's shape (batch dimension first).
+fn check_shape(name: &str, shape: &[i64], columns: usize) -> Result<(), String> {
+    let shown = show_shape(shape);
+    match shape.len() {
+        0 => Err(format!("model input {name:?} is a scalar (shape []); batchscore needs a batch dimension")),
+        1 if columns == 1 => Ok(()),
+        1 => Err(format!("model input {name:?} has shape {shown}, one value per row, but {columns} columns are given")),
+        _ => {
+            let rest = &shape[1..];
+            if rest.iter().all(|&d| d > 0) {
+                let per_row: i64 = rest.iter().product();
+                if per_row as usize == columns {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "model input {name:?} has shape {shown}, {per_row} values per row, but {columns} column{} given",
+                        if columns == 1 { " is" } else { "s are" }
+                    ))
+                }
+            } else if rest.len() == 1 {
+                // [N, ?]: any number of columns.
+                Ok(())
+            } else {
+                Err(format!("model input {name:?} has shape {shown}, with more than one dynamic dimension after the batch; batchscore cannot tell how to lay out the columns"))
+            }
+        }
+    }
+}
+
+pub fn show_shape(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| if *d < 0 { "?".to_string() } else { d.to_string() })
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Parses one `columns` entry; a plain name that is not a column gets the nearest names.
+fn parse_column_expr(df: &DataFrame, sql: &str) -> Result<Expr, String> {
+    match df.parse_sql_expr(sql) {
+        Ok(e) => {
+            // Parsing succeeds for unknown columns; resolving the type is what fails.
+            if let Err(e) = e.get_type(df.schema()) {
+                return Err(unknown_column_message(df.schema(), sql, &e.to_string()));
+            }
+            Ok(e)
+        }
+        Err(e) => Err(unknown_column_message(df.schema(), sql, &e.to_string())),
+    }
+}
+
+fn unknown_column_message(schema: &DFSchema, sql: &str, error: &str) -> String {
+    if error.contains("No field named") {
+        let name = sql.trim().trim_matches('"');
+        let near = nearest_columns(schema, name);
+        if is_identifier(name) {
+            return format!("unknown column {name:?}{near}");
+        }
+        return format!("{sql:?} names an unknown column{near}");
+    }
+    format!("{sql:?} is not a valid expression: {}", first_line(error))
+}
+
+/// `" (did you mean "x"? columns: a, b, c)"`, for messages about unknown columns.
+pub fn nearest_columns(schema: &DFSchema, name: &str) -> String {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let best = names
+        .iter()
+        .map(|n| (edit_distance(&n.to_lowercase(), &name.to_lowercase()), *n))
+        .filter(|(d, n)| *d <= 2.max(n.len() / 3))
+        .min();
+    let list = names.join(", ");
+    match best {
+        Some((_, n)) => format!(" (did you mean {n:?}? columns: {list})"),
+        None => format!(" (columns: {list})"),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// Quotes a column name for SQL so that names with capitals or odd characters work.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Whether batchscore casts `from` to `to` (types only; values may still fail at run time,
+/// e.g. a string that is not a number).
+pub fn castable(from: &DataType, to: &DataType) -> bool {
+    let from = match from {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    };
+    let scalar_source = from.is_numeric()
+        || matches!(
+            from,
+            DataType::Boolean
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Null
+                | DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+        );
+    scalar_source && datafusion::arrow::compute::can_cast_types(from, to)
+}
+
+/// Packs evaluated columns into one model input tensor.
+#[derive(Debug)]
+pub struct FeaturePacker<'a> {
+    pub binding: &'a InputBinding,
+    /// One array per column, already of the input's Arrow type.
+    pub columns: &'a [ArrayRef],
+}
+
+impl FeaturePacker<'_> {
+    /// Packs the rows `rows` (indices into the columns) row-major into a tensor of shape
+    /// `[rows.len(), ...]`.
+    pub fn pack(&self, rows: &[usize]) -> Result<DynValue, String> {
+        let n = rows.len();
+        let mut shape: Vec<i64> = Vec::with_capacity(self.binding.shape.len().max(1));
+        shape.push(n as i64);
+        match self.binding.shape.len() {
+            0 | 1 => {}
+            2 => shape.push(self.columns.len() as i64),
+            _ => shape.extend_from_slice(&self.binding.shape[1..]),
+        }
+        let result = match self.binding.dtype {
+            ElemType::Float32 => self.pack_primitive::<Float32Type>(rows, shape),
+            ElemType::Float64 => self.pack_primitive::<Float64Type>(rows, shape),
+            ElemType::Int64 => self.pack_primitive::<Int64Type>(rows, shape),
+            ElemType::Int32 => self.pack_primitive::<Int32Type>(rows, shape),
+            ElemType::String => {
+                let f = self.columns.len();
+                let cols: Vec<_> = self.columns.iter().map(|c| c.as_string::<i32>()).collect();
+                let mut data: Vec<String> = vec![String::new(); n * f];
+                for (j, col) in cols.iter().enumerate() {
+                    for (k, &r) in rows.iter().enumerate() {
+                        data[k * f + j] = col.value(r).to_string();
+                    }
+                }
+                Tensor::from_string_array((shape, data.as_slice())).map(|t| t.into_dyn())
+            }
+            other => return Err(format!("model input {:?}: element type {other} is not supported", self.binding.name)),
+        };
+        result.map_err(|e| format!("model input {:?}: cannot build the tensor: {e}", self.binding.name))
+    }
+
+    fn pack_primitive<T>(&self, rows: &[usize], shape: Vec<i64>) -> ort::Result<DynValue>
+    where
+        T: ArrowPrimitiveType,
+        T::Native: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + Default + 'static,
+    {
+        let f = self.columns.len();
+        let n = rows.len();
+        let mut data: Vec<T::Native> = vec![T::Native::default(); n * f];
+        for (j, col) in self.columns.iter().enumerate() {
+            let values = col.as_primitive::<T>().values();
+            if f == 1 {
+                for (slot, &r) in data.iter_mut().zip(rows) {
+                    *slot = values[r];
+                }
+            } else {
+                for (k, &r) in rows.iter().enumerate() {
+                    data[k * f + j] = values[r];
+                }
+            }
+        }
+        Tensor::from_array((shape, data)).map(|t| t.into_dyn())
+    }
+}
+
+/// Arrays evaluated by DataFusion may be scalars (a literal in `columns`); make them arrays.
+pub fn to_arrays(args: Vec<datafusion::logical_expr::ColumnarValue>, rows: usize) -> datafusion::common::Result<Vec<ArrayRef>> {
+    args.into_iter().map(|a| a.into_array(rows)).collect()
+}
+
+/// Counts, per column, the rows that are null; `Arc` so the caller can keep the arrays.
+pub fn null_counts(columns: &[Arc<dyn Array>]) -> Vec<usize> {
+    columns.iter().map(|c| c.null_count()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_fit_or_say_why() {
+        assert!(check_shape("x", &[-1, 5], 5).is_ok());
+        assert!(check_shape("x", &[-1, -1], 3).is_ok());
+        assert!(check_shape("x", &[-1], 1).is_ok());
+        assert!(check_shape("x", &[1, 4], 4).is_ok());
+        assert!(check_shape("x", &[-1, 2, 2], 4).is_ok());
+        assert_eq!(
+            check_shape("features", &[-1, 5], 4).unwrap_err(),
+            "model input \"features\" has shape [?, 5], 5 values per row, but 4 columns are given"
+        );
+        assert!(check_shape("x", &[-1], 2).is_err());
+        assert!(check_shape("x", &[], 1).is_err());
+    }
+
+    #[test]
+    fn casts_that_batchscore_allows() {
+        assert!(castable(&DataType::Int16, &DataType::Float32));
+        assert!(castable(&DataType::Decimal128(8, 2), &DataType::Float32));
+        assert!(castable(&DataType::Boolean, &DataType::Float64));
+        assert!(castable(&DataType::Utf8View, &DataType::Utf8));
+        assert!(castable(&DataType::Int64, &DataType::Utf8));
+        assert!(castable(
+            &DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8)),
+            &DataType::Utf8
+        ));
+        assert!(!castable(&DataType::Date32, &DataType::Float32));
+        assert!(!castable(
+            &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new("i", DataType::Float32, true))),
+            &DataType::Float32
+        ));
+    }
+
+    #[test]
+    fn nearest_names() {
+        assert_eq!(edit_distance("tenure", "tenrue"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn packs_row_major_with_selected_rows() {
+        use datafusion::arrow::array::Float32Array;
+        let binding = InputBinding {
+            name: "x".into(),
+            dtype: ElemType::Float32,
+            shape: vec![-1, 2],
+            columns: vec!["a".into(), "b".into()],
+            fills_nulls: false,
+            key: "inputs.x".into(),
+        };
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0])),
+            Arc::new(Float32Array::from(vec![10.0, 20.0, 30.0])),
+        ];
+        // pack_primitive is checked without ONNX Runtime: the data layout is the contract.
+        let f = cols.len();
+        let rows = [2usize, 0];
+        let mut data = vec![0f32; rows.len() * f];
+        for (j, col) in cols.iter().enumerate() {
+            let v = col.as_primitive::<Float32Type>().values();
+            for (k, &r) in rows.iter().enumerate() {
+                data[k * f + j] = v[r];
+            }
+        }
+        assert_eq!(data, [3.0, 30.0, 1.0, 10.0]);
+        assert_eq!(binding.per_row(), 2);
+        assert_eq!(binding.fixed_batch(), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! batchscore: score tabular data (Parquet, CSV) with ONNX models, offline and in bulk.
+//!
+//! The modules follow the data flow (see `DESIGN.md`):
+//! [`spec`] → [`source`] → [`features`] → [`score`] → [`sink`], with [`model`] holding the
+//! ONNX model and its sessions, [`metrics`] what a run reports, [`run`] the orchestration,
+//! and [`cli`] the command line.
+
+pub mod cli;
+pub mod features;
+pub mod metrics;
+pub mod model;
+pub mod run;
+pub mod score;
+pub mod sink;
+pub mod source;
+pub mod spec;

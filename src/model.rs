@@ -1,0 +1,564 @@
+//! The ONNX model: loading ONNX Runtime, opening and describing a model, and a pool of
+//! sessions for parallel scoring.
+//!
+//! ONNX Runtime is loaded at run time (`ort` with `load-dynamic`) from the shared library of
+//! the `onnxruntime` wheel on PyPI. The library is found, in order, from `--ort-lib`,
+//! `ORT_DYLIB_PATH`, a `libonnxruntime.so*` beside the executable, and the repository's own
+//! `.ort/` folder that `scripts/fetch-ort` fills.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{TensorElementType, ValueType};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "ONNX Runtime library not found (looked in: {looked}); run scripts/fetch-ort, set ORT_DYLIB_PATH or pass --ort-lib"
+    )]
+    OrtNotFound { looked: String },
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    OrtLoad { path: PathBuf, message: String },
+    #[error("model {uri}: cannot read: {source}")]
+    Read {
+        uri: String,
+        source: std::io::Error,
+    },
+    #[error("model {uri}: sha256 is {actual}, but [model.sha256] pins {expected}")]
+    Sha256Mismatch {
+        uri: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("model {uri}: not an ONNX model: {reason}")]
+    NotOnnx { uri: String, reason: String },
+    #[error("model {uri}: ONNX Runtime cannot load it: {message}")]
+    Session { uri: String, message: String },
+}
+
+/// The ONNX Runtime environment, created once per process.
+static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+static ORT_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Finds and loads ONNX Runtime once; later calls return the first outcome.
+pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment, ModelError> {
+    if ORT_ENV.get().is_none() {
+        let path = find_ort_library(explicit)?;
+        let _ = ORT_PATH.set(path.clone());
+        let env = ort::init_from(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.with_name("batchscore").build().map_err(|e| e.to_string()));
+        let _ = ORT_ENV.set(env);
+    }
+    match ORT_ENV.get() {
+        Some(Ok(env)) => Ok(env),
+        Some(Err(message)) => Err(ModelError::OrtLoad {
+            path: ORT_PATH.get().cloned().unwrap_or_default(),
+            message: message.clone(),
+        }),
+        None => unreachable!("set above"),
+    }
+}
+
+/// The ONNX Runtime library in use, once loaded.
+pub fn runtime_library() -> Option<&'static Path> {
+    ORT_PATH.get().map(PathBuf::as_path)
+}
+
+fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut looked = vec!["--ort-lib".to_string(), "ORT_DYLIB_PATH".to_string()];
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        dirs.push(dir);
+    }
+    // The checkout this binary was built from: `scripts/fetch-ort` unpacks the wheel there.
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort/lib"));
+    for dir in dirs {
+        looked.push(dir.display().to_string());
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut found: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                })
+                .collect();
+            found.sort();
+            if let Some(p) = found.into_iter().next() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(ModelError::OrtNotFound {
+        looked: looked.join(", "),
+    })
+}
+
+/// Element types of tensors, as batchscore names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElemType {
+    Float32,
+    Float64,
+    Int64,
+    Int32,
+    Bool,
+    String,
+    /// Any other ONNX element type; the name is kept for messages.
+    #[serde(untagged)]
+    Other(&'static str),
+}
+
+impl ElemType {
+    fn from_ort(t: TensorElementType) -> Self {
+        match t {
+            TensorElementType::Float32 => Self::Float32,
+            TensorElementType::Float64 => Self::Float64,
+            TensorElementType::Int64 => Self::Int64,
+            TensorElementType::Int32 => Self::Int32,
+            TensorElementType::Bool => Self::Bool,
+            TensorElementType::String => Self::String,
+            TensorElementType::Float16 => Self::Other("float16"),
+            TensorElementType::Bfloat16 => Self::Other("bfloat16"),
+            TensorElementType::Uint8 => Self::Other("uint8"),
+            TensorElementType::Int8 => Self::Other("int8"),
+            TensorElementType::Uint16 => Self::Other("uint16"),
+            TensorElementType::Int16 => Self::Other("int16"),
+            TensorElementType::Uint32 => Self::Other("uint32"),
+            TensorElementType::Uint64 => Self::Other("uint64"),
+            _ => Self::Other("an unsupported element type"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Float32 => "float32",
+            Self::Float64 => "float64",
+            Self::Int64 => "int64",
+            Self::Int32 => "int32",
+            Self::Bool => "bool",
+            Self::String => "string",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for ElemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a model input or output holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum IoKind {
+    /// A tensor; `-1` marks a dynamic dimension.
+    Tensor { dtype: ElemType, shape: Vec<i64> },
+    /// A sequence of maps, one map per row (the ZipMap output of scikit-learn classifiers).
+    SequenceOfMaps { key: ElemType, value: ElemType },
+    /// Anything else (optional, nested sequences); described for messages only.
+    Other { description: String },
+}
+
+impl IoKind {
+    fn from_ort(t: &ValueType) -> Self {
+        match t {
+            ValueType::Tensor { ty, shape, .. } => Self::Tensor {
+                dtype: ElemType::from_ort(*ty),
+                shape: shape.iter().copied().collect(),
+            },
+            ValueType::Sequence(inner) => match inner.as_ref() {
+                ValueType::Map { key, value } => Self::SequenceOfMaps {
+                    key: ElemType::from_ort(*key),
+                    value: ElemType::from_ort(*value),
+                },
+                other => Self::Other {
+                    description: format!("sequence of {other}"),
+                },
+            },
+            other => Self::Other {
+                description: other.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for IoKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tensor { dtype, shape } => {
+                let dims: Vec<String> = shape
+                    .iter()
+                    .map(|d| if *d < 0 { "?".to_string() } else { d.to_string() })
+                    .collect();
+                write!(f, "tensor({dtype}) [{}]", dims.join(", "))
+            }
+            Self::SequenceOfMaps { key, value } => write!(f, "seq(map({key}, {value}))"),
+            Self::Other { description } => f.write_str(description),
+        }
+    }
+}
+
+/// A named model input or output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelIo {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: IoKind,
+}
+
+/// Facts from the ONNX file's own header (read without ONNX Runtime).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OnnxHeader {
+    pub ir_version: i64,
+    pub producer_name: String,
+    pub producer_version: String,
+    pub model_version: i64,
+    /// Operator set versions by domain (`""` is the default ONNX domain, shown as `ai.onnx`).
+    pub opsets: BTreeMap<String, i64>,
+}
+
+/// An opened model: its bytes' hash, its header and its signature.
+#[derive(Debug)]
+pub struct Model {
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub header: OnnxHeader,
+    pub inputs: Vec<ModelIo>,
+    pub outputs: Vec<ModelIo>,
+    pub metadata: BTreeMap<String, String>,
+    bytes: Vec<u8>,
+    first_session: Mutex<Option<Session>>,
+}
+
+impl Model {
+    /// Reads the model, checks its hash against `pin`, and opens one session to describe it.
+    pub fn open(uri: &str, pin: Option<&str>) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(uri).map_err(|source| ModelError::Read {
+            uri: uri.to_string(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if let Some(expected) = pin
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(ModelError::Sha256Mismatch {
+                uri: uri.to_string(),
+                expected: expected.to_lowercase(),
+                actual: sha256,
+            });
+        }
+        let header = parse_onnx_header(&bytes).map_err(|reason| ModelError::NotOnnx {
+            uri: uri.to_string(),
+            reason,
+        })?;
+        let session = new_session(uri, &bytes)?;
+        let inputs = session
+            .inputs()
+            .iter()
+            .map(|o| ModelIo {
+                name: o.name().to_string(),
+                kind: IoKind::from_ort(o.dtype()),
+            })
+            .collect();
+        let outputs = session
+            .outputs()
+            .iter()
+            .map(|o| ModelIo {
+                name: o.name().to_string(),
+                kind: IoKind::from_ort(o.dtype()),
+            })
+            .collect();
+        let mut metadata = BTreeMap::new();
+        if let Ok(meta) = session.metadata() {
+            for (k, v) in [
+                ("graph_name", meta.name()),
+                ("description", meta.description()),
+                ("domain", meta.domain()),
+                ("graph_description", meta.graph_description()),
+            ] {
+                if let Some(v) = v.filter(|v| !v.is_empty()) {
+                    metadata.insert(k.to_string(), v);
+                }
+            }
+            if let Ok(keys) = meta.custom_keys() {
+                for k in keys {
+                    if let Some(v) = meta.custom(&k) {
+                        metadata.insert(k, v);
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            uri: uri.to_string(),
+            sha256,
+            size_bytes: bytes.len() as u64,
+            header,
+            inputs,
+            outputs,
+            metadata,
+            bytes,
+            first_session: Mutex::new(Some(session)),
+        })
+    }
+
+    pub fn input(&self, name: &str) -> Option<&ModelIo> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    pub fn output(&self, name: &str) -> Option<&ModelIo> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+
+    /// A pool of `size` sessions (at least one), reusing the session opened to describe the model.
+    pub fn session_pool(&self, size: usize) -> Result<SessionPool, ModelError> {
+        let mut sessions = Vec::with_capacity(size.max(1));
+        if let Some(s) = self.first_session.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            sessions.push(s);
+        }
+        while sessions.len() < size.max(1) {
+            sessions.push(new_session(&self.uri, &self.bytes)?);
+        }
+        Ok(SessionPool {
+            sessions: Mutex::new(sessions),
+            available: Condvar::new(),
+        })
+    }
+}
+
+fn new_session(uri: &str, bytes: &[u8]) -> Result<Session, ModelError> {
+    let env = init_runtime(None)?;
+    let err = |e: ort::Error<_>| ModelError::Session {
+        uri: uri.to_string(),
+        message: e.to_string(),
+    };
+    // One intra-op thread per session: parallelism comes from one session per worker, each
+    // scoring its own partition, which keeps every core busy without oversubscription.
+    Session::builder(env)
+        .map_err(|e| ModelError::Session {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(err)?
+        .with_intra_threads(1)
+        .map_err(err)?
+        .with_inter_threads(1)
+        .map_err(err)?
+        .commit_from_memory(bytes)
+        .map_err(|e| ModelError::Session {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Sessions shared by the scoring workers; `ort` sessions run with `&mut self`, so each worker
+/// borrows one for the length of a batch.
+pub struct SessionPool {
+    sessions: Mutex<Vec<Session>>,
+    available: Condvar,
+}
+
+impl SessionPool {
+    pub fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let mut session = {
+            let mut guard = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(s) = guard.pop() {
+                    break s;
+                }
+                guard = self.available.wait(guard).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        // Put the session back even if `f` panics, so other workers never wait forever.
+        struct Return<'a> {
+            pool: &'a SessionPool,
+            session: Option<Session>,
+        }
+        impl Drop for Return<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.session.take() {
+                    self.pool
+                        .sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(s);
+                    self.pool.available.notify_one();
+                }
+            }
+        }
+        let mut guard = Return {
+            pool: self,
+            session: None,
+        };
+        let out = f(&mut session);
+        guard.session = Some(session);
+        out
+    }
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionPool")
+    }
+}
+
+/// Reads the top-level fields of an ONNX `ModelProto` (protobuf) that describe the model,
+/// refusing files that are not protobuf, are truncated, or have no graph.
+pub fn parse_onnx_header(bytes: &[u8]) -> Result<OnnxHeader, String> {
+    let mut h = OnnxHeader::default();
+    let mut r = ProtoReader { buf: bytes, pos: 0 };
+    let (mut has_graph, mut has_ir) = (false, false);
+    if bytes.is_empty() {
+        return Err("the file is empty".into());
+    }
+    while !r.done() {
+        let (field, wire) = r.key()?;
+        match (field, wire) {
+            (1, 0) => {
+                h.ir_version = r.varint()? as i64;
+                has_ir = true;
+            }
+            (2, 2) => h.producer_name = r.string()?,
+            (3, 2) => h.producer_version = r.string()?,
+            (5, 0) => h.model_version = r.varint()? as i64,
+            (7, 2) => {
+                r.bytes()?;
+                has_graph = true;
+            }
+            (8, 2) => {
+                let mut sub = ProtoReader {
+                    buf: r.bytes()?,
+                    pos: 0,
+                };
+                let (mut domain, mut version) = (String::new(), 0i64);
+                while !sub.done() {
+                    match sub.key()? {
+                        (1, 2) => domain = sub.string()?,
+                        (2, 0) => version = sub.varint()? as i64,
+                        (_, w) => sub.skip(w)?,
+                    }
+                }
+                let domain = if domain.is_empty() { "ai.onnx".to_string() } else { domain };
+                h.opsets.insert(domain, version);
+            }
+            (_, w) => r.skip(w)?,
+        }
+    }
+    if !has_ir || !has_graph {
+        return Err("no IR version or no graph (is it really an .onnx file?)".into());
+    }
+    Ok(h)
+}
+
+struct ProtoReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ProtoReader<'a> {
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or("truncated (ends inside a number)")?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("malformed protobuf (varint too long)".into())
+    }
+
+    fn key(&mut self) -> Result<(u64, u8), String> {
+        let k = self.varint()?;
+        let field = k >> 3;
+        if field == 0 {
+            return Err("malformed protobuf (field number 0)".into());
+        }
+        Ok((field, (k & 7) as u8))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let len = self.varint()? as usize;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or("truncated (a field runs past the end of the file)")?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+
+    fn skip(&mut self, wire: u8) -> Result<(), String> {
+        match wire {
+            0 => self.varint().map(|_| ()),
+            1 => self.advance(8),
+            2 => self.bytes().map(|_| ()),
+            5 => self.advance(4),
+            w => Err(format!("malformed protobuf (wire type {w})")),
+        }
+    }
+
+    fn advance(&mut self, n: usize) -> Result<(), String> {
+        if self.pos + n > self.buf.len() {
+            return Err("truncated".into());
+        }
+        self.pos += n;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_of_a_real_model() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sample_data/synthetic/rank1_int.onnx"
+        ))
+        .unwrap();
+        let h = parse_onnx_header(&bytes).unwrap();
+        assert_eq!(h.ir_version, 8);
+        assert_eq!(h.producer_name, "batchscore-samples");
+        assert_eq!(h.opsets.get("ai.onnx"), Some(&17));
+    }
+
+    #[test]
+    fn not_onnx_and_truncated_are_refused() {
+        assert!(parse_onnx_header(b"").unwrap_err().contains("empty"));
+        assert!(parse_onnx_header(b"name,age\n1,2\n").is_err());
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sample_data/synthetic/rank1_int.onnx"
+        ))
+        .unwrap();
+        let cut = &bytes[..bytes.len() / 2];
+        assert!(parse_onnx_header(cut).unwrap_err().contains("truncated"));
+    }
+}

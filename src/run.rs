@@ -1,0 +1,422 @@
+//! Orchestration: check a job completely ([`plan_job`]), then run it as one streaming plan
+//! and commit its output exactly once ([`execute`]).
+//!
+//! Planning opens the model, registers the input, and binds every model input, output column
+//! and pass-through column, collecting every problem before reporting; nothing is read but
+//! file footers and the model. Execution runs one task per plan partition: each pulls scored
+//! batches (reading, features and inference happen inside the pull, in DataFusion's plan) and
+//! writes them to its own part files in the staging directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::logical_expr::{Expr, ScalarUDF, cast, col};
+use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream_partitioned};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
+use crate::metrics::{Latency, Manifest, ModelReport, RowCounts, RunMetrics, StageSeconds};
+use crate::model::{Model, ModelError};
+use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
+use crate::sink::{LocalCommitter, MANIFEST_FILE, METRICS_FILE, PartFile, PartWriter, SinkError};
+use crate::source::{effective_workers, open_input, session_context};
+use crate::spec::{LoadedSpec, Problem, SpecError};
+
+/// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec, the model or the input cannot work together; nothing was read.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Runtime(ModelError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{message}")]
+    NullFeatures { message: String },
+    #[error("{0}")]
+    Execution(String),
+}
+
+impl RunError {
+    /// 2: refused before any work (spec, command line, model, existing output); 1: anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Spec(_) | Self::Sink(SinkError::OutputExists { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A job checked against its model and input, ready to run.
+pub struct JobPlan {
+    pub spec: LoadedSpec,
+    pub model: Arc<Model>,
+    ctx: SessionContext,
+    /// The queried input.
+    input: DataFrame,
+    bound: BoundInputs,
+    pub outputs: Vec<OutputBinding>,
+    passthrough: Vec<Expr>,
+    pub workers: usize,
+}
+
+impl std::fmt::Debug for JobPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobPlan").field("job", &self.spec.spec.name).finish_non_exhaustive()
+    }
+}
+
+impl JobPlan {
+    /// The queried input's columns, for reports.
+    pub fn input_columns(&self) -> Vec<(String, String)> {
+        self.input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect()
+    }
+
+    pub fn bindings(&self) -> &BoundInputs {
+        &self.bound
+    }
+}
+
+/// Checks everything that can be checked without scoring, listing every problem.
+pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPlan, RunError> {
+    crate::model::init_runtime(ort_lib).map_err(RunError::Runtime)?;
+    let s = &spec.spec;
+    let mut problems: Vec<Problem> = Vec::new();
+
+    let model = match Model::open(&s.model.uri, s.model.sha256.as_deref()) {
+        Ok(m) => Some(Arc::new(m)),
+        Err(e @ (ModelError::OrtNotFound { .. } | ModelError::OrtLoad { .. })) => return Err(RunError::Runtime(e)),
+        Err(e) => {
+            let key = if matches!(e, ModelError::Sha256Mismatch { .. }) { "model.sha256" } else { "model.uri" };
+            problems.push(Problem::new(key, e.to_string()));
+            None
+        }
+    };
+
+    let ctx = session_context(&s.run);
+    let input = match open_input(&ctx, &s.input).await {
+        Ok(df) => Some(df),
+        Err(mut p) => {
+            problems.append(&mut p);
+            None
+        }
+    };
+
+    let mut passthrough = Vec::new();
+    if let Some(df) = &input {
+        for (i, name) in s.output.passthrough.iter().enumerate() {
+            match df.schema().field_with_unqualified_name(name) {
+                Ok(field) => {
+                    // Dictionary and view types are written as their plain types, which every
+                    // Parquet and CSV reader understands.
+                    let plain = match field.data_type() {
+                        DataType::Dictionary(_, v) => Some(v.as_ref().clone()),
+                        DataType::Utf8View => Some(DataType::Utf8),
+                        DataType::BinaryView => Some(DataType::Binary),
+                        _ => None,
+                    };
+                    let c = col(quote_ident(name));
+                    passthrough.push(match plain {
+                        Some(t) => cast(c, t).alias(name),
+                        None => c,
+                    });
+                }
+                Err(_) => problems.push(Problem::new(
+                    format!("output.passthrough[{i}]"),
+                    format!("unknown column {name:?}{}", nearest_columns(df.schema(), name)),
+                )),
+            }
+        }
+    }
+
+    let mut bound = None;
+    let mut outputs = Vec::new();
+    if let Some(model) = &model {
+        if let Some(df) = &input {
+            match bind_inputs(s, model, df) {
+                Ok(b) => bound = Some(b),
+                Err(mut p) => problems.append(&mut p),
+            }
+        }
+        match bind_outputs(s.outputs.as_ref(), s.output.format, model) {
+            Ok(o) => outputs = o,
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+
+    if let Err(e) = LocalCommitter::check(Path::new(&s.output.uri), s.output.mode) {
+        problems.push(Problem::new("output.uri", e.to_string()));
+    }
+
+    match (model, input, bound) {
+        (Some(model), Some(input), Some(bound)) if problems.is_empty() => Ok(JobPlan {
+            workers: effective_workers(s.run.workers),
+            spec,
+            model,
+            ctx,
+            input,
+            bound,
+            outputs,
+            passthrough,
+        }),
+        _ => Err(RunError::Spec(SpecError {
+            file: spec.file.clone(),
+            problems,
+        })),
+    }
+}
+
+/// What a finished run reports to the command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub output: PathBuf,
+    pub metrics: RunMetrics,
+}
+
+/// Per-partition results of the write tasks.
+#[derive(Default)]
+struct PartitionResult {
+    files: Vec<PartFile>,
+    rows: u64,
+    pull: Duration,
+    write: Duration,
+}
+
+/// Runs a planned job and commits its output.
+pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<RunSummary, RunError> {
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let s = &plan.spec.spec;
+    let exec_err = |e: &dyn std::fmt::Display| RunError::Execution(e.to_string());
+
+    let sessions = plan.model.session_pool(plan.workers).map_err(RunError::Runtime)?;
+    let scorer = Arc::new(Scorer::new(plan.bound.inputs.clone(), plan.outputs.clone(), sessions));
+    let udf = ScalarUDF::from(PredictUdf::new(scorer.clone()));
+    let mut select = plan.passthrough.clone();
+    select.push(udf.call(plan.bound.exprs.clone()).alias("__batchscore_predictions"));
+    let df = plan.input.clone().select(select).map_err(|e| exec_err(&e))?;
+
+    // The written schema: pass-through columns, then the prediction struct's fields.
+    let df_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let n_pass = plan.passthrough.len();
+    let mut fields: Vec<Field> = df_schema.fields()[..n_pass].iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(plan.outputs.iter().map(|o| Field::new(&o.column, o.data_type(), true)));
+    let out_schema: SchemaRef = Arc::new(Schema::new(fields));
+
+    let committer = LocalCommitter::prepare(Path::new(&s.output.uri), s.output.mode, &run_id)?;
+    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output_dir().display(), workers = plan.workers, "starting run");
+
+    let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
+    if let Some(pb) = &progress
+        && let Ok(stats) = StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
+        && let Some(&n) = stats.num_rows.get_value()
+    {
+        pb.set_length(n as u64);
+    }
+    let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx()).map_err(|e| exec_err(&e))?;
+
+    let mut tasks = Vec::with_capacity(streams.len());
+    for (partition, mut stream) in streams.into_iter().enumerate() {
+        let staging = committer.staging_dir().to_path_buf();
+        let schema = out_schema.clone();
+        let format = s.output.format;
+        let max_rows = s.output.max_rows_per_file;
+        let progress = progress.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut result = PartitionResult::default();
+            let mut writer: Option<PartWriter> = None;
+            let mut seq = 0;
+            loop {
+                let t = Instant::now();
+                let next = stream.next().await;
+                result.pull += t.elapsed();
+                let Some(batch) = next else { break };
+                let batch = batch.map_err(|e| RunError::Execution(e.to_string()))?;
+                let batch = flatten(&batch, n_pass, &schema).map_err(RunError::Execution)?;
+                let t = Instant::now();
+                let mut offset = 0;
+                while offset < batch.num_rows() {
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => {
+                            let name = format!("part-{partition:05}-{seq:04}.{}", format.extension());
+                            seq += 1;
+                            writer.insert(PartWriter::create(&staging, name, format, schema.clone())?)
+                        }
+                    };
+                    let room = (max_rows - w.rows()) as usize;
+                    let take = room.min(batch.num_rows() - offset);
+                    w.write(&batch.slice(offset, take))?;
+                    offset += take;
+                    if w.rows() >= max_rows
+                        && let Some(w) = writer.take()
+                    {
+                        result.files.push(w.finish()?);
+                    }
+                }
+                result.write += t.elapsed();
+                result.rows += batch.num_rows() as u64;
+                if let Some(pb) = &progress {
+                    pb.inc(batch.num_rows() as u64);
+                }
+            }
+            if let Some(w) = writer.take() {
+                let t = Instant::now();
+                result.files.push(w.finish()?);
+                result.write += t.elapsed();
+            }
+            Ok::<_, RunError>(result)
+        }));
+    }
+
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => results.push(r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(join) => {
+                first_error.get_or_insert(RunError::Execution(format!("a scoring task failed: {join}")));
+            }
+        }
+    }
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+
+    let nulls = scorer.stats.nulls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !nulls.is_empty() {
+        let lines: Vec<String> = nulls
+            .iter()
+            .map(|((input, sql), n)| {
+                format!(
+                    "job spec {}: [inputs.{input}]: column {sql:?} is null in {n} row{}, and [inputs.{input}] sets no fill_null",
+                    plan.spec.file.display(),
+                    if *n == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        return Err(RunError::NullFeatures {
+            message: format!("{}\nnothing was committed", lines.join("\n")),
+        });
+    }
+
+    let mut files: Vec<PartFile> = results.iter().flat_map(|r| r.files.iter().cloned()).collect();
+    if files.is_empty() {
+        // An empty input still commits an output whose schema readers can see.
+        let name = format!("part-00000-0000.{}", s.output.format.extension());
+        files.push(PartWriter::create(committer.staging_dir(), name, s.output.format, out_schema.clone())?.finish()?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let written: u64 = files.iter().map(|f| f.rows).sum();
+
+    let stats = &scorer.stats;
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let features = secs(stats.features_ns.load(Ordering::Relaxed));
+    let inference = secs(stats.inference_ns.load(Ordering::Relaxed));
+    let pull: f64 = results.iter().map(|r| r.pull.as_secs_f64()).sum();
+    let write: f64 = results.iter().map(|r| r.write.as_secs_f64()).sum();
+    let commit_started = Instant::now();
+    let wall = started.elapsed().as_secs_f64();
+    let scored = stats.rows_scored.load(Ordering::Relaxed);
+    let mut metrics = RunMetrics {
+        run_id: run_id.clone(),
+        job_name: s.name.clone(),
+        batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        rows: RowCounts {
+            read: rows_read(physical.as_ref()),
+            selected: stats.rows_in.load(Ordering::Relaxed),
+            scored,
+            rejected: stats.rows_unscored.load(Ordering::Relaxed),
+            written,
+        },
+        batches: stats.batches.load(Ordering::Relaxed),
+        wall_seconds: wall,
+        rows_per_second: if wall > 0.0 { scored as f64 / wall } else { 0.0 },
+        stage_seconds: StageSeconds {
+            read: (pull - features - inference).max(0.0),
+            features,
+            inference,
+            write,
+            commit: 0.0,
+        },
+        batch_latency_seconds: Latency::from_samples(
+            stats.batch_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        ),
+        workers: plan.workers,
+        batch_size: s.run.batch_size,
+        model: ModelReport {
+            uri: plan.model.uri.clone(),
+            sha256: plan.model.sha256.clone(),
+            inputs: plan.model.inputs.clone(),
+            outputs: plan.model.outputs.clone(),
+            onnxruntime_library: crate::model::runtime_library().map(|p| p.display().to_string()),
+        },
+        output_files: files.len() as u64,
+        output_bytes: files.iter().map(|f| f.bytes).sum(),
+    };
+    let manifest = Manifest {
+        run_id,
+        job_name: s.name.clone(),
+        spec_hash: plan.spec.hash.clone(),
+        model_uri: plan.model.uri.clone(),
+        model_sha256: plan.model.sha256.clone(),
+        format: s.output.format.extension().to_string(),
+        files,
+        rows: written,
+        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    committer.write_json(MANIFEST_FILE, &manifest)?;
+    metrics.stage_seconds.commit = commit_started.elapsed().as_secs_f64();
+    committer.write_json(METRICS_FILE, &metrics)?;
+    let output = committer.commit()?;
+    tracing::info!(output = %output.display(), rows = written, "committed");
+    Ok(RunSummary { output, metrics })
+}
+
+/// Rows the file scans produced, from the executed plan's metrics.
+fn rows_read(plan: &dyn ExecutionPlan) -> Option<u64> {
+    let mut total = None;
+    let mut stack: Vec<&dyn ExecutionPlan> = vec![plan];
+    while let Some(node) = stack.pop() {
+        if node.name() == "DataSourceExec"
+            && let Some(rows) = node.metrics().and_then(|m| m.output_rows())
+        {
+            *total.get_or_insert(0) += rows as u64;
+        }
+        stack.extend(node.children().into_iter().map(|c| c.as_ref()));
+    }
+    total
+}
+
+/// Turns `[passthrough..., predictions struct]` into the written columns.
+fn flatten(batch: &RecordBatch, n_pass: usize, schema: &SchemaRef) -> Result<RecordBatch, String> {
+    let mut cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
+    let preds = batch.column(n_pass).as_struct();
+    cols.extend(preds.columns().iter().cloned());
+    if let Some(i) = cols.iter().position(|c| c.len() != batch.num_rows()) {
+        return Err(format!("column {i} has {} rows, expected {}", cols[i].len(), batch.num_rows()));
+    }
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
+}

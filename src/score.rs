@@ -1,0 +1,556 @@
+//! Scoring inside the DataFusion plan: the `predict` scalar function.
+//!
+//! [`PredictUdf`] takes the feature expressions of every model input as arguments and returns
+//! one struct column holding every output column of the job. Because it is an ordinary
+//! DataFusion function, each partition of the plan scores its own batches on its own thread,
+//! and memory stays bounded by the batch size. Per batch, [`Scorer`]:
+//! 1. finds the rows whose features are all present (a null with no `fill_null` is counted
+//!    against its column and the row is left unscored),
+//! 2. packs those rows into tensors ([`crate::features::FeaturePacker`]), in chunks of the
+//!    model's fixed batch size when it has one (the last chunk padded, the padding dropped),
+//! 3. runs a pooled ONNX Runtime session, and
+//! 4. decodes each output ([`OutputBinding`]) into an Arrow column, scattering results back to
+//!    the batch's rows.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
+    StringArray, StructArray, UInt32Array,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use indexmap::IndexMap;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{DynMapValueType, DynValue};
+
+use crate::features::{FeaturePacker, InputBinding};
+use crate::model::{ElemType, IoKind, Model, ModelIo, SessionPool};
+use crate::spec::{OutputFormat, OutputRef, Problem};
+
+/// One output column: a model output, whole or one element of its last axis.
+#[derive(Debug, Clone)]
+pub struct OutputBinding {
+    /// The output column's name.
+    pub column: String,
+    /// The model output it reads.
+    pub output: String,
+    /// `Some(i)`: element `i` of the output's last axis; `None`: the whole output.
+    pub index: Option<usize>,
+    pub source: OutputSource,
+    /// Whether the column holds a whole vector per row (a list column).
+    pub is_list: bool,
+    /// The element type of the column (of the list's items for list columns).
+    pub elem: ElemType,
+}
+
+/// How a model output is laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputSource {
+    /// A tensor with the batch first; `per_row` is the declared values per row when static.
+    Tensor { per_row: Option<usize> },
+    /// A sequence with one map per row (ZipMap); read as a vector in key order, which is the
+    /// class order for scikit-learn classifiers (their classes are sorted).
+    SequenceOfMaps { key: ElemType },
+}
+
+impl OutputBinding {
+    pub fn data_type(&self) -> DataType {
+        let item = elem_arrow_type(self.elem);
+        if self.is_list {
+            DataType::List(Arc::new(Field::new("item", item, true)))
+        } else {
+            item
+        }
+    }
+}
+
+fn elem_arrow_type(e: ElemType) -> DataType {
+    match e {
+        ElemType::Float32 => DataType::Float32,
+        ElemType::Float64 => DataType::Float64,
+        ElemType::Int64 => DataType::Int64,
+        ElemType::Int32 => DataType::Int32,
+        ElemType::Bool => DataType::Boolean,
+        _ => DataType::Utf8,
+    }
+}
+
+/// Binds the job's `[outputs]` (or every model output) to the model, collecting problems.
+pub fn bind_outputs(
+    outputs: Option<&IndexMap<String, String>>,
+    format: OutputFormat,
+    model: &Model,
+) -> Result<Vec<OutputBinding>, Vec<Problem>> {
+    let wanted: Vec<(String, String, String)> = match outputs {
+        Some(map) => map
+            .iter()
+            .map(|(col, expr)| (format!("outputs.{col}"), col.clone(), expr.clone()))
+            .collect(),
+        None => model
+            .outputs
+            .iter()
+            .map(|o| ("outputs".to_string(), o.name.clone(), o.name.clone()))
+            .collect(),
+    };
+    let mut problems = Vec::new();
+    let mut bindings = Vec::new();
+    for (key, column, expr) in wanted {
+        let r = match OutputRef::parse(&expr) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(Problem::new(key, e));
+                continue;
+            }
+        };
+        let Some(io) = model.output(&r.output) else {
+            let names: Vec<_> = model.outputs.iter().map(|o| o.name.as_str()).collect();
+            problems.push(Problem::new(
+                key,
+                format!("the model has no output {:?} (its outputs: {})", r.output, names.join(", ")),
+            ));
+            continue;
+        };
+        match bind_output(io, column, r.index) {
+            Ok(b) => {
+                if b.is_list && format == OutputFormat::Csv {
+                    problems.push(Problem::new(
+                        key,
+                        format!(
+                            "column {:?} holds a whole vector per row, which CSV cannot hold: pick one element ({}[0]) or write Parquet",
+                            b.column, b.output
+                        ),
+                    ));
+                } else {
+                    bindings.push(b);
+                }
+            }
+            Err(e) => problems.push(Problem::new(key, e)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(bindings)
+    } else {
+        Err(problems)
+    }
+}
+
+fn bind_output(io: &ModelIo, column: String, index: Option<usize>) -> Result<OutputBinding, String> {
+    let supported = |e: ElemType| {
+        matches!(
+            e,
+            ElemType::Float32 | ElemType::Float64 | ElemType::Int64 | ElemType::Int32 | ElemType::Bool | ElemType::String
+        )
+    };
+    match &io.kind {
+        IoKind::Tensor { dtype, shape } => {
+            if !supported(*dtype) {
+                return Err(format!("model output {:?} has element type {dtype}, which batchscore cannot write", io.name));
+            }
+            // Declared shapes are hints (some converters declare [1] for a per-row output),
+            // so rank decides: rank 1 or a trailing 1 is a scalar per row, otherwise a vector.
+            let per_row = if shape.len() <= 1 {
+                Some(1)
+            } else if shape[1..].iter().all(|&d| d > 0) {
+                Some(shape[1..].iter().product::<i64>() as usize)
+            } else {
+                None
+            };
+            let vector = per_row != Some(1);
+            if let (Some(i), Some(n)) = (index, per_row)
+                && i >= n
+            {
+                return Err(format!(
+                    "model output {:?} has {n} value{} per row (shape {}); index {i} is out of range",
+                    io.name,
+                    if n == 1 { "" } else { "s" },
+                    crate::features::show_shape(shape)
+                ));
+            }
+            Ok(OutputBinding {
+                column,
+                output: io.name.clone(),
+                index,
+                source: OutputSource::Tensor { per_row },
+                is_list: vector && index.is_none(),
+                elem: *dtype,
+            })
+        }
+        IoKind::SequenceOfMaps { key, value } => {
+            if !matches!(key, ElemType::Int64 | ElemType::String) || !matches!(value, ElemType::Float32 | ElemType::Float64) {
+                return Err(format!("model output {:?} is {}, which batchscore cannot read", io.name, io.kind));
+            }
+            Ok(OutputBinding {
+                column,
+                output: io.name.clone(),
+                index,
+                source: OutputSource::SequenceOfMaps { key: *key },
+                is_list: index.is_none(),
+                elem: *value,
+            })
+        }
+        IoKind::Other { description } => Err(format!(
+            "model output {:?} is {description}, which batchscore cannot read",
+            io.name
+        )),
+    }
+}
+
+/// Counters and timings shared by every worker of a run.
+#[derive(Debug, Default)]
+pub struct ScoreStats {
+    pub rows_in: AtomicU64,
+    pub rows_scored: AtomicU64,
+    pub rows_unscored: AtomicU64,
+    pub batches: AtomicU64,
+    pub features_ns: AtomicU64,
+    pub inference_ns: AtomicU64,
+    /// Rows with a null, by model input name and the column's SQL.
+    pub nulls: Mutex<IndexMap<(String, String), u64>>,
+    /// Seconds per scored batch (features + inference).
+    pub batch_latencies: Mutex<Vec<f64>>,
+}
+
+/// Everything needed to score a batch.
+#[derive(Debug)]
+pub struct Scorer {
+    pub inputs: Vec<InputBinding>,
+    pub outputs: Vec<OutputBinding>,
+    pub sessions: SessionPool,
+    pub stats: ScoreStats,
+    fixed_batch: Option<usize>,
+    return_fields: Fields,
+}
+
+impl Scorer {
+    pub fn new(inputs: Vec<InputBinding>, outputs: Vec<OutputBinding>, sessions: SessionPool) -> Self {
+        let fixed_batch = inputs.iter().find_map(InputBinding::fixed_batch);
+        let return_fields: Fields = outputs
+            .iter()
+            .map(|o| Field::new(&o.column, o.data_type(), true))
+            .collect();
+        Self {
+            inputs,
+            outputs,
+            sessions,
+            stats: ScoreStats::default(),
+            fixed_batch,
+            return_fields,
+        }
+    }
+
+    pub fn return_type(&self) -> DataType {
+        DataType::Struct(self.return_fields.clone())
+    }
+
+    /// Scores one batch; `args` holds every input's columns in binding order.
+    pub fn score(&self, args: &[ArrayRef], num_rows: usize) -> Result<StructArray, String> {
+        let started = Instant::now();
+        self.stats.rows_in.fetch_add(num_rows as u64, Ordering::Relaxed);
+
+        // Rows with a null in any feature are not scored; count them against their columns.
+        let mut valid: Option<NullBuffer> = None;
+        let mut offset = 0;
+        for binding in &self.inputs {
+            for (j, sql) in binding.columns.iter().enumerate() {
+                let col = &args[offset + j];
+                if col.null_count() > 0 {
+                    *self
+                        .stats
+                        .nulls
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry((binding.name.clone(), sql.clone()))
+                        .or_default() += col.null_count() as u64;
+                    valid = NullBuffer::union(valid.as_ref(), col.logical_nulls().as_ref());
+                }
+            }
+            offset += binding.columns.len();
+        }
+        let scored_rows: Vec<usize> = match &valid {
+            None => (0..num_rows).collect(),
+            Some(v) => (0..num_rows).filter(|&i| v.is_valid(i)).collect(),
+        };
+        let unscored = num_rows - scored_rows.len();
+
+        let chunk = self.fixed_batch.unwrap_or(scored_rows.len().max(1));
+        let mut per_output: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.outputs.len()];
+        let mut features_ns = 0u64;
+        let mut inference_ns = 0u64;
+        for rows in scored_rows.chunks(chunk) {
+            let t0 = Instant::now();
+            let real = rows.len();
+            let padded: Vec<usize>;
+            let rows = if real < chunk && self.fixed_batch.is_some() {
+                // The model takes exactly `chunk` rows: repeat the last row, drop its outputs.
+                padded = rows.iter().copied().chain(std::iter::repeat_n(rows[real - 1], chunk - real)).collect();
+                &padded[..]
+            } else {
+                rows
+            };
+            let mut tensors: Vec<(String, DynValue)> = Vec::with_capacity(self.inputs.len());
+            let mut offset = 0;
+            for binding in &self.inputs {
+                let cols = &args[offset..offset + binding.columns.len()];
+                offset += binding.columns.len();
+                let packer = FeaturePacker { binding, columns: cols };
+                tensors.push((binding.name.clone(), packer.pack(rows)?));
+            }
+            let t1 = Instant::now();
+            features_ns += (t1 - t0).as_nanos() as u64;
+            let decoded = self.sessions.with_session(|session: &mut Session| {
+                let outputs = session
+                    .run(tensors)
+                    .map_err(|e| format!("ONNX Runtime failed on a batch of {} rows: {e}", rows.len()))?;
+                self.decode(&outputs, rows.len(), real)
+            })?;
+            inference_ns += t1.elapsed().as_nanos() as u64;
+            for (acc, arr) in per_output.iter_mut().zip(decoded) {
+                acc.push(arr);
+            }
+        }
+
+        let mut columns = Vec::with_capacity(self.outputs.len());
+        for (binding, parts) in self.outputs.iter().zip(per_output) {
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            let scored = if refs.is_empty() {
+                datafusion::arrow::array::new_empty_array(&binding.data_type())
+            } else if refs.len() == 1 {
+                parts[0].clone()
+            } else {
+                datafusion::arrow::compute::concat(&refs).map_err(|e| e.to_string())?
+            };
+            columns.push(scatter(scored, &scored_rows, num_rows, valid.is_some())?);
+        }
+
+        self.stats.rows_scored.fetch_add(scored_rows.len() as u64, Ordering::Relaxed);
+        self.stats.rows_unscored.fetch_add(unscored as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.features_ns.fetch_add(features_ns, Ordering::Relaxed);
+        self.stats.inference_ns.fetch_add(inference_ns, Ordering::Relaxed);
+        self.stats
+            .batch_latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(started.elapsed().as_secs_f64());
+
+        StructArray::try_new(self.return_fields.clone(), columns, None).map_err(|e| e.to_string())
+    }
+
+    /// Decodes every output column from one run of `rows` rows, keeping the first `keep`.
+    fn decode(&self, outputs: &SessionOutputs<'_>, rows: usize, keep: usize) -> Result<Vec<ArrayRef>, String> {
+        self.outputs
+            .iter()
+            .map(|b| {
+                let value = outputs
+                    .get(&b.output)
+                    .ok_or_else(|| format!("ONNX Runtime returned no output {:?}", b.output))?;
+                decode_output(b, value, rows, keep)
+            })
+            .collect()
+    }
+}
+
+/// Puts `scored` (one value per scored row) back at the rows it came from; other rows are null.
+fn scatter(scored: ArrayRef, scored_rows: &[usize], num_rows: usize, has_gaps: bool) -> Result<ArrayRef, String> {
+    if !has_gaps {
+        return Ok(scored);
+    }
+    let mut positions: Vec<Option<u32>> = vec![None; num_rows];
+    for (k, &r) in scored_rows.iter().enumerate() {
+        positions[r] = Some(k as u32);
+    }
+    let indices = UInt32Array::from(positions);
+    datafusion::arrow::compute::take(scored.as_ref(), &indices, None).map_err(|e| e.to_string())
+}
+
+fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) -> Result<ArrayRef, String> {
+    let err = |e: ort::Error| format!("model output {:?}: {e}", b.output);
+    match b.source {
+        OutputSource::Tensor { .. } => {
+            macro_rules! numeric {
+                ($t:ty, $arr:ty) => {{
+                    let (_, data) = value.try_extract_tensor::<$t>().map_err(err)?;
+                    let per_row = per_row_of(b, data.len(), rows)?;
+                    from_rows::<$t, $arr>(b, data, per_row, keep)
+                }};
+            }
+            match b.elem {
+                ElemType::Float32 => numeric!(f32, Float32Array),
+                ElemType::Float64 => numeric!(f64, Float64Array),
+                ElemType::Int64 => numeric!(i64, Int64Array),
+                ElemType::Int32 => numeric!(i32, Int32Array),
+                ElemType::Bool => {
+                    let (_, data) = value.try_extract_tensor::<bool>().map_err(err)?;
+                    let per_row = per_row_of(b, data.len(), rows)?;
+                    let (values, offsets) = select(b, data, per_row, keep)?;
+                    finish(b, Arc::new(BooleanArray::from(values)), offsets)
+                }
+                ElemType::String => {
+                    let (_, data) = value.try_extract_strings().map_err(err)?;
+                    let per_row = per_row_of(b, data.len(), rows)?;
+                    let (values, offsets) = select(b, &data, per_row, keep)?;
+                    finish(b, Arc::new(StringArray::from(values)), offsets)
+                }
+                other => Err(format!("model output {:?}: element type {other} is not supported", b.output)),
+            }
+        }
+        OutputSource::SequenceOfMaps { key } => {
+            let maps = value
+                .try_extract_sequence::<DynMapValueType>()
+                .map_err(err)?;
+            if maps.len() != rows {
+                return Err(format!("model output {:?} has {} maps for {rows} rows", b.output, maps.len()));
+            }
+            let mut flat: Vec<f64> = Vec::new();
+            let mut per_row = None;
+            for m in maps.iter().take(keep) {
+                let mut values: Vec<f64> = match key {
+                    ElemType::Int64 => sorted_values::<i64>(m, b.elem).map_err(err)?,
+                    _ => sorted_values::<String>(m, b.elem).map_err(err)?,
+                };
+                if *per_row.get_or_insert(values.len()) != values.len() {
+                    return Err(format!("model output {:?}: maps of different sizes", b.output));
+                }
+                flat.append(&mut values);
+            }
+            let per_row = per_row.unwrap_or(0);
+            match b.elem {
+                ElemType::Float32 => {
+                    let data: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
+                    from_rows::<f32, Float32Array>(b, &data, per_row, keep)
+                }
+                _ => from_rows::<f64, Float64Array>(b, &flat, per_row, keep),
+            }
+        }
+    }
+}
+
+fn sorted_values<K>(m: &ort::value::Value<DynMapValueType>, value: ElemType) -> ort::Result<Vec<f64>>
+where
+    K: ort::value::IntoTensorElementType + Clone + std::hash::Hash + Eq + Ord,
+{
+    let mut kv: Vec<(K, f64)> = if value == ElemType::Float32 {
+        m.try_extract_key_values::<K, f32>()?
+            .into_iter()
+            .map(|(k, v)| (k, f64::from(v)))
+            .collect()
+    } else {
+        m.try_extract_key_values::<K, f64>()?
+    };
+    kv.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(kv.into_iter().map(|(_, v)| v).collect())
+}
+
+fn per_row_of(b: &OutputBinding, len: usize, rows: usize) -> Result<usize, String> {
+    if rows == 0 || len % rows != 0 {
+        return Err(format!("model output {:?} has {len} values for {rows} rows", b.output));
+    }
+    Ok(len / rows)
+}
+
+/// Picks, for each of the first `keep` rows, the element `index` or the whole row.
+fn select<T: Clone>(b: &OutputBinding, data: &[T], per_row: usize, keep: usize) -> Result<(Vec<T>, Option<OffsetBuffer<i32>>), String> {
+    match b.index {
+        Some(i) if i >= per_row => Err(format!(
+            "model output {:?} has {per_row} values per row; index {i} is out of range",
+            b.output
+        )),
+        Some(i) => Ok(((0..keep).map(|r| data[r * per_row + i].clone()).collect(), None)),
+        None if !b.is_list => {
+            if per_row != 1 {
+                return Err(format!(
+                    "model output {:?} has {per_row} values per row, not one: pick one with {}[i]",
+                    b.output, b.output
+                ));
+            }
+            Ok((data[..keep].to_vec(), None))
+        }
+        None => Ok((
+            data[..keep * per_row].to_vec(),
+            Some(OffsetBuffer::from_lengths(std::iter::repeat_n(per_row, keep))),
+        )),
+    }
+}
+
+fn from_rows<T, A>(b: &OutputBinding, data: &[T], per_row: usize, keep: usize) -> Result<ArrayRef, String>
+where
+    T: Clone,
+    A: From<Vec<T>> + Array + 'static,
+{
+    let (values, offsets) = select(b, data, per_row, keep)?;
+    finish(b, Arc::new(A::from(values)), offsets)
+}
+
+fn finish(b: &OutputBinding, values: ArrayRef, offsets: Option<OffsetBuffer<i32>>) -> Result<ArrayRef, String> {
+    match offsets {
+        None => Ok(values),
+        Some(offsets) => {
+            let field = Arc::new(Field::new("item", values.data_type().clone(), true));
+            ListArray::try_new(field, offsets, values, None)
+                .map(|a| Arc::new(a) as ArrayRef)
+                .map_err(|e| format!("model output {:?}: {e}", b.output))
+        }
+    }
+}
+
+/// The `predict` scalar function: scores its arguments with the job's model.
+#[derive(Debug)]
+pub struct PredictUdf {
+    scorer: Arc<Scorer>,
+    signature: Signature,
+}
+
+impl PredictUdf {
+    pub const NAME: &'static str = "batchscore_predict";
+
+    pub fn new(scorer: Arc<Scorer>) -> Self {
+        Self {
+            scorer,
+            signature: Signature::variadic_any(Volatility::Volatile),
+        }
+    }
+}
+
+impl PartialEq for PredictUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.scorer, &other.scorer)
+    }
+}
+impl Eq for PredictUdf {}
+impl std::hash::Hash for PredictUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.scorer) as usize).hash(state);
+    }
+}
+
+impl ScalarUDFImpl for PredictUdf {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(self.scorer.return_type())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = crate::features::to_arrays(args.args, rows)?;
+        let out = self
+            .scorer
+            .score(&arrays, rows)
+            .map_err(|e| DataFusionError::External(e.into()))?;
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}

@@ -1,0 +1,251 @@
+//! The source: the input files as the DataFusion table `input`, and the job's `query` over it.
+//!
+//! The input is a DataFusion `ListingTable`, so files are read in parallel partitions, in
+//! batches of `run.batch_size` rows, with projection and predicate push-down into Parquet.
+//! A directory is read recursively; folders named `key=value` become string partition columns
+//! (hive layout), which a `query` can filter on without opening the other folders' files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+
+use crate::spec::{CsvCompression, InputFormat, InputSpec, Problem, RunSpec};
+
+/// The table name a `query` reads from.
+pub const INPUT_TABLE: &str = "input";
+
+/// A DataFusion session set up for a job: parallelism and batch size from `[run]`.
+pub fn session_context(run: &RunSpec) -> SessionContext {
+    let workers = effective_workers(run.workers);
+    let mut config = SessionConfig::new()
+        .with_target_partitions(workers)
+        .with_batch_size(run.batch_size)
+        .with_information_schema(false);
+    // Footer statistics give the row count up front, for the progress bar's ETA.
+    config.options_mut().execution.collect_statistics = true;
+    SessionContext::new_with_config(config)
+}
+
+/// `workers = 0` means one per core.
+pub fn effective_workers(workers: usize) -> usize {
+    if workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        workers
+    }
+}
+
+/// Registers the input as the table `input` and returns the job's data frame (`query`
+/// applied). Problems name the spec key they concern.
+pub async fn open_input(ctx: &SessionContext, input: &InputSpec) -> Result<DataFrame, Vec<Problem>> {
+    let one = |key: &str, msg: String| vec![Problem::new(key, msg)];
+    let uri = input.uri.as_str();
+    let has_glob = uri.contains(['*', '?', '[']);
+    let path = Path::new(uri);
+    if !has_glob && !path.exists() {
+        return Err(one("input.uri", format!("{uri}: no such file or directory")));
+    }
+    let is_dir = !has_glob && path.is_dir();
+
+    let (format, compression) = detect_format(input, is_dir).map_err(|m| one("input.format", m))?;
+    let extension = match format {
+        InputFormat::Parquet => ".parquet".to_string(),
+        InputFormat::Csv => format!(".csv{}", compression_suffix(compression)),
+    };
+    let file_format: Arc<dyn FileFormat> = match format {
+        InputFormat::Parquet => Arc::new(ParquetFormat::default()),
+        InputFormat::Csv => {
+            let csv = &input.csv;
+            Arc::new(
+                CsvFormat::default()
+                    .with_has_header(csv.has_header)
+                    .with_delimiter(csv.delimiter.as_bytes()[0])
+                    .with_quote(csv.quote.as_bytes()[0])
+                    .with_file_compression_type(file_compression(compression)),
+            )
+        }
+    };
+    // A single file is read whatever its name ends with; listings keep to the format's files.
+    let options_extension = if !has_glob && !is_dir {
+        String::new()
+    } else {
+        extension.clone()
+    };
+    let url_text = if is_dir && !uri.ends_with('/') {
+        format!("{uri}/")
+    } else {
+        uri.to_string()
+    };
+    let url = ListingTableUrl::parse(absolute_text(&url_text))
+        .map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+    let state = ctx.state();
+    let mut options = ListingOptions::new(file_format).with_file_extension(options_extension);
+    if is_dir {
+        let parts = options
+            .infer_partitions(&state, &url)
+            .await
+            .map_err(|e| one("input.uri", format!("{uri}: {}", first_line(&e.to_string()))))?;
+        let cols = parts
+            .into_iter()
+            .map(|name| {
+                use datafusion::arrow::datatypes::DataType;
+                (
+                    name,
+                    DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8)),
+                )
+            })
+            .collect();
+        options = options.with_table_partition_cols(cols);
+    }
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .infer_schema(&state)
+        .await
+        .map_err(|e| one("input.uri", format!("{uri}: cannot read the schema: {}", first_line(&e.to_string()))))?;
+    if config.file_schema.as_ref().is_none_or(|s| s.fields().is_empty()) {
+        return Err(one("input.uri", format!("{uri}: matches no {extension} files")));
+    }
+    let table = ListingTable::try_new(config).map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+    ctx.register_table(INPUT_TABLE, Arc::new(table))
+        .map_err(|e| one("input.uri", e.to_string()))?;
+
+    match &input.query {
+        Some(sql) => ctx
+            .sql(sql)
+            .await
+            .map_err(|e| one("input.query", first_line(&e.to_string()).to_string())),
+        None => ctx
+            .table(INPUT_TABLE)
+            .await
+            .map_err(|e| one("input.uri", e.to_string())),
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn absolute_text(p: &str) -> String {
+    if p.contains("://") || Path::new(p).is_absolute() {
+        return p.to_string();
+    }
+    match std::env::current_dir() {
+        Ok(cwd) => format!("{}/{}", cwd.display(), p.trim_start_matches("./")),
+        Err(_) => p.to_string(),
+    }
+}
+
+/// The format and compression: from the spec, else the extension, else the first file.
+fn detect_format(input: &InputSpec, is_dir: bool) -> Result<(InputFormat, CsvCompression), String> {
+    let sample = if is_dir {
+        first_data_file(Path::new(&input.uri)).unwrap_or_default()
+    } else {
+        input.uri.clone()
+    };
+    let by_ext = format_of(&sample);
+    let format = match (input.format, by_ext) {
+        (Some(f), _) => f,
+        (None, Some((f, _))) => f,
+        (None, None) => {
+            return Err(format!(
+                "cannot tell the format of {} from its name: set format = \"parquet\" or \"csv\"",
+                input.uri
+            ));
+        }
+    };
+    let compression = match (input.csv.compression, by_ext) {
+        (Some(c), _) => c,
+        (None, Some((_, c))) => c,
+        (None, None) => CsvCompression::None,
+    };
+    Ok((format, compression))
+}
+
+fn format_of(name: &str) -> Option<(InputFormat, CsvCompression)> {
+    let lower = name.to_ascii_lowercase();
+    if lower.ends_with(".parquet") || lower.ends_with(".parq") {
+        return Some((InputFormat::Parquet, CsvCompression::None));
+    }
+    for (suffix, c) in [
+        (".csv", CsvCompression::None),
+        (".csv.gz", CsvCompression::Gzip),
+        (".csv.zst", CsvCompression::Zstd),
+        (".csv.bz2", CsvCompression::Bzip2),
+        (".csv.xz", CsvCompression::Xz),
+    ] {
+        if lower.ends_with(suffix) {
+            return Some((InputFormat::Csv, c));
+        }
+    }
+    None
+}
+
+/// The first file (in name order, depth first) whose name tells a format, skipping hidden and
+/// `_`-prefixed files as Spark and DataFusion do.
+fn first_data_file(dir: &Path) -> Option<String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name()?.to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        if p.is_dir() {
+            if let Some(f) = first_data_file(&p) {
+                return Some(f);
+            }
+        } else if format_of(&name).is_some() {
+            return Some(p.to_string_lossy().into_owned());
+        }
+    }
+    None
+}
+
+fn compression_suffix(c: CsvCompression) -> &'static str {
+    match c {
+        CsvCompression::None => "",
+        CsvCompression::Gzip => ".gz",
+        CsvCompression::Zstd => ".zst",
+        CsvCompression::Bzip2 => ".bz2",
+        CsvCompression::Xz => ".xz",
+    }
+}
+
+fn file_compression(c: CsvCompression) -> FileCompressionType {
+    match c {
+        CsvCompression::None => FileCompressionType::UNCOMPRESSED,
+        CsvCompression::Gzip => FileCompressionType::GZIP,
+        CsvCompression::Zstd => FileCompressionType::ZSTD,
+        CsvCompression::Bzip2 => FileCompressionType::BZIP2,
+        CsvCompression::Xz => FileCompressionType::XZ,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_from_names() {
+        assert_eq!(format_of("a/b.parquet"), Some((InputFormat::Parquet, CsvCompression::None)));
+        assert_eq!(format_of("x.CSV.GZ"), Some((InputFormat::Csv, CsvCompression::Gzip)));
+        assert_eq!(format_of("x.csv.zst"), Some((InputFormat::Csv, CsvCompression::Zstd)));
+        assert_eq!(format_of("x.json"), None);
+    }
+
+    #[test]
+    fn first_file_skips_hidden_and_underscore_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("_SUCCESS"), "").unwrap();
+        std::fs::create_dir(tmp.path().join("k=1")).unwrap();
+        std::fs::write(tmp.path().join("k=1/p.csv.gz"), "").unwrap();
+        let f = first_data_file(tmp.path()).unwrap();
+        assert!(f.ends_with("k=1/p.csv.gz"), "{f}");
+    }
+}
