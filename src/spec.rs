@@ -692,7 +692,7 @@ uri = "out/ds=${ds}/"
         let text = MINIMAL.replace("[output]", "[output]\nmdoe = \"overwrite\"");
         let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("job spec jobs/a.toml: [output]: unknown field `mdoe`"), "{msg}");
+        assert!(msg.starts_with("job spec jobs/a.toml: [output.mdoe]: unknown field `mdoe`"), "{msg}");
     }
 
     #[test]

@@ -1,0 +1,261 @@
+//! Every sample job, and every input and output layout, scored by the real binary and
+//! compared row by row with onnxruntime's own outputs (sample_data/*/expected.parquet).
+
+mod common;
+use common::*;
+
+#[test]
+fn churn_lightgbm_hive_partitions_query_and_sql_features() {
+    let s = Scratch::new();
+    let job = s.repo_job("churn");
+    let o = run(&["run", job.to_str().unwrap(), "--var", "ds=2026-11-27"]);
+    assert_ok(&o);
+    let out = s.path("out/churn/ds=2026-11-27");
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.starts_with("churn-nightly: 1941 rows scored in ")
+            && stdout.contains(", 0 rejected -> ")
+            && stdout.contains("out/churn/ds=2026-11-27 ("),
+        "{stdout}"
+    );
+    let got = read_output(&out);
+    let expected = read_parquet(std::path::Path::new(&sample("churn/expected.parquet")));
+    assert_matches(&got, &expected, "customer_id", &["region", "churn_probability", "churn_label"]);
+    // Pass-through columns first, then [outputs] in the order written.
+    assert_eq!(
+        got.keys().cloned().collect::<std::collections::BTreeSet<_>>(),
+        ["churn_label", "churn_probability", "customer_id", "region"].map(String::from).into()
+    );
+}
+
+#[test]
+fn sklearn_pipeline_string_inputs_and_zipmap() {
+    let s = Scratch::new();
+    let job = s.repo_job("plans");
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/plans"));
+    let expected = read_parquet(std::path::Path::new(&sample("plans/expected.parquet")));
+    assert_matches(&got, &expected, "account", &["output_label", "output_probability", "p_upgrade"]);
+}
+
+#[test]
+fn every_output_by_default_and_yaml_spec() {
+    // No [inputs] and no [outputs]: inputs from same-named columns, every output a column.
+    let s = Scratch::new();
+    let job = s.job(
+        "plans.yaml",
+        &format!(
+            "name: plans-default\ninput:\n  uri: {}\nmodel:\n  uri: {}\noutput:\n  uri: ../out/p/\n  passthrough: [account]\n",
+            sample("plans/accounts.parquet"),
+            sample("plans/plans_pipeline.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/p"));
+    let expected = read_parquet(std::path::Path::new(&sample("plans/expected.parquet")));
+    assert_matches(&got, &expected, "account", &["output_label", "output_probability"]);
+    assert_eq!(got.len(), 3, "{:?}", got.keys());
+}
+
+#[test]
+fn regression_float64_from_gzip_csv_to_csv() {
+    let s = Scratch::new();
+    let job = s.repo_job("houses");
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = s.path("out/houses");
+    let manifest = std::fs::read_to_string(out.join("_manifest.json")).unwrap();
+    assert!(manifest.contains(".csv\""), "{manifest}");
+    let got = read_output(&out);
+    let expected = read_parquet(std::path::Path::new(&sample("houses/expected.parquet")));
+    assert_matches(&got, &expected, "house_id", &["price"]);
+}
+
+#[test]
+fn xgboost_classifier() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/fraud"));
+    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(&got, &expected, "txn_id", &["fraud_probability", "fraud_label"]);
+}
+
+#[test]
+fn int_rank1_inputs_with_casts_and_bool_int32_outputs() {
+    // a is int16 and b int64 in the file; the model takes int64 [N] and int32 [N].
+    let s = Scratch::new();
+    let job = s.job(
+        "rank1.toml",
+        &format!(
+            r#"
+name = "rank1"
+[input]
+uri = "{}"
+[model]
+uri = "{}"
+[output]
+uri = "../out/r/"
+passthrough = ["row_id"]
+"#,
+            sample("synthetic/rows.parquet"),
+            sample("synthetic/rank1_int.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/r"));
+    let expected = read_parquet(std::path::Path::new(&sample("synthetic/expected.parquet")));
+    assert_matches(&got, &expected, "row_id", &["y", "big", "bucket"]);
+}
+
+#[test]
+fn fixed_batch_dimension_is_scored_in_chunks() {
+    // The model takes exactly [1, 4]; 257 rows in batches of 100 need padding-free chunks of one.
+    let s = Scratch::new();
+    let job = s.job(
+        "fixed.toml",
+        &format!(
+            r#"
+name = "fixed"
+[input]
+uri = "{}"
+[model]
+uri = "{}"
+[inputs.x]
+columns = ["x0", "x1", "x2", "x3"]
+[output]
+uri = "../out/f/"
+passthrough = ["row_id"]
+[outputs]
+scores = "scores"
+score_2 = "scores[2]"
+label = "label"
+[run]
+batch_size = 100
+workers = 3
+"#,
+            sample("synthetic/rows.parquet"),
+            sample("synthetic/fixed_batch.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/f"));
+    let expected = read_parquet(std::path::Path::new(&sample("synthetic/expected.parquet")));
+    assert_matches(&got, &expected, "row_id", &["scores", "score_2", "label"]);
+}
+
+#[test]
+fn batch_size_workers_and_file_rollover_do_not_change_results() {
+    let s = Scratch::new();
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace("batch_size = 500", "batch_size = 7\nworkers = 3")
+        .replace("mode = \"overwrite\"", "mode = \"overwrite\"\nmax_rows_per_file = 300");
+    let job = s.job("fraud-small.toml", &text);
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = s.path("out/fraud");
+    let got = read_output(&out);
+    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(&got, &expected, "txn_id", &["fraud_probability", "fraud_label"]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(files.len() >= 9, "2500 rows at 300 per file: {} files", files.len());
+    assert!(files.iter().all(|f| f["rows"].as_u64().unwrap() <= 300));
+}
+
+#[test]
+fn csv_options_headerless_semicolons_and_a_glob() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.path("csv")).unwrap();
+    // rows of rank1's model: row_id;a;b, split over two files matched by a glob.
+    std::fs::write(s.path("csv/p1.txt.csv"), "0;3;4\n1;-8;2\n").unwrap();
+    std::fs::write(s.path("csv/p2.txt.csv"), "2;30;-1\n").unwrap();
+    std::fs::write(s.path("csv/ignored.parquet.bak"), "not data").unwrap();
+    let job = s.job(
+        "csv.toml",
+        &format!(
+            r#"
+name = "csv"
+[input]
+uri = "../csv/*.csv"
+[input.csv]
+has_header = false
+delimiter = ";"
+[model]
+uri = "{}"
+[inputs.a]
+columns = ["column_2"]
+[inputs.b]
+columns = ["column_3"]
+[output]
+uri = "../out/c/"
+format = "csv"
+passthrough = ["column_1"]
+"#,
+            sample("synthetic/rank1_int.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/c"));
+    let mut rows: Vec<(i64, f64, bool, i64)> = (0..3)
+        .map(|i| {
+            let Cell::Int(k) = got["column_1"][i] else { panic!() };
+            let Cell::Float(y) = got["y"][i] else { panic!() };
+            let Cell::Bool(big) = got["big"][i] else { panic!() };
+            let Cell::Int(bucket) = got["bucket"][i] else { panic!() };
+            (k, y, big, bucket)
+        })
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    // y = 0.5 a + b; big = y > 10; bucket = a mod 5 (ONNX Mod on int64 follows the divisor's sign).
+    assert_eq!(rows, vec![(0, 5.5, false, 3), (1, -2.0, false, 2), (2, 14.0, true, 0)]);
+}
+
+#[test]
+fn empty_selection_commits_an_empty_output() {
+    let s = Scratch::new();
+    let text = std::fs::read_to_string(repo().join("jobs/churn.toml"))
+        .unwrap()
+        .replace("WHERE region <> 'apac'", "WHERE region = 'nowhere'");
+    let job = s.job("empty.toml", &text);
+    let o = run(&["run", job.to_str().unwrap(), "--var", "ds=e"]);
+    assert_ok(&o);
+    let got = read_output(&s.path("out/churn/ds=e"));
+    assert_eq!(got.get("customer_id").map(Vec::len).unwrap_or(0), 0);
+    assert!(got.contains_key("churn_probability"), "the empty part carries the schema: {:?}", got.keys());
+}
+
+#[test]
+fn metrics_file_accounts_for_every_row() {
+    let s = Scratch::new();
+    let job = s.repo_job("churn");
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--var", "ds=m", "--log-format", "json"]));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/ds=m/_metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["job_name"], "churn-nightly");
+    assert_eq!(m["rows"]["selected"], 1941);
+    assert_eq!(m["rows"]["scored"], 1941);
+    assert_eq!(m["rows"]["written"], 1941);
+    assert_eq!(m["rows"]["rejected"], 0);
+    // The query prunes apac's folder before reading: only eu and us files are read.
+    assert_eq!(m["rows"]["read"], 1941);
+    assert!(m["batches"].as_u64().unwrap() >= 2);
+    for stage in ["read", "features", "inference", "write", "commit"] {
+        assert!(m["stage_seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+    }
+    let lat = &m["batch_latency_seconds"];
+    assert!(lat["p50"].as_f64().unwrap() <= lat["p95"].as_f64().unwrap());
+    assert!(lat["p95"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());
+    assert!(m["rows_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(m["model"]["inputs"][0]["name"], "features");
+    assert_eq!(m["model"]["inputs"][0]["dtype"], "float32");
+    assert_eq!(m["model"]["outputs"][1]["name"], "probabilities");
+    let sha = m["model"]["sha256"].as_str().unwrap();
+    let job_text = std::fs::read_to_string(&job).unwrap();
+    assert!(job_text.contains(sha), "the metrics report the pinned sha256");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/ds=m/_manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["model_sha256"], sha);
+    assert_eq!(manifest["spec_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(manifest["run_id"], m["run_id"]);
+}
