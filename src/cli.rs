@@ -52,9 +52,11 @@ pub enum ProgressMode {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a job: score the input and commit the output atomically.
-    #[command(after_help = "Example:\n  batchscore run jobs/churn.toml --var ds=2026-11-27\n\n\
+    #[command(
+        after_help = "Example:\n  batchscore run jobs/churn.toml --var ds=2026-11-27\n\n\
 Prints one summary line on stdout; _manifest.json, _metrics.json and _SUCCESS are written\n\
-beside the output parts, _SUCCESS last.")]
+beside the output parts, _SUCCESS last."
+    )]
     Run {
         /// The job spec (TOML, or YAML by extension).
         job: PathBuf,
@@ -164,7 +166,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: OK", job.display());
             println!("model {} (sha256 {})", plan.model.uri, plan.model.sha256);
             for b in &plan.bindings().inputs {
-                println!("  input {:?} {} <- {}", b.name, b.dtype, b.columns.join(", "));
+                println!(
+                    "  input {:?} {} <- {}",
+                    b.name,
+                    b.dtype,
+                    b.columns.join(", ")
+                );
             }
             for o in &plan.outputs {
                 let src = match o.index {
@@ -218,7 +225,12 @@ pub fn describe_model(m: &Model, json: bool) -> anyhow::Result<String> {
     }
     use std::fmt::Write;
     let mut s = String::new();
-    let opsets: Vec<String> = m.header.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
+    let opsets: Vec<String> = m
+        .header
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{d} {v}"))
+        .collect();
     writeln!(s, "model:    {}", m.uri)?;
     writeln!(s, "sha256:   {}", m.sha256)?;
     writeln!(s, "size:     {} bytes", m.size_bytes)?;
@@ -263,7 +275,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
     }
     if let Some(m) = e.downcast_ref::<crate::model::ModelError>() {
         return match m {
-            crate::model::ModelError::OrtNotFound { .. } | crate::model::ModelError::OrtLoad { .. } => 1,
+            crate::model::ModelError::OrtNotFound { .. }
+            | crate::model::ModelError::OrtLoad { .. } => 1,
             _ => 2,
         };
     }

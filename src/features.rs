@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int32Type, Int64Type, ArrowPrimitiveType,
+    ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 };
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit};
@@ -73,7 +73,11 @@ pub fn arrow_type_for(dtype: ElemType) -> Option<DataType> {
 }
 
 /// Binds every model input to its expressions, collecting every problem found.
-pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<BoundInputs, Vec<Problem>> {
+pub fn bind_inputs(
+    spec: &JobSpec,
+    model: &Model,
+    df: &DataFrame,
+) -> Result<BoundInputs, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut inputs = Vec::new();
     let mut exprs = Vec::new();
@@ -84,22 +88,38 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
             let names: Vec<_> = model.inputs.iter().map(|i| i.name.as_str()).collect();
             problems.push(Problem::new(
                 format!("inputs.{name}"),
-                format!("the model has no input {name:?} (its inputs: {})", names.join(", ")),
+                format!(
+                    "the model has no input {name:?} (its inputs: {})",
+                    names.join(", ")
+                ),
             ));
         }
     }
 
     for io in &model.inputs {
         let (key, columns, fill, want) = match spec.inputs.get(&io.name) {
-            Some(s) => (format!("inputs.{}", io.name), s.columns.clone(), s.fill_null.clone(), s.dtype),
+            Some(s) => (
+                format!("inputs.{}", io.name),
+                s.columns.clone(),
+                s.fill_null.clone(),
+                s.dtype,
+            ),
             // No table for this input: it takes the input column of the same name.
-            None => (format!("inputs.{}", io.name), vec![quote_ident(&io.name)], None, None),
+            None => (
+                format!("inputs.{}", io.name),
+                vec![quote_ident(&io.name)],
+                None,
+                None,
+            ),
         };
         let explicit = spec.inputs.contains_key(&io.name);
         let IoKind::Tensor { dtype, shape } = &io.kind else {
             problems.push(Problem::new(
                 key,
-                format!("model input {:?} is a {}, not a tensor; batchscore feeds tensors only", io.name, io.kind),
+                format!(
+                    "model input {:?} is a {}, not a tensor; batchscore feeds tensors only",
+                    io.name, io.kind
+                ),
             ));
             continue;
         };
@@ -119,7 +139,11 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
             ));
         }
         if let Err(msg) = check_shape(&io.name, shape, columns.len()) {
-            let k = if explicit { format!("{key}.columns") } else { key.clone() };
+            let k = if explicit {
+                format!("{key}.columns")
+            } else {
+                key.clone()
+            };
             problems.push(Problem::new(k, msg));
             continue;
         }
@@ -128,17 +152,26 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
             (Some(v @ (FillValue::Number(_) | FillValue::Bool(_))), ElemType::String) => {
                 problems.push(Problem::new(
                     format!("{key}.fill_null"),
-                    format!("is {}, but model input {:?} takes strings: give a string", fill_text(v), io.name),
+                    format!(
+                        "is {}, but model input {:?} takes strings: give a string",
+                        fill_text(v),
+                        io.name
+                    ),
                 ));
                 None
             }
             (Some(FillValue::Text(t)), ElemType::String) => Some(lit(t.clone())),
             (Some(FillValue::Number(v)), _) => Some(cast(lit(*v), target.clone())),
-            (Some(FillValue::Bool(b)), _) => Some(cast(lit(if *b { 1.0 } else { 0.0 }), target.clone())),
+            (Some(FillValue::Bool(b)), _) => {
+                Some(cast(lit(if *b { 1.0 } else { 0.0 }), target.clone()))
+            }
             (Some(FillValue::Text(t)), _) => {
                 problems.push(Problem::new(
                     format!("{key}.fill_null"),
-                    format!("is the string {t:?}, but model input {:?} is {dtype}: give a number", io.name),
+                    format!(
+                        "is the string {t:?}, but model input {:?} is {dtype}: give a number",
+                        io.name
+                    ),
                 ));
                 None
             }
@@ -146,7 +179,11 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
 
         let mut ok = true;
         for (i, sql) in columns.iter().enumerate() {
-            let ckey = if explicit { format!("{key}.columns[{i}]") } else { key.clone() };
+            let ckey = if explicit {
+                format!("{key}.columns[{i}]")
+            } else {
+                key.clone()
+            };
             let expr = match parse_column_expr(df, sql) {
                 Ok(e) => e,
                 Err(msg) => {
@@ -158,7 +195,10 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
             let source = match expr.get_type(schema) {
                 Ok(t) => t,
                 Err(e) => {
-                    problems.push(Problem::new(ckey, format!("{sql:?}: {}", first_line(&e.to_string()))));
+                    problems.push(Problem::new(
+                        ckey,
+                        format!("{sql:?}: {}", first_line(&e.to_string())),
+                    ));
                     ok = false;
                     continue;
                 }
@@ -171,7 +211,11 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
                 ok = false;
                 continue;
             }
-            let typed = if source == target { expr } else { cast(expr, target.clone()) };
+            let typed = if source == target {
+                expr
+            } else {
+                cast(expr, target.clone())
+            };
             let typed = match &fill_expr {
                 Some(f) => datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()]),
                 None => typed,
@@ -190,13 +234,18 @@ pub fn bind_inputs(spec: &JobSpec, model: &Model, df: &DataFrame) -> Result<Boun
         }
     }
 
-    let batches: Vec<_> = inputs.iter().filter_map(|i| i.fixed_batch().map(|b| (i.name.clone(), b))).collect();
+    let batches: Vec<_> = inputs
+        .iter()
+        .filter_map(|i| i.fixed_batch().map(|b| (i.name.clone(), b)))
+        .collect();
     if let Some((first, b)) = batches.first()
         && let Some((other, b2)) = batches.iter().find(|(_, b2)| b2 != b)
     {
         problems.push(Problem::new(
             "inputs",
-            format!("model inputs {first:?} and {other:?} fix different batch sizes ({b} and {b2})"),
+            format!(
+                "model inputs {first:?} and {other:?} fix different batch sizes ({b} and {b2})"
+            ),
         ));
     }
 
@@ -230,9 +279,13 @@ fn dtype_matches(want: TensorDtype, have: ElemType) -> bool {
 fn check_shape(name: &str, shape: &[i64], columns: usize) -> Result<(), String> {
     let shown = show_shape(shape);
     match shape.len() {
-        0 => Err(format!("model input {name:?} is a scalar (shape []); batchscore needs a batch dimension")),
+        0 => Err(format!(
+            "model input {name:?} is a scalar (shape []); batchscore needs a batch dimension"
+        )),
         1 if columns == 1 => Ok(()),
-        1 => Err(format!("model input {name:?} has shape {shown}, one value per row, but {columns} columns are given")),
+        1 => Err(format!(
+            "model input {name:?} has shape {shown}, one value per row, but {columns} columns are given"
+        )),
         _ => {
             let rest = &shape[1..];
             if rest.iter().all(|&d| d > 0) {
@@ -249,7 +302,9 @@ fn check_shape(name: &str, shape: &[i64], columns: usize) -> Result<(), String> 
                 // [N, ?]: any number of columns.
                 Ok(())
             } else {
-                Err(format!("model input {name:?} has shape {shown}, with more than one dynamic dimension after the batch; batchscore cannot tell how to lay out the columns"))
+                Err(format!(
+                    "model input {name:?} has shape {shown}, with more than one dynamic dimension after the batch; batchscore cannot tell how to lay out the columns"
+                ))
             }
         }
     }
@@ -258,7 +313,13 @@ fn check_shape(name: &str, shape: &[i64], columns: usize) -> Result<(), String> 
 pub fn show_shape(shape: &[i64]) -> String {
     let dims: Vec<String> = shape
         .iter()
-        .map(|d| if *d < 0 { "?".to_string() } else { d.to_string() })
+        .map(|d| {
+            if *d < 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        })
         .collect();
     format!("[{}]", dims.join(", "))
 }
@@ -310,7 +371,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -389,15 +452,26 @@ impl FeaturePacker<'_> {
                 }
                 Tensor::from_string_array((shape, data.as_slice())).map(|t| t.into_dyn())
             }
-            other => return Err(format!("model input {:?}: element type {other} is not supported", self.binding.name)),
+            other => {
+                return Err(format!(
+                    "model input {:?}: element type {other} is not supported",
+                    self.binding.name
+                ));
+            }
         };
-        result.map_err(|e| format!("model input {:?}: cannot build the tensor: {e}", self.binding.name))
+        result.map_err(|e| {
+            format!(
+                "model input {:?}: cannot build the tensor: {e}",
+                self.binding.name
+            )
+        })
     }
 
     fn pack_primitive<T>(&self, rows: &[usize], shape: Vec<i64>) -> ort::Result<DynValue>
     where
         T: ArrowPrimitiveType,
-        T::Native: ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + Default + 'static,
+        T::Native:
+            ort::value::PrimitiveTensorElementType + std::fmt::Debug + Clone + Default + 'static,
     {
         let f = self.columns.len();
         let n = rows.len();
@@ -419,7 +493,10 @@ impl FeaturePacker<'_> {
 }
 
 /// Arrays evaluated by DataFusion may be scalars (a literal in `columns`); make them arrays.
-pub fn to_arrays(args: Vec<datafusion::logical_expr::ColumnarValue>, rows: usize) -> datafusion::common::Result<Vec<ArrayRef>> {
+pub fn to_arrays(
+    args: Vec<datafusion::logical_expr::ColumnarValue>,
+    rows: usize,
+) -> datafusion::common::Result<Vec<ArrayRef>> {
     args.into_iter().map(|a| a.into_array(rows)).collect()
 }
 
@@ -460,7 +537,11 @@ mod tests {
         ));
         assert!(!castable(&DataType::Date32, &DataType::Float32));
         assert!(!castable(
-            &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new("i", DataType::Float32, true))),
+            &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+                "i",
+                DataType::Float32,
+                true
+            ))),
             &DataType::Float32
         ));
     }

@@ -126,8 +126,14 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
     let pretty = |s: schemars::Schema| serde_json::to_string_pretty(&s).unwrap_or_default() + "\n";
     vec![
         ("job.schema.json", crate::spec::json_schema()),
-        ("metrics.schema.json", pretty(schemars::schema_for!(RunMetrics))),
-        ("manifest.schema.json", pretty(schemars::schema_for!(Manifest))),
+        (
+            "metrics.schema.json",
+            pretty(schemars::schema_for!(RunMetrics)),
+        ),
+        (
+            "manifest.schema.json",
+            pretty(schemars::schema_for!(Manifest)),
+        ),
     ]
 }
 

@@ -25,10 +25,7 @@ pub enum ModelError {
     #[error("cannot load ONNX Runtime from {path}: {message}")]
     OrtLoad { path: PathBuf, message: String },
     #[error("model {uri}: cannot read: {source}")]
-    Read {
-        uri: String,
-        source: std::io::Error,
-    },
+    Read { uri: String, source: std::io::Error },
     #[error("model {uri}: sha256 is {actual}, but [model.sha256] pins {expected}")]
     Sha256Mismatch {
         uri: String,
@@ -46,7 +43,9 @@ static ORT_ENV: OnceLock<Result<ort::environment::Environment, String>> = OnceLo
 static ORT_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Finds and loads ONNX Runtime once; later calls return the first outcome.
-pub fn init_runtime(explicit: Option<&Path>) -> Result<&'static ort::environment::Environment, ModelError> {
+pub fn init_runtime(
+    explicit: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, ModelError> {
     if ORT_ENV.get().is_none() {
         let path = find_ort_library(explicit)?;
         let _ = ORT_PATH.set(path.clone());
@@ -79,7 +78,10 @@ fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf, ModelError> {
     }
     let mut looked = vec!["--ort-lib".to_string(), "ORT_DYLIB_PATH".to_string()];
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         dirs.push(dir);
     }
     // The checkout this binary was built from: `scripts/fetch-ort` unpacks the wheel there.
@@ -202,7 +204,13 @@ impl std::fmt::Display for IoKind {
             Self::Tensor { dtype, shape } => {
                 let dims: Vec<String> = shape
                     .iter()
-                    .map(|d| if *d < 0 { "?".to_string() } else { d.to_string() })
+                    .map(|d| {
+                        if *d < 0 {
+                            "?".to_string()
+                        } else {
+                            d.to_string()
+                        }
+                    })
                     .collect();
                 write!(f, "tensor({dtype}) [{}]", dims.join(", "))
             }
@@ -327,7 +335,12 @@ impl Model {
     /// A pool of `size` sessions (at least one), reusing the session opened to describe the model.
     pub fn session_pool(&self, size: usize) -> Result<SessionPool, ModelError> {
         let mut sessions = Vec::with_capacity(size.max(1));
-        if let Some(s) = self.first_session.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(s) = self
+            .first_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             sessions.push(s);
         }
         while sessions.len() < size.max(1) {
@@ -381,7 +394,10 @@ impl SessionPool {
                 if let Some(s) = guard.pop() {
                     break s;
                 }
-                guard = self.available.wait(guard).unwrap_or_else(|e| e.into_inner());
+                guard = self
+                    .available
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         };
         // Put the session back even if `f` panics, so other workers never wait forever.
@@ -453,7 +469,11 @@ pub fn parse_onnx_header(bytes: &[u8]) -> Result<OnnxHeader, String> {
                         (_, w) => sub.skip(w)?,
                     }
                 }
-                let domain = if domain.is_empty() { "ai.onnx".to_string() } else { domain };
+                let domain = if domain.is_empty() {
+                    "ai.onnx".to_string()
+                } else {
+                    domain
+                };
                 h.opsets.insert(domain, version);
             }
             (_, w) => r.skip(w)?,
@@ -478,7 +498,10 @@ impl<'a> ProtoReader<'a> {
     fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *self.buf.get(self.pos).ok_or("truncated (ends inside a number)")?;
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or("truncated (ends inside a number)")?;
             self.pos += 1;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {

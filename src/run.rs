@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::{Expr, ScalarUDF, cast, col};
-use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream_partitioned};
+use datafusion::physical_plan::{
+    ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream_partitioned,
+};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use indicatif::ProgressBar;
@@ -70,7 +72,9 @@ pub struct JobPlan {
 
 impl std::fmt::Debug for JobPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobPlan").field("job", &self.spec.spec.name).finish_non_exhaustive()
+        f.debug_struct("JobPlan")
+            .field("job", &self.spec.spec.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,9 +102,15 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
 
     let model = match Model::open(&s.model.uri, s.model.sha256.as_deref()) {
         Ok(m) => Some(Arc::new(m)),
-        Err(e @ (ModelError::OrtNotFound { .. } | ModelError::OrtLoad { .. })) => return Err(RunError::Runtime(e)),
+        Err(e @ (ModelError::OrtNotFound { .. } | ModelError::OrtLoad { .. })) => {
+            return Err(RunError::Runtime(e));
+        }
         Err(e) => {
-            let key = if matches!(e, ModelError::Sha256Mismatch { .. }) { "model.sha256" } else { "model.uri" };
+            let key = if matches!(e, ModelError::Sha256Mismatch { .. }) {
+                "model.sha256"
+            } else {
+                "model.uri"
+            };
             problems.push(Problem::new(key, e.to_string()));
             None
         }
@@ -136,7 +146,10 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
                 }
                 Err(_) => problems.push(Problem::new(
                     format!("output.passthrough[{i}]"),
-                    format!("unknown column {name:?}{}", nearest_columns(df.schema(), name)),
+                    format!(
+                        "unknown column {name:?}{}",
+                        nearest_columns(df.schema(), name)
+                    ),
                 )),
             }
         }
@@ -203,18 +216,39 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
     let s = &plan.spec.spec;
     let exec_err = |e: &dyn std::fmt::Display| RunError::Execution(e.to_string());
 
-    let sessions = plan.model.session_pool(plan.workers).map_err(RunError::Runtime)?;
-    let scorer = Arc::new(Scorer::new(plan.bound.inputs.clone(), plan.outputs.clone(), sessions));
+    let sessions = plan
+        .model
+        .session_pool(plan.workers)
+        .map_err(RunError::Runtime)?;
+    let scorer = Arc::new(Scorer::new(
+        plan.bound.inputs.clone(),
+        plan.outputs.clone(),
+        sessions,
+    ));
     let udf = ScalarUDF::from(PredictUdf::new(scorer.clone()));
     let mut select = plan.passthrough.clone();
-    select.push(udf.call(plan.bound.exprs.clone()).alias("__batchscore_predictions"));
-    let df = plan.input.clone().select(select).map_err(|e| exec_err(&e))?;
+    select.push(
+        udf.call(plan.bound.exprs.clone())
+            .alias("__batchscore_predictions"),
+    );
+    let df = plan
+        .input
+        .clone()
+        .select(select)
+        .map_err(|e| exec_err(&e))?;
 
     // The written schema: pass-through columns, then the prediction struct's fields.
     let df_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let n_pass = plan.passthrough.len();
-    let mut fields: Vec<Field> = df_schema.fields()[..n_pass].iter().map(|f| f.as_ref().clone()).collect();
-    fields.extend(plan.outputs.iter().map(|o| Field::new(&o.column, o.data_type(), true)));
+    let mut fields: Vec<Field> = df_schema.fields()[..n_pass]
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(
+        plan.outputs
+            .iter()
+            .map(|o| Field::new(&o.column, o.data_type(), true)),
+    );
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
 
     let committer = LocalCommitter::prepare(Path::new(&s.output.uri), s.output.mode, &run_id)?;
@@ -222,12 +256,14 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
 
     let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
     if let Some(pb) = &progress
-        && let Ok(stats) = StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
+        && let Ok(stats) =
+            StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
         && let Some(&n) = stats.num_rows.get_value()
     {
         pb.set_length(n as u64);
     }
-    let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx()).map_err(|e| exec_err(&e))?;
+    let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())
+        .map_err(|e| exec_err(&e))?;
 
     let mut tasks = Vec::with_capacity(streams.len());
     for (partition, mut stream) in streams.into_iter().enumerate() {
@@ -253,9 +289,15 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
                     let w = match &mut writer {
                         Some(w) => w,
                         None => {
-                            let name = format!("part-{partition:05}-{seq:04}.{}", format.extension());
+                            let name =
+                                format!("part-{partition:05}-{seq:04}.{}", format.extension());
                             seq += 1;
-                            writer.insert(PartWriter::create(&staging, name, format, schema.clone())?)
+                            writer.insert(PartWriter::create(
+                                &staging,
+                                name,
+                                format,
+                                schema.clone(),
+                            )?)
                         }
                     };
                     let room = (max_rows - w.rows()) as usize;
@@ -292,7 +334,9 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
                 first_error.get_or_insert(e);
             }
             Err(join) => {
-                first_error.get_or_insert(RunError::Execution(format!("a scoring task failed: {join}")));
+                first_error.get_or_insert(RunError::Execution(format!(
+                    "a scoring task failed: {join}"
+                )));
             }
         }
     }
@@ -303,7 +347,12 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         return Err(e);
     }
 
-    let nulls = scorer.stats.nulls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let nulls = scorer
+        .stats
+        .nulls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     if !nulls.is_empty() {
         let lines: Vec<String> = nulls
             .iter()
@@ -320,11 +369,22 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         });
     }
 
-    let mut files: Vec<PartFile> = results.iter().flat_map(|r| r.files.iter().cloned()).collect();
+    let mut files: Vec<PartFile> = results
+        .iter()
+        .flat_map(|r| r.files.iter().cloned())
+        .collect();
     if files.is_empty() {
         // An empty input still commits an output whose schema readers can see.
         let name = format!("part-00000-0000.{}", s.output.format.extension());
-        files.push(PartWriter::create(committer.staging_dir(), name, s.output.format, out_schema.clone())?.finish()?);
+        files.push(
+            PartWriter::create(
+                committer.staging_dir(),
+                name,
+                s.output.format,
+                out_schema.clone(),
+            )?
+            .finish()?,
+        );
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let written: u64 = files.iter().map(|f| f.rows).sum();
@@ -352,7 +412,11 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         },
         batches: stats.batches.load(Ordering::Relaxed),
         wall_seconds: wall,
-        rows_per_second: if wall > 0.0 { scored as f64 / wall } else { 0.0 },
+        rows_per_second: if wall > 0.0 {
+            scored as f64 / wall
+        } else {
+            0.0
+        },
         stage_seconds: StageSeconds {
             read: (pull - features - inference).max(0.0),
             features,
@@ -361,7 +425,11 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             commit: 0.0,
         },
         batch_latency_seconds: Latency::from_samples(
-            stats.batch_latencies.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            stats
+                .batch_latencies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         ),
         workers: plan.workers,
         batch_size: s.run.batch_size,
@@ -416,7 +484,11 @@ fn flatten(batch: &RecordBatch, n_pass: usize, schema: &SchemaRef) -> Result<Rec
     let preds = batch.column(n_pass).as_struct();
     cols.extend(preds.columns().iter().cloned());
     if let Some(i) = cols.iter().position(|c| c.len() != batch.num_rows()) {
-        return Err(format!("column {i} has {} rows, expected {}", cols[i].len(), batch.num_rows()));
+        return Err(format!(
+            "column {i} has {} rows, expected {}",
+            cols[i].len(),
+            batch.num_rows()
+        ));
     }
     RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
 }

@@ -114,7 +114,11 @@ pub fn bind_outputs(
             let names: Vec<_> = model.outputs.iter().map(|o| o.name.as_str()).collect();
             problems.push(Problem::new(
                 key,
-                format!("the model has no output {:?} (its outputs: {})", r.output, names.join(", ")),
+                format!(
+                    "the model has no output {:?} (its outputs: {})",
+                    r.output,
+                    names.join(", ")
+                ),
             ));
             continue;
         };
@@ -142,17 +146,29 @@ pub fn bind_outputs(
     }
 }
 
-fn bind_output(io: &ModelIo, column: String, index: Option<usize>) -> Result<OutputBinding, String> {
+fn bind_output(
+    io: &ModelIo,
+    column: String,
+    index: Option<usize>,
+) -> Result<OutputBinding, String> {
     let supported = |e: ElemType| {
         matches!(
             e,
-            ElemType::Float32 | ElemType::Float64 | ElemType::Int64 | ElemType::Int32 | ElemType::Bool | ElemType::String
+            ElemType::Float32
+                | ElemType::Float64
+                | ElemType::Int64
+                | ElemType::Int32
+                | ElemType::Bool
+                | ElemType::String
         )
     };
     match &io.kind {
         IoKind::Tensor { dtype, shape } => {
             if !supported(*dtype) {
-                return Err(format!("model output {:?} has element type {dtype}, which batchscore cannot write", io.name));
+                return Err(format!(
+                    "model output {:?} has element type {dtype}, which batchscore cannot write",
+                    io.name
+                ));
             }
             // Declared shapes are hints (some converters declare [1] for a per-row output),
             // so rank decides: rank 1 or a trailing 1 is a scalar per row, otherwise a vector.
@@ -184,8 +200,13 @@ fn bind_output(io: &ModelIo, column: String, index: Option<usize>) -> Result<Out
             })
         }
         IoKind::SequenceOfMaps { key, value } => {
-            if !matches!(key, ElemType::Int64 | ElemType::String) || !matches!(value, ElemType::Float32 | ElemType::Float64) {
-                return Err(format!("model output {:?} is {}, which batchscore cannot read", io.name, io.kind));
+            if !matches!(key, ElemType::Int64 | ElemType::String)
+                || !matches!(value, ElemType::Float32 | ElemType::Float64)
+            {
+                return Err(format!(
+                    "model output {:?} is {}, which batchscore cannot read",
+                    io.name, io.kind
+                ));
             }
             Ok(OutputBinding {
                 column,
@@ -230,7 +251,11 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub fn new(inputs: Vec<InputBinding>, outputs: Vec<OutputBinding>, sessions: SessionPool) -> Self {
+    pub fn new(
+        inputs: Vec<InputBinding>,
+        outputs: Vec<OutputBinding>,
+        sessions: SessionPool,
+    ) -> Self {
         let fixed_batch = inputs.iter().find_map(InputBinding::fixed_batch);
         let return_fields: Fields = outputs
             .iter()
@@ -253,7 +278,9 @@ impl Scorer {
     /// Scores one batch; `args` holds every input's columns in binding order.
     pub fn score(&self, args: &[ArrayRef], num_rows: usize) -> Result<StructArray, String> {
         let started = Instant::now();
-        self.stats.rows_in.fetch_add(num_rows as u64, Ordering::Relaxed);
+        self.stats
+            .rows_in
+            .fetch_add(num_rows as u64, Ordering::Relaxed);
 
         // Rows with a null in any feature are not scored; count them against their columns.
         let mut valid: Option<NullBuffer> = None;
@@ -290,7 +317,11 @@ impl Scorer {
             let padded: Vec<usize>;
             let rows = if real < chunk && self.fixed_batch.is_some() {
                 // The model takes exactly `chunk` rows: repeat the last row, drop its outputs.
-                padded = rows.iter().copied().chain(std::iter::repeat_n(rows[real - 1], chunk - real)).collect();
+                padded = rows
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(rows[real - 1], chunk - real))
+                    .collect();
                 &padded[..]
             } else {
                 rows
@@ -300,15 +331,18 @@ impl Scorer {
             for binding in &self.inputs {
                 let cols = &args[offset..offset + binding.columns.len()];
                 offset += binding.columns.len();
-                let packer = FeaturePacker { binding, columns: cols };
+                let packer = FeaturePacker {
+                    binding,
+                    columns: cols,
+                };
                 tensors.push((binding.name.clone(), packer.pack(rows)?));
             }
             let t1 = Instant::now();
             features_ns += (t1 - t0).as_nanos() as u64;
             let decoded = self.sessions.with_session(|session: &mut Session| {
-                let outputs = session
-                    .run(tensors)
-                    .map_err(|e| format!("ONNX Runtime failed on a batch of {} rows: {e}", rows.len()))?;
+                let outputs = session.run(tensors).map_err(|e| {
+                    format!("ONNX Runtime failed on a batch of {} rows: {e}", rows.len())
+                })?;
                 self.decode(&outputs, rows.len(), real)
             })?;
             inference_ns += t1.elapsed().as_nanos() as u64;
@@ -330,11 +364,19 @@ impl Scorer {
             columns.push(scatter(scored, &scored_rows, num_rows, valid.is_some())?);
         }
 
-        self.stats.rows_scored.fetch_add(scored_rows.len() as u64, Ordering::Relaxed);
-        self.stats.rows_unscored.fetch_add(unscored as u64, Ordering::Relaxed);
+        self.stats
+            .rows_scored
+            .fetch_add(scored_rows.len() as u64, Ordering::Relaxed);
+        self.stats
+            .rows_unscored
+            .fetch_add(unscored as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.features_ns.fetch_add(features_ns, Ordering::Relaxed);
-        self.stats.inference_ns.fetch_add(inference_ns, Ordering::Relaxed);
+        self.stats
+            .features_ns
+            .fetch_add(features_ns, Ordering::Relaxed);
+        self.stats
+            .inference_ns
+            .fetch_add(inference_ns, Ordering::Relaxed);
         self.stats
             .batch_latencies
             .lock()
@@ -345,7 +387,12 @@ impl Scorer {
     }
 
     /// Decodes every output column from one run of `rows` rows, keeping the first `keep`.
-    fn decode(&self, outputs: &SessionOutputs<'_>, rows: usize, keep: usize) -> Result<Vec<ArrayRef>, String> {
+    fn decode(
+        &self,
+        outputs: &SessionOutputs<'_>,
+        rows: usize,
+        keep: usize,
+    ) -> Result<Vec<ArrayRef>, String> {
         self.outputs
             .iter()
             .map(|b| {
@@ -359,7 +406,12 @@ impl Scorer {
 }
 
 /// Puts `scored` (one value per scored row) back at the rows it came from; other rows are null.
-fn scatter(scored: ArrayRef, scored_rows: &[usize], num_rows: usize, has_gaps: bool) -> Result<ArrayRef, String> {
+fn scatter(
+    scored: ArrayRef,
+    scored_rows: &[usize],
+    num_rows: usize,
+    has_gaps: bool,
+) -> Result<ArrayRef, String> {
     if !has_gaps {
         return Ok(scored);
     }
@@ -371,7 +423,12 @@ fn scatter(scored: ArrayRef, scored_rows: &[usize], num_rows: usize, has_gaps: b
     datafusion::arrow::compute::take(scored.as_ref(), &indices, None).map_err(|e| e.to_string())
 }
 
-fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) -> Result<ArrayRef, String> {
+fn decode_output(
+    b: &OutputBinding,
+    value: &DynValue,
+    rows: usize,
+    keep: usize,
+) -> Result<ArrayRef, String> {
     let err = |e: ort::Error| format!("model output {:?}: {e}", b.output);
     match b.source {
         OutputSource::Tensor { .. } => {
@@ -399,7 +456,10 @@ fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) 
                     let (values, offsets) = select(b, &data, per_row, keep)?;
                     finish(b, Arc::new(StringArray::from(values)), offsets)
                 }
-                other => Err(format!("model output {:?}: element type {other} is not supported", b.output)),
+                other => Err(format!(
+                    "model output {:?}: element type {other} is not supported",
+                    b.output
+                )),
             }
         }
         OutputSource::SequenceOfMaps { key } => {
@@ -407,7 +467,11 @@ fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) 
                 .try_extract_sequence::<DynMapValueType>()
                 .map_err(err)?;
             if maps.len() != rows {
-                return Err(format!("model output {:?} has {} maps for {rows} rows", b.output, maps.len()));
+                return Err(format!(
+                    "model output {:?} has {} maps for {rows} rows",
+                    b.output,
+                    maps.len()
+                ));
             }
             let mut flat: Vec<f64> = Vec::new();
             let mut per_row = None;
@@ -417,7 +481,10 @@ fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) 
                     _ => sorted_values::<String>(m, b.elem).map_err(err)?,
                 };
                 if *per_row.get_or_insert(values.len()) != values.len() {
-                    return Err(format!("model output {:?}: maps of different sizes", b.output));
+                    return Err(format!(
+                        "model output {:?}: maps of different sizes",
+                        b.output
+                    ));
                 }
                 flat.append(&mut values);
             }
@@ -433,7 +500,10 @@ fn decode_output(b: &OutputBinding, value: &DynValue, rows: usize, keep: usize) 
     }
 }
 
-fn sorted_values<K>(m: &ort::value::Value<DynMapValueType>, value: ElemType) -> ort::Result<Vec<f64>>
+fn sorted_values<K>(
+    m: &ort::value::Value<DynMapValueType>,
+    value: ElemType,
+) -> ort::Result<Vec<f64>>
 where
     K: ort::value::IntoTensorElementType + Clone + std::hash::Hash + Eq + Ord,
 {
@@ -450,20 +520,31 @@ where
 }
 
 fn per_row_of(b: &OutputBinding, len: usize, rows: usize) -> Result<usize, String> {
-    if rows == 0 || len % rows != 0 {
-        return Err(format!("model output {:?} has {len} values for {rows} rows", b.output));
+    if rows == 0 || !len.is_multiple_of(rows) {
+        return Err(format!(
+            "model output {:?} has {len} values for {rows} rows",
+            b.output
+        ));
     }
     Ok(len / rows)
 }
 
 /// Picks, for each of the first `keep` rows, the element `index` or the whole row.
-fn select<T: Clone>(b: &OutputBinding, data: &[T], per_row: usize, keep: usize) -> Result<(Vec<T>, Option<OffsetBuffer<i32>>), String> {
+fn select<T: Clone>(
+    b: &OutputBinding,
+    data: &[T],
+    per_row: usize,
+    keep: usize,
+) -> Result<(Vec<T>, Option<OffsetBuffer<i32>>), String> {
     match b.index {
         Some(i) if i >= per_row => Err(format!(
             "model output {:?} has {per_row} values per row; index {i} is out of range",
             b.output
         )),
-        Some(i) => Ok(((0..keep).map(|r| data[r * per_row + i].clone()).collect(), None)),
+        Some(i) => Ok((
+            (0..keep).map(|r| data[r * per_row + i].clone()).collect(),
+            None,
+        )),
         None if !b.is_list => {
             if per_row != 1 {
                 return Err(format!(
@@ -475,12 +556,19 @@ fn select<T: Clone>(b: &OutputBinding, data: &[T], per_row: usize, keep: usize) 
         }
         None => Ok((
             data[..keep * per_row].to_vec(),
-            Some(OffsetBuffer::from_lengths(std::iter::repeat_n(per_row, keep))),
+            Some(OffsetBuffer::from_lengths(std::iter::repeat_n(
+                per_row, keep,
+            ))),
         )),
     }
 }
 
-fn from_rows<T, A>(b: &OutputBinding, data: &[T], per_row: usize, keep: usize) -> Result<ArrayRef, String>
+fn from_rows<T, A>(
+    b: &OutputBinding,
+    data: &[T],
+    per_row: usize,
+    keep: usize,
+) -> Result<ArrayRef, String>
 where
     T: Clone,
     A: From<Vec<T>> + Array + 'static,
@@ -489,7 +577,11 @@ where
     finish(b, Arc::new(A::from(values)), offsets)
 }
 
-fn finish(b: &OutputBinding, values: ArrayRef, offsets: Option<OffsetBuffer<i32>>) -> Result<ArrayRef, String> {
+fn finish(
+    b: &OutputBinding,
+    values: ArrayRef,
+    offsets: Option<OffsetBuffer<i32>>,
+) -> Result<ArrayRef, String> {
     match offsets {
         None => Ok(values),
         Some(offsets) => {

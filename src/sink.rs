@@ -47,11 +47,7 @@ pub enum SinkError {
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError + use<> {
     let path = path.to_path_buf();
-    move |source| SinkError::Io {
-        path,
-        op,
-        source,
-    }
+    move |source| SinkError::Io { path, op, source }
 }
 
 const OWNER_FILE: &str = "_batchscore_owner";
@@ -82,7 +78,12 @@ enum PartInner {
 }
 
 impl PartWriter {
-    pub fn create(dir: &Path, name: String, format: OutputFormat, schema: SchemaRef) -> Result<Self, SinkError> {
+    pub fn create(
+        dir: &Path,
+        name: String,
+        format: OutputFormat,
+        schema: SchemaRef,
+    ) -> Result<Self, SinkError> {
         let path = dir.join(&name);
         let file = File::create(&path).map_err(io_err(&path, "create part"))?;
         let inner = match format {
@@ -91,10 +92,12 @@ impl PartWriter {
                     .set_compression(Compression::SNAPPY)
                     .set_created_by(format!("batchscore {}", env!("CARGO_PKG_VERSION")))
                     .build();
-                PartInner::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| SinkError::Encode {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?)
+                PartInner::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(
+                    |e| SinkError::Encode {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    },
+                )?)
             }
             OutputFormat::Csv => PartInner::Csv(
                 datafusion::arrow::csv::WriterBuilder::new()
@@ -102,7 +105,12 @@ impl PartWriter {
                     .build(BufWriter::with_capacity(1 << 20, file)),
             ),
         };
-        Ok(Self { path, name, rows: 0, inner })
+        Ok(Self {
+            path,
+            name,
+            rows: 0,
+            inner,
+        })
     }
 
     pub fn rows(&self) -> u64 {
@@ -136,7 +144,10 @@ impl PartWriter {
                 .map_err(|e| enc(e.error().to_string()))?,
         };
         file.sync_all().map_err(io_err(&self.path, "sync part"))?;
-        let bytes = file.metadata().map_err(io_err(&self.path, "stat part"))?.len();
+        let bytes = file
+            .metadata()
+            .map_err(io_err(&self.path, "stat part"))?
+            .len();
         Ok(PartFile {
             path: self.name,
             rows: self.rows,
@@ -187,7 +198,10 @@ impl LocalCommitter {
     pub fn prepare(output: &Path, mode: WriteMode, run_id: &str) -> Result<Self, SinkError> {
         Self::check(output, mode)?;
         let output = absolute(output);
-        let parent = output.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        let parent = output
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
         std::fs::create_dir_all(&parent).map_err(io_err(&parent, "create parent directory"))?;
         let base = output
             .file_name()
@@ -242,8 +256,10 @@ impl LocalCommitter {
                 let _ = std::fs::remove_dir_all(&self.staging);
             } else {
                 let aside = self.staging.with_extension("old");
-                std::fs::rename(&self.output, &aside).map_err(io_err(&self.output, "move the old output aside"))?;
-                std::fs::rename(&self.staging, &self.output).map_err(io_err(&self.output, "commit"))?;
+                std::fs::rename(&self.output, &aside)
+                    .map_err(io_err(&self.output, "move the old output aside"))?;
+                std::fs::rename(&self.staging, &self.output)
+                    .map_err(io_err(&self.output, "commit"))?;
                 let _ = std::fs::remove_dir_all(&aside);
             }
         } else {
@@ -328,7 +344,11 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
                 libc::RENAME_EXCHANGE,
             )
         };
-        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -341,7 +361,12 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn committed(dir: &Path, run: &str, mode: WriteMode, marker: &str) -> Result<PathBuf, SinkError> {
+    fn committed(
+        dir: &Path,
+        run: &str,
+        mode: WriteMode,
+        marker: &str,
+    ) -> Result<PathBuf, SinkError> {
         let c = LocalCommitter::prepare(dir, mode, run)?;
         std::fs::write(c.staging_dir().join("part-0.csv"), marker).unwrap();
         c.commit()
@@ -353,8 +378,14 @@ mod tests {
         let out = tmp.path().join("out");
         committed(&out, "r1", WriteMode::Error, "one").unwrap();
         let e = LocalCommitter::prepare(&out, WriteMode::Error, "r2").unwrap_err();
-        assert!(e.to_string().contains("already holds a committed output"), "{e}");
-        assert_eq!(std::fs::read_to_string(out.join("part-0.csv")).unwrap(), "one");
+        assert!(
+            e.to_string().contains("already holds a committed output"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-0.csv")).unwrap(),
+            "one"
+        );
     }
 
     #[test]
@@ -364,11 +395,17 @@ mod tests {
         committed(&out, "r1", WriteMode::Error, "one").unwrap();
         std::fs::write(out.join("stale-part.csv"), "x").unwrap();
         committed(&out, "r2", WriteMode::Overwrite, "two").unwrap();
-        assert_eq!(std::fs::read_to_string(out.join("part-0.csv")).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_to_string(out.join("part-0.csv")).unwrap(),
+            "two"
+        );
         assert!(!out.join("stale-part.csv").exists());
         assert!(out.join(SUCCESS_FILE).exists());
         // Nothing is left beside the output.
-        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["out"]);
     }
 

@@ -12,7 +12,9 @@ use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::spec::{CsvCompression, InputFormat, InputSpec, Problem, RunSpec};
@@ -35,7 +37,9 @@ pub fn session_context(run: &RunSpec) -> SessionContext {
 /// `workers = 0` means one per core.
 pub fn effective_workers(workers: usize) -> usize {
     if workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         workers
     }
@@ -43,13 +47,19 @@ pub fn effective_workers(workers: usize) -> usize {
 
 /// Registers the input as the table `input` and returns the job's data frame (`query`
 /// applied). Problems name the spec key they concern.
-pub async fn open_input(ctx: &SessionContext, input: &InputSpec) -> Result<DataFrame, Vec<Problem>> {
+pub async fn open_input(
+    ctx: &SessionContext,
+    input: &InputSpec,
+) -> Result<DataFrame, Vec<Problem>> {
     let one = |key: &str, msg: String| vec![Problem::new(key, msg)];
     let uri = input.uri.as_str();
     let has_glob = uri.contains(['*', '?', '[']);
     let path = Path::new(uri);
     if !has_glob && !path.exists() {
-        return Err(one("input.uri", format!("{uri}: no such file or directory")));
+        return Err(one(
+            "input.uri",
+            format!("{uri}: no such file or directory"),
+        ));
     }
     let is_dir = !has_glob && path.is_dir();
 
@@ -87,10 +97,12 @@ pub async fn open_input(ctx: &SessionContext, input: &InputSpec) -> Result<DataF
     let state = ctx.state();
     let mut options = ListingOptions::new(file_format).with_file_extension(options_extension);
     if is_dir {
-        let parts = options
-            .infer_partitions(&state, &url)
-            .await
-            .map_err(|e| one("input.uri", format!("{uri}: {}", first_line(&e.to_string()))))?;
+        let parts = options.infer_partitions(&state, &url).await.map_err(|e| {
+            one(
+                "input.uri",
+                format!("{uri}: {}", first_line(&e.to_string())),
+            )
+        })?;
         let cols = parts
             .into_iter()
             .map(|name| {
@@ -107,11 +119,27 @@ pub async fn open_input(ctx: &SessionContext, input: &InputSpec) -> Result<DataF
         .with_listing_options(options)
         .infer_schema(&state)
         .await
-        .map_err(|e| one("input.uri", format!("{uri}: cannot read the schema: {}", first_line(&e.to_string()))))?;
-    if config.file_schema.as_ref().is_none_or(|s| s.fields().is_empty()) {
-        return Err(one("input.uri", format!("{uri}: matches no {extension} files")));
+        .map_err(|e| {
+            one(
+                "input.uri",
+                format!(
+                    "{uri}: cannot read the schema: {}",
+                    first_line(&e.to_string())
+                ),
+            )
+        })?;
+    if config
+        .file_schema
+        .as_ref()
+        .is_none_or(|s| s.fields().is_empty())
+    {
+        return Err(one(
+            "input.uri",
+            format!("{uri}: matches no {extension} files"),
+        ));
     }
-    let table = ListingTable::try_new(config).map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+    let table =
+        ListingTable::try_new(config).map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
     ctx.register_table(INPUT_TABLE, Arc::new(table))
         .map_err(|e| one("input.uri", e.to_string()))?;
 
@@ -189,7 +217,11 @@ fn format_of(name: &str) -> Option<(InputFormat, CsvCompression)> {
 /// The first file (in name order, depth first) whose name tells a format, skipping hidden and
 /// `_`-prefixed files as Spark and DataFusion do.
 fn first_data_file(dir: &Path) -> Option<String> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for p in entries {
         let name = p.file_name()?.to_string_lossy().into_owned();
@@ -233,9 +265,18 @@ mod tests {
 
     #[test]
     fn formats_from_names() {
-        assert_eq!(format_of("a/b.parquet"), Some((InputFormat::Parquet, CsvCompression::None)));
-        assert_eq!(format_of("x.CSV.GZ"), Some((InputFormat::Csv, CsvCompression::Gzip)));
-        assert_eq!(format_of("x.csv.zst"), Some((InputFormat::Csv, CsvCompression::Zstd)));
+        assert_eq!(
+            format_of("a/b.parquet"),
+            Some((InputFormat::Parquet, CsvCompression::None))
+        );
+        assert_eq!(
+            format_of("x.CSV.GZ"),
+            Some((InputFormat::Csv, CsvCompression::Gzip))
+        );
+        assert_eq!(
+            format_of("x.csv.zst"),
+            Some((InputFormat::Csv, CsvCompression::Zstd))
+        );
         assert_eq!(format_of("x.json"), None);
     }
 

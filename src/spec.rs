@@ -305,7 +305,13 @@ impl fmt::Display for SpecError {
             if p.key.is_empty() {
                 write!(f, "job spec {}: {}", self.file.display(), p.message)?;
             } else {
-                write!(f, "job spec {}: [{}]: {}", self.file.display(), p.key, p.message)?;
+                write!(
+                    f,
+                    "job spec {}: [{}]: {}",
+                    self.file.display(),
+                    p.key,
+                    p.message
+                )?;
             }
         }
         Ok(())
@@ -360,10 +366,15 @@ pub fn load_str(
         Some("yaml") | Some("yml")
     );
     let mut tree: serde_json::Value = if is_yaml {
-        serde_yaml::from_str(text).map_err(|e| SpecError::one(file, "", format!("not valid YAML: {e}")))?
+        serde_yaml::from_str(text)
+            .map_err(|e| SpecError::one(file, "", format!("not valid YAML: {e}")))?
     } else {
         toml::from_str(text).map_err(|e| {
-            SpecError::one(file, "", format!("not valid TOML: {}", e.to_string().trim_end()))
+            SpecError::one(
+                file,
+                "",
+                format!("not valid TOML: {}", e.to_string().trim_end()),
+            )
         })?
     };
 
@@ -431,27 +442,42 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
         ("input.csv.quote", &spec.input.csv.quote),
     ] {
         if value.len() != 1 || !value.is_ascii() {
-            p.push(Problem::new(key, format!("must be one ASCII character, got {value:?}")));
+            p.push(Problem::new(
+                key,
+                format!("must be one ASCII character, got {value:?}"),
+            ));
         }
     }
     if let Some(sha) = &spec.model.sha256
         && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
     {
-        p.push(Problem::new("model.sha256", "must be 64 hexadecimal digits"));
+        p.push(Problem::new(
+            "model.sha256",
+            "must be 64 hexadecimal digits",
+        ));
     }
     for (name, input) in &spec.inputs {
         if input.columns.is_empty() {
-            p.push(Problem::new(format!("inputs.{name}.columns"), "must name at least one column"));
+            p.push(Problem::new(
+                format!("inputs.{name}.columns"),
+                "must name at least one column",
+            ));
         }
         for (i, c) in input.columns.iter().enumerate() {
             if c.trim().is_empty() {
-                p.push(Problem::new(format!("inputs.{name}.columns[{i}]"), "is empty"));
+                p.push(Problem::new(
+                    format!("inputs.{name}.columns[{i}]"),
+                    "is empty",
+                ));
             }
         }
     }
     if let Some(outputs) = &spec.outputs {
         if outputs.is_empty() {
-            p.push(Problem::new("outputs", "names no output column; leave the table out to get every model output"));
+            p.push(Problem::new(
+                "outputs",
+                "names no output column; leave the table out to get every model output",
+            ));
         }
         for (col, expr) in outputs {
             if let Err(e) = OutputRef::parse(expr) {
@@ -468,14 +494,20 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
     let mut seen = std::collections::HashSet::new();
     for (i, c) in spec.output.passthrough.iter().enumerate() {
         if !seen.insert(c) {
-            p.push(Problem::new(format!("output.passthrough[{i}]"), format!("{c:?} is listed twice")));
+            p.push(Problem::new(
+                format!("output.passthrough[{i}]"),
+                format!("{c:?} is listed twice"),
+            ));
         }
     }
     if spec.run.batch_size == 0 {
         p.push(Problem::new("run.batch_size", "must be at least 1"));
     }
     if spec.output.max_rows_per_file == 0 {
-        p.push(Problem::new("output.max_rows_per_file", "must be at least 1"));
+        p.push(Problem::new(
+            "output.max_rows_per_file",
+            "must be at least 1",
+        ));
     }
     p
 }
@@ -692,7 +724,10 @@ uri = "out/ds=${ds}/"
         let text = MINIMAL.replace("[output]", "[output]\nmdoe = \"overwrite\"");
         let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("job spec jobs/a.toml: [output.mdoe]: unknown field `mdoe`"), "{msg}");
+        assert!(
+            msg.starts_with("job spec jobs/a.toml: [output.mdoe]: unknown field `mdoe`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -700,20 +735,26 @@ uri = "out/ds=${ds}/"
         let text = format!("{MINIMAL}\n[run]\nbatch_size = \"big\"\n");
         let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("job spec jobs/a.toml: [run.batch_size]: invalid type"), "{msg}");
+        assert!(
+            msg.starts_with("job spec jobs/a.toml: [run.batch_size]: invalid type"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn not_toml_is_refused() {
         let e = load_toml("name = \n[[", &[]).unwrap_err();
-        assert!(e.to_string().starts_with("job spec jobs/a.toml: not valid TOML"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("job spec jobs/a.toml: not valid TOML"),
+            "{e}"
+        );
     }
 
     #[test]
     fn outputs_keep_their_order_and_parse_indexes() {
-        let text = format!(
-            "{MINIMAL}\n[outputs]\nz_label = \"label\"\na_prob = \"probabilities[1]\"\n"
-        );
+        let text =
+            format!("{MINIMAL}\n[outputs]\nz_label = \"label\"\na_prob = \"probabilities[1]\"\n");
         let s = load_toml(&text, &[("ds", "x")]).unwrap();
         let outs: Vec<_> = s.spec.outputs.unwrap().into_iter().collect();
         assert_eq!(outs[0].0, "z_label");
@@ -737,7 +778,11 @@ uri = "out/ds=${ds}/"
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
-            ["inputs.features.columns", "run.batch_size", "output.max_rows_per_file"]
+            [
+                "inputs.features.columns",
+                "run.batch_size",
+                "output.max_rows_per_file"
+            ]
         );
     }
 
@@ -745,7 +790,13 @@ uri = "out/ds=${ds}/"
     fn dollar_escapes_and_yaml() {
         assert_eq!(expand("a$${b}c$d", &BTreeMap::new()).unwrap(), "a${b}c$d");
         let yaml = "name: y\ninput: {uri: d.csv}\nmodel: {uri: m.onnx}\noutput: {uri: o/}\n";
-        let s = load_str(yaml, Path::new("j.yaml"), Path::new("/abs"), &BTreeMap::new()).unwrap();
+        let s = load_str(
+            yaml,
+            Path::new("j.yaml"),
+            Path::new("/abs"),
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert_eq!(s.spec.input.uri, "/abs/d.csv");
     }
 

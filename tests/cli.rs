@@ -45,10 +45,16 @@ fn error_mode_refuses_an_existing_output_and_overwrite_replaces_it() {
     let o = run(&["run", job.to_str().unwrap()]);
     let err = assert_exit(&o, 2);
     assert!(
-        err.contains("[output.uri]: output ") && err.contains("already holds a committed output (_SUCCESS); [output] mode = \"error\""),
+        err.contains("[output.uri]: output ")
+            && err
+                .contains("already holds a committed output (_SUCCESS); [output] mode = \"error\""),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(s.path("out/f/_manifest.json")).unwrap(), first, "untouched");
+    assert_eq!(
+        std::fs::read_to_string(s.path("out/f/_manifest.json")).unwrap(),
+        first,
+        "untouched"
+    );
 
     // A stray file in the old output must not survive an overwrite: the directory is replaced.
     std::fs::write(s.path("out/f/part-99999-0000.parquet"), "stale").unwrap();
@@ -58,8 +64,16 @@ fn error_mode_refuses_an_existing_output_and_overwrite_replaces_it() {
     assert_ne!(first, second, "a new run id");
     assert!(!s.path("out/f/part-99999-0000.parquet").exists());
     let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(&read_output(&s.path("out/f")), &expected, "txn_id", &["fraud_probability"]);
-    let beside: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_matches(
+        &read_output(&s.path("out/f")),
+        &expected,
+        "txn_id",
+        &["fraud_probability"],
+    );
+    let beside: Vec<_> = std::fs::read_dir(s.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(beside, ["f"], "no staging or old output left beside it");
 }
 
@@ -71,17 +85,21 @@ fn big_fraud_input(path: &Path, rows: usize) {
     fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
     let schema = Arc::new(Schema::new(fields));
     let file = std::fs::File::create(path).unwrap();
-    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
     let chunk = 100_000;
     for start in (0..rows).step_by(chunk) {
         let n = chunk.min(rows - start);
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values((start..start + n).map(|i| i as i64)))];
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+            (start..start + n).map(|i| i as i64),
+        ))];
         for j in 0..6 {
             cols.push(Arc::new(Float32Array::from_iter_values(
                 (start..start + n).map(|i| (((i * 7 + j * 13) % 1000) as f32) / 250.0 - 2.0),
             )));
         }
-        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap()).unwrap();
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
     }
     w.close().unwrap();
 }
@@ -91,38 +109,77 @@ fn a_killed_run_commits_nothing_and_a_rerun_succeeds() {
     let s = Scratch::new();
     let rows = 1_500_000;
     big_fraud_input(&s.path("big.parquet"), rows);
-    let job = fraud_job(&s, "error", s.path("big.parquet").to_str().unwrap(), "../out/big/");
+    let job = fraud_job(
+        &s,
+        "error",
+        s.path("big.parquet").to_str().unwrap(),
+        "../out/big/",
+    );
 
-    let mut child = batchscore().args(["run", job.to_str().unwrap()]).spawn().unwrap();
+    let mut child = batchscore()
+        .args(["run", job.to_str().unwrap()])
+        .spawn()
+        .unwrap();
     // Kill it once it is writing parts into its staging directory.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let writing = std::fs::read_dir(s.path("out")).ok().into_iter().flatten().flatten().any(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(".big.staging-")
-                && std::fs::read_dir(e.path()).map(|d| d.flatten().any(|f| f.file_name().to_string_lossy().starts_with("part-"))).unwrap_or(false)
-        });
+        let writing = std::fs::read_dir(s.path("out"))
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".big.staging-")
+                    && std::fs::read_dir(e.path())
+                        .map(|d| {
+                            d.flatten()
+                                .any(|f| f.file_name().to_string_lossy().starts_with("part-"))
+                        })
+                        .unwrap_or(false)
+            });
         if writing {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
         assert!(Instant::now() < deadline, "the run never started writing");
         std::thread::sleep(Duration::from_millis(2));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(!s.path("out/big").exists(), "a killed run must not leave an output");
+    assert!(
+        !s.path("out/big").exists(),
+        "a killed run must not leave an output"
+    );
 
     // The rerun removes the dead run's staging and commits every row exactly once.
     let o = run(&["run", job.to_str().unwrap()]);
     assert_ok(&o);
-    let beside: Vec<_> = std::fs::read_dir(s.path("out")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let beside: Vec<_> = std::fs::read_dir(s.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(beside, ["big"], "the dead run's staging is gone");
     let got = read_output(&s.path("out/big"));
-    let mut keys: Vec<i64> = got["txn_id"].iter().map(|c| if let Cell::Int(k) = c { *k } else { panic!("{c:?}") }).collect();
+    let mut keys: Vec<i64> = got["txn_id"]
+        .iter()
+        .map(|c| {
+            if let Cell::Int(k) = c {
+                *k
+            } else {
+                panic!("{c:?}")
+            }
+        })
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys.len(), rows);
-    assert!(keys.iter().enumerate().all(|(i, &k)| k == i as i64), "every key exactly once");
+    assert!(
+        keys.iter().enumerate().all(|(i, &k)| k == i as i64),
+        "every key exactly once"
+    );
 }
 
 #[test]
@@ -176,19 +233,32 @@ fn help_has_examples_and_exit_codes() {
     let o = run(&["--help"]);
     assert_ok(&o);
     let out = text(&o).0;
-    for needle in ["run", "validate", "inspect", "Exit codes: 0 success", "batchscore run jobs/churn.toml"] {
+    for needle in [
+        "run",
+        "validate",
+        "inspect",
+        "Exit codes: 0 success",
+        "batchscore run jobs/churn.toml",
+    ] {
         assert!(out.contains(needle), "{needle} missing from --help");
     }
     for cmd in ["run", "validate", "inspect", "schema"] {
         let o = run(&[cmd, "--help"]);
         assert_ok(&o);
-        assert!(text(&o).0.contains("Example"), "{cmd} --help has no example");
+        assert!(
+            text(&o).0.contains("Example"),
+            "{cmd} --help has no example"
+        );
     }
 }
 
 #[test]
 fn schema_command_prints_the_committed_schemas() {
-    for (kind, file) in [("job", "job.schema.json"), ("metrics", "metrics.schema.json"), ("manifest", "manifest.schema.json")] {
+    for (kind, file) in [
+        ("job", "job.schema.json"),
+        ("metrics", "metrics.schema.json"),
+        ("manifest", "manifest.schema.json"),
+    ] {
         let o = run(&["schema", kind]);
         assert_ok(&o);
         let committed = std::fs::read_to_string(repo().join("schemas").join(file)).unwrap();
@@ -201,10 +271,18 @@ fn a_missing_onnx_runtime_is_a_clear_error() {
     let s = Scratch::new();
     let job = s.repo_job("fraud");
     let o = batchscore()
-        .args(["run", job.to_str().unwrap(), "--ort-lib", "/nonexistent/libonnxruntime.so"])
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+        ])
         .output()
         .unwrap();
     let err = assert_exit(&o, 1);
-    assert!(err.contains("cannot load ONNX Runtime from /nonexistent/libonnxruntime.so"), "{err}");
+    assert!(
+        err.contains("cannot load ONNX Runtime from /nonexistent/libonnxruntime.so"),
+        "{err}"
+    );
     assert!(!s.path("out").exists());
 }

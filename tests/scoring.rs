@@ -20,11 +20,20 @@ fn churn_lightgbm_hive_partitions_query_and_sql_features() {
     );
     let got = read_output(&out);
     let expected = read_parquet(std::path::Path::new(&sample("churn/expected.parquet")));
-    assert_matches(&got, &expected, "customer_id", &["region", "churn_probability", "churn_label"]);
+    assert_matches(
+        &got,
+        &expected,
+        "customer_id",
+        &["region", "churn_probability", "churn_label"],
+    );
     // Pass-through columns first, then [outputs] in the order written.
     assert_eq!(
-        got.keys().cloned().collect::<std::collections::BTreeSet<_>>(),
-        ["churn_label", "churn_probability", "customer_id", "region"].map(String::from).into()
+        got.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["churn_label", "churn_probability", "customer_id", "region"]
+            .map(String::from)
+            .into()
     );
 }
 
@@ -35,7 +44,12 @@ fn sklearn_pipeline_string_inputs_and_zipmap() {
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let got = read_output(&s.path("out/plans"));
     let expected = read_parquet(std::path::Path::new(&sample("plans/expected.parquet")));
-    assert_matches(&got, &expected, "account", &["output_label", "output_probability", "p_upgrade"]);
+    assert_matches(
+        &got,
+        &expected,
+        "account",
+        &["output_label", "output_probability", "p_upgrade"],
+    );
 }
 
 #[test]
@@ -53,7 +67,12 @@ fn every_output_by_default_and_yaml_spec() {
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let got = read_output(&s.path("out/p"));
     let expected = read_parquet(std::path::Path::new(&sample("plans/expected.parquet")));
-    assert_matches(&got, &expected, "account", &["output_label", "output_probability"]);
+    assert_matches(
+        &got,
+        &expected,
+        "account",
+        &["output_label", "output_probability"],
+    );
     assert_eq!(got.len(), 3, "{:?}", got.keys());
 }
 
@@ -77,7 +96,12 @@ fn xgboost_classifier() {
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let got = read_output(&s.path("out/fraud"));
     let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(&got, &expected, "txn_id", &["fraud_probability", "fraud_label"]);
+    assert_matches(
+        &got,
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
 }
 
 #[test]
@@ -149,17 +173,30 @@ fn batch_size_workers_and_file_rollover_do_not_change_results() {
     let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
         .unwrap()
         .replace("batch_size = 500", "batch_size = 7\nworkers = 3")
-        .replace("mode = \"overwrite\"", "mode = \"overwrite\"\nmax_rows_per_file = 300");
+        .replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\nmax_rows_per_file = 300",
+        );
     let job = s.job("fraud-small.toml", &text);
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let out = s.path("out/fraud");
     let got = read_output(&out);
     let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(&got, &expected, "txn_id", &["fraud_probability", "fraud_label"]);
+    assert_matches(
+        &got,
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap())
+            .unwrap();
     let files = manifest["files"].as_array().unwrap();
-    assert!(files.len() >= 9, "2500 rows at 300 per file: {} files", files.len());
+    assert!(
+        files.len() >= 9,
+        "2500 rows at 300 per file: {} files",
+        files.len()
+    );
     assert!(files.iter().all(|f| f["rows"].as_u64().unwrap() <= 300));
 }
 
@@ -199,16 +236,27 @@ passthrough = ["column_1"]
     let got = read_output(&s.path("out/c"));
     let mut rows: Vec<(i64, f64, bool, i64)> = (0..3)
         .map(|i| {
-            let Cell::Int(k) = got["column_1"][i] else { panic!() };
-            let Cell::Float(y) = got["y"][i] else { panic!() };
-            let Cell::Bool(big) = got["big"][i] else { panic!() };
-            let Cell::Int(bucket) = got["bucket"][i] else { panic!() };
+            let Cell::Int(k) = got["column_1"][i] else {
+                panic!()
+            };
+            let Cell::Float(y) = got["y"][i] else {
+                panic!()
+            };
+            let Cell::Bool(big) = got["big"][i] else {
+                panic!()
+            };
+            let Cell::Int(bucket) = got["bucket"][i] else {
+                panic!()
+            };
             (k, y, big, bucket)
         })
         .collect();
     rows.sort_by_key(|r| r.0);
     // y = 0.5 a + b; big = y > 10; bucket = a mod 5 (ONNX Mod on int64 follows the divisor's sign).
-    assert_eq!(rows, vec![(0, 5.5, false, 3), (1, -2.0, false, 2), (2, 14.0, true, 0)]);
+    assert_eq!(
+        rows,
+        vec![(0, 5.5, false, 3), (1, -2.0, false, 2), (2, 14.0, true, 0)]
+    );
 }
 
 #[test]
@@ -222,16 +270,29 @@ fn empty_selection_commits_an_empty_output() {
     assert_ok(&o);
     let got = read_output(&s.path("out/churn/ds=e"));
     assert_eq!(got.get("customer_id").map(Vec::len).unwrap_or(0), 0);
-    assert!(got.contains_key("churn_probability"), "the empty part carries the schema: {:?}", got.keys());
+    assert!(
+        got.contains_key("churn_probability"),
+        "the empty part carries the schema: {:?}",
+        got.keys()
+    );
 }
 
 #[test]
 fn metrics_file_accounts_for_every_row() {
     let s = Scratch::new();
     let job = s.repo_job("churn");
-    assert_ok(&run(&["run", job.to_str().unwrap(), "--var", "ds=m", "--log-format", "json"]));
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/ds=m/_metrics.json")).unwrap()).unwrap();
+    assert_ok(&run(&[
+        "run",
+        job.to_str().unwrap(),
+        "--var",
+        "ds=m",
+        "--log-format",
+        "json",
+    ]));
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("out/churn/ds=m/_metrics.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(m["job_name"], "churn-nightly");
     assert_eq!(m["rows"]["selected"], 1941);
     assert_eq!(m["rows"]["scored"], 1941);
@@ -241,7 +302,10 @@ fn metrics_file_accounts_for_every_row() {
     assert_eq!(m["rows"]["read"], 1941);
     assert!(m["batches"].as_u64().unwrap() >= 2);
     for stage in ["read", "features", "inference", "write", "commit"] {
-        assert!(m["stage_seconds"][stage].as_f64().unwrap() >= 0.0, "{stage}");
+        assert!(
+            m["stage_seconds"][stage].as_f64().unwrap() >= 0.0,
+            "{stage}"
+        );
     }
     let lat = &m["batch_latency_seconds"];
     assert!(lat["p50"].as_f64().unwrap() <= lat["p95"].as_f64().unwrap());
@@ -252,9 +316,14 @@ fn metrics_file_accounts_for_every_row() {
     assert_eq!(m["model"]["outputs"][1]["name"], "probabilities");
     let sha = m["model"]["sha256"].as_str().unwrap();
     let job_text = std::fs::read_to_string(&job).unwrap();
-    assert!(job_text.contains(sha), "the metrics report the pinned sha256");
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/ds=m/_manifest.json")).unwrap()).unwrap();
+    assert!(
+        job_text.contains(sha),
+        "the metrics report the pinned sha256"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.path("out/churn/ds=m/_manifest.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(manifest["model_sha256"], sha);
     assert_eq!(manifest["spec_hash"].as_str().unwrap().len(), 64);
     assert_eq!(manifest["run_id"], m["run_id"]);

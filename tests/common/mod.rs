@@ -19,7 +19,11 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn sample(rel: &str) -> String {
-    repo().join("sample_data").join(rel).to_string_lossy().into_owned()
+    repo()
+        .join("sample_data")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A scratch directory with `sample_data` linked in, so the repo's `jobs/*.toml` run as they
@@ -31,7 +35,8 @@ pub struct Scratch {
 impl Scratch {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(repo().join("sample_data"), dir.path().join("sample_data")).unwrap();
+        std::os::unix::fs::symlink(repo().join("sample_data"), dir.path().join("sample_data"))
+            .unwrap();
         std::fs::create_dir(dir.path().join("jobs")).unwrap();
         Self { dir }
     }
@@ -58,7 +63,10 @@ impl Scratch {
 pub fn batchscore() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_batchscore"));
     if std::env::var_os("ORT_DYLIB_PATH").is_none() {
-        c.env("ORT_DYLIB_PATH", repo().join(".ort/lib/libonnxruntime.so.1.31.1"));
+        c.env(
+            "ORT_DYLIB_PATH",
+            repo().join(".ort/lib/libonnxruntime.so.1.31.1"),
+        );
     }
     c.env("RUST_LOG", "warn");
     c
@@ -69,19 +77,30 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 pub fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[track_caller]
 pub fn assert_ok(o: &Output) {
     let (out, err) = text(o);
-    assert!(o.status.success(), "exit {:?}\nstdout:\n{out}\nstderr:\n{err}", o.status.code());
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{out}\nstderr:\n{err}",
+        o.status.code()
+    );
 }
 
 #[track_caller]
 pub fn assert_exit(o: &Output, code: i32) -> String {
     let (out, err) = text(o);
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
     err
 }
 
@@ -108,16 +127,40 @@ fn cells(a: &ArrayRef) -> Vec<Cell> {
         DataType::Float32 | DataType::Float64 => {
             let f = cast(&plain, &DataType::Float64).unwrap();
             let f = f.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
-            (0..n).map(|i| if f.is_null(i) { Cell::Null } else { Cell::Float(f.value(i)) }).collect()
+            (0..n)
+                .map(|i| {
+                    if f.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Float(f.value(i))
+                    }
+                })
+                .collect()
         }
         t if t.is_integer() => {
             let f = cast(&plain, &DataType::Int64).unwrap();
             let f = f.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            (0..n).map(|i| if f.is_null(i) { Cell::Null } else { Cell::Int(f.value(i)) }).collect()
+            (0..n)
+                .map(|i| {
+                    if f.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Int(f.value(i))
+                    }
+                })
+                .collect()
         }
         DataType::Boolean => {
             let b = plain.as_boolean();
-            (0..n).map(|i| if b.is_null(i) { Cell::Null } else { Cell::Bool(b.value(i)) }).collect()
+            (0..n)
+                .map(|i| {
+                    if b.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Bool(b.value(i))
+                    }
+                })
+                .collect()
         }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
             let item = Arc::new(Field::new("item", DataType::Float64, true));
@@ -137,7 +180,15 @@ fn cells(a: &ArrayRef) -> Vec<Cell> {
         _ => {
             let s = cast(&plain, &DataType::Utf8).unwrap();
             let s = s.as_string::<i32>();
-            (0..n).map(|i| if s.is_null(i) { Cell::Null } else { Cell::Text(s.value(i).to_string()) }).collect()
+            (0..n)
+                .map(|i| {
+                    if s.is_null(i) {
+                        Cell::Null
+                    } else {
+                        Cell::Text(s.value(i).to_string())
+                    }
+                })
+                .collect()
         }
     }
 }
@@ -151,7 +202,12 @@ fn append(table: &mut Table, batch: &RecordBatch) {
 pub fn read_parquet(path: &Path) -> Table {
     let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
     // Columns come from the schema, so that a file with no rows still shows them.
-    let mut t: Table = builder.schema().fields().iter().map(|f| (f.name().clone(), Vec::new())).collect();
+    let mut t: Table = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), Vec::new()))
+        .collect();
     let reader = builder.build().unwrap();
     for b in reader {
         append(&mut t, &b.unwrap());
@@ -163,8 +219,13 @@ pub fn read_csv(path: &Path) -> Table {
     use datafusion::arrow::csv::ReaderBuilder;
     use datafusion::arrow::csv::reader::Format;
     let format = Format::default().with_header(true);
-    let (schema, _) = format.infer_schema(File::open(path).unwrap(), None).unwrap();
-    let reader = ReaderBuilder::new(Arc::new(schema)).with_format(format).build(File::open(path).unwrap()).unwrap();
+    let (schema, _) = format
+        .infer_schema(File::open(path).unwrap(), None)
+        .unwrap();
+    let reader = ReaderBuilder::new(Arc::new(schema))
+        .with_format(format)
+        .build(File::open(path).unwrap())
+        .unwrap();
     let mut t = Table::new();
     for b in reader {
         append(&mut t, &b.unwrap());
@@ -174,16 +235,30 @@ pub fn read_csv(path: &Path) -> Table {
 
 /// Reads a committed output through its manifest, checking the manifest's row counts.
 pub fn read_output(dir: &Path) -> Table {
-    assert!(dir.join("_SUCCESS").exists(), "no _SUCCESS in {}", dir.display());
+    assert!(
+        dir.join("_SUCCESS").exists(),
+        "no _SUCCESS in {}",
+        dir.display()
+    );
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
+            .unwrap();
     let mut all = Table::new();
     let mut total = 0;
     for f in manifest["files"].as_array().unwrap() {
         let p = dir.join(f["path"].as_str().unwrap());
-        let t = if p.extension().is_some_and(|e| e == "csv") { read_csv(&p) } else { read_parquet(&p) };
+        let t = if p.extension().is_some_and(|e| e == "csv") {
+            read_csv(&p)
+        } else {
+            read_parquet(&p)
+        };
         let rows = t.values().next().map_or(0, Vec::len);
-        assert_eq!(rows as u64, f["rows"].as_u64().unwrap(), "row count of {}", p.display());
+        assert_eq!(
+            rows as u64,
+            f["rows"].as_u64().unwrap(),
+            "row count of {}",
+            p.display()
+        );
         total += rows;
         for (k, v) in t {
             all.entry(k).or_default().extend(v);
@@ -204,7 +279,9 @@ pub fn close(a: f64, b: f64) -> bool {
 #[track_caller]
 pub fn assert_matches(got: &Table, expected: &Table, key: &str, columns: &[&str]) {
     let index = |t: &Table| -> BTreeMap<String, usize> {
-        let keys = t.get(key).unwrap_or_else(|| panic!("no key column {key:?}: {:?}", t.keys()));
+        let keys = t
+            .get(key)
+            .unwrap_or_else(|| panic!("no key column {key:?}: {:?}", t.keys()));
         let mut m = BTreeMap::new();
         for (i, k) in keys.iter().enumerate() {
             let prev = m.insert(format!("{k:?}"), i);
@@ -215,15 +292,22 @@ pub fn assert_matches(got: &Table, expected: &Table, key: &str, columns: &[&str]
     let gi = index(got);
     let ei = index(expected);
     assert_eq!(gi.len(), ei.len(), "row count differs");
-    assert!(gi.keys().eq(ei.keys()), "the output's keys differ from the input's");
+    assert!(
+        gi.keys().eq(ei.keys()),
+        "the output's keys differ from the input's"
+    );
     for c in columns {
-        let g = got.get(*c).unwrap_or_else(|| panic!("output has no column {c:?}: {:?}", got.keys()));
+        let g = got
+            .get(*c)
+            .unwrap_or_else(|| panic!("output has no column {c:?}: {:?}", got.keys()));
         let e = &expected[*c];
         for (k, &ie) in &ei {
             let (a, b) = (&g[gi[k]], &e[ie]);
             let same = match (a, b) {
                 (Cell::Float(x), Cell::Float(y)) => close(*x, *y),
-                (Cell::List(x), Cell::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(*x, *y)),
+                (Cell::List(x), Cell::List(y)) => {
+                    x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(*x, *y))
+                }
                 _ => a == b,
             };
             assert!(same, "column {c:?}, key {k}: got {a:?}, expected {b:?}");
