@@ -6,9 +6,7 @@
 //! binding is checked before any row is read: the expressions parse and name existing columns,
 //! their types can be cast, and their count fits the input's shape.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 };
@@ -500,14 +498,10 @@ pub fn to_arrays(
     args.into_iter().map(|a| a.into_array(rows)).collect()
 }
 
-/// Counts, per column, the rows that are null; `Arc` so the caller can keep the arrays.
-pub fn null_counts(columns: &[Arc<dyn Array>]) -> Vec<usize> {
-    columns.iter().map(|c| c.null_count()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn shapes_fit_or_say_why() {
@@ -552,33 +546,69 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
     }
 
-    #[test]
-    fn packs_row_major_with_selected_rows() {
-        use datafusion::arrow::array::Float32Array;
-        let binding = InputBinding {
+    fn binding(dtype: ElemType, shape: Vec<i64>, columns: &[&str]) -> InputBinding {
+        InputBinding {
             name: "x".into(),
-            dtype: ElemType::Float32,
-            shape: vec![-1, 2],
-            columns: vec!["a".into(), "b".into()],
+            dtype,
+            shape,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
             fills_nulls: false,
             key: "inputs.x".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn packs_selected_rows_row_major_into_a_real_tensor() {
+        use datafusion::arrow::array::Float32Array;
+        crate::model::init_runtime(None).unwrap();
+        let b = binding(ElemType::Float32, vec![-1, 2], &["a", "b"]);
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0])),
             Arc::new(Float32Array::from(vec![10.0, 20.0, 30.0])),
         ];
-        // pack_primitive is checked without ONNX Runtime: the data layout is the contract.
-        let f = cols.len();
-        let rows = [2usize, 0];
-        let mut data = vec![0f32; rows.len() * f];
-        for (j, col) in cols.iter().enumerate() {
-            let v = col.as_primitive::<Float32Type>().values();
-            for (k, &r) in rows.iter().enumerate() {
-                data[k * f + j] = v[r];
-            }
+        let t = FeaturePacker {
+            binding: &b,
+            columns: &cols,
         }
-        assert_eq!(data, [3.0, 30.0, 1.0, 10.0]);
-        assert_eq!(binding.per_row(), 2);
-        assert_eq!(binding.fixed_batch(), None);
+        .pack(&[2, 0])
+        .unwrap();
+        let (shape, data) = t.try_extract_tensor::<f32>().unwrap();
+        assert_eq!(&shape[..], &[2, 2]);
+        assert_eq!(data, &[3.0, 30.0, 1.0, 10.0]);
+        assert_eq!(b.per_row(), 2);
+        assert_eq!(b.fixed_batch(), None);
+        assert_eq!(
+            binding(ElemType::Float32, vec![1, 4], &["a"]).fixed_batch(),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn packs_strings_and_rank1_inputs() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        crate::model::init_runtime(None).unwrap();
+        let b = binding(ElemType::String, vec![-1, 1], &["plan"]);
+        let cols: Vec<ArrayRef> = vec![Arc::new(StringArray::from(vec!["basic", "pro", "plus"]))];
+        let t = FeaturePacker {
+            binding: &b,
+            columns: &cols,
+        }
+        .pack(&[1, 2])
+        .unwrap();
+        let (shape, data) = t.try_extract_strings().unwrap();
+        assert_eq!(&shape[..], &[2, 1]);
+        assert_eq!(data, ["pro", "plus"]);
+
+        let b = binding(ElemType::Int64, vec![-1], &["a"]);
+        let cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![7, 8, 9]))];
+        let t = FeaturePacker {
+            binding: &b,
+            columns: &cols,
+        }
+        .pack(&[0, 1, 2])
+        .unwrap();
+        let (shape, data) = t.try_extract_tensor::<i64>().unwrap();
+        assert_eq!(&shape[..], &[3]);
+        assert_eq!(data, &[7, 8, 9]);
     }
 }

@@ -316,3 +316,31 @@ fn command_line_errors_exit_2() {
     let err = assert_exit(&o, 2);
     assert!(err.contains("expected NAME=VALUE"), "{err}");
 }
+
+#[test]
+fn a_dtype_that_differs_from_the_model() {
+    let s = Scratch::new();
+    let job = s.job(
+        "dt.toml",
+        &churn_spec("", &format!("{FEATURES}\ndtype = \"float64\""), ""),
+    );
+    refused(
+        &s,
+        &job,
+        &["[inputs.features.dtype]: is float64, but the model's input \"features\" is float32"],
+    );
+}
+
+#[test]
+fn an_input_the_model_does_not_have() {
+    let s = Scratch::new();
+    let job = s.job(
+        "in.toml",
+        &(churn_spec("", FEATURES, "") + "[inputs.feature]\ncolumns = [\"tenure\"]\n"),
+    );
+    refused(
+        &s,
+        &job,
+        &["[inputs.feature]: the model has no input \"feature\" (its inputs: features)"],
+    );
+}

@@ -328,3 +328,94 @@ fn metrics_file_accounts_for_every_row() {
     assert_eq!(manifest["spec_hash"].as_str().unwrap().len(), 64);
     assert_eq!(manifest["run_id"], m["run_id"]);
 }
+
+#[test]
+fn file_url_explicit_format_and_quote_character() {
+    // A CSV under a name that tells no format, with a quote character other than `"`.
+    let s = Scratch::new();
+    std::fs::write(s.path("rows.dat"), "id,a,b\n'k,1',4,1\n'k,2',-6,30\n").unwrap();
+    let job = s.job(
+        "q.toml",
+        &format!(
+            r#"
+name = "quoted"
+[input]
+uri = "file://{}"
+format = "csv"
+[input.csv]
+quote = "'"
+[model]
+uri = "file://{}"
+[output]
+uri = "../out/q/"
+passthrough = ["id"]
+[outputs]
+y = "y"
+"#,
+            s.path("rows.dat").display(),
+            sample("synthetic/rank1_int.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let got = read_output(&s.path("out/q"));
+    let mut rows: Vec<_> = got["id"]
+        .iter()
+        .cloned()
+        .zip(got["y"].iter().cloned())
+        .collect();
+    rows.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    assert_eq!(
+        rows,
+        vec![
+            (Cell::Text("k,1".into()), Cell::Float(3.0)),
+            (Cell::Text("k,2".into()), Cell::Float(27.0))
+        ]
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let o = batchscore()
+        .args(["run", job.to_str().unwrap(), "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let (_, err) = text(&o);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["message"] == "starting run"),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["fields"]["message"] == "committed" && v["fields"]["rows"] == 2500),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_value_that_cannot_be_cast_fails_the_run_and_commits_nothing() {
+    let s = Scratch::new();
+    std::fs::write(s.path("bad.csv"), "row_id,a,b\n0,1,2\n1,abc,3\n").unwrap();
+    let job = s.job(
+        "bad.toml",
+        &format!(
+            "name = \"bad\"\n[input]\nuri = \"../bad.csv\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/b/\"\n",
+            sample("synthetic/rank1_int.onnx")
+        ),
+    );
+    let o = run(&["run", job.to_str().unwrap()]);
+    let err = assert_exit(&o, 1);
+    assert!(err.contains("abc"), "{err}");
+    assert!(!s.path("out/b").exists());
+}
