@@ -1,7 +1,7 @@
 //! batchscore: score tabular data (Parquet, CSV) with ONNX models, offline and in bulk.
 //!
 //! The modules follow the data flow (see `DESIGN.md`):
-//! [`spec`] → [`source`] → [`features`] → [`score`] → [`sink`], with [`model`] holding the
+//! [`spec`] → [`storage`] and [`source`] → [`features`] → [`score`] → [`sink`], with [`model`] holding the
 //! ONNX model and its sessions, [`metrics`] what a run reports, [`run`] the orchestration,
 //! and [`cli`] the command line.
 
@@ -14,3 +14,4 @@ pub mod score;
 pub mod sink;
 pub mod source;
 pub mod spec;
+pub mod storage;

@@ -30,6 +30,7 @@ use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
 use crate::sink::{LocalCommitter, MANIFEST_FILE, METRICS_FILE, PartFile, PartWriter, SinkError};
 use crate::source::{effective_workers, open_input, session_context};
 use crate::spec::{LoadedSpec, Problem, SpecError};
+use crate::storage::StoreFactory;
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +101,8 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
     let s = &spec.spec;
     let mut problems: Vec<Problem> = Vec::new();
 
-    let model = match Model::open(&s.model.uri, s.model.sha256.as_deref()) {
+    let stores = StoreFactory::new(s.storage.clone());
+    let model = match Model::load(&s.model.uri, s.model.sha256.as_deref(), &stores).await {
         Ok(m) => Some(Arc::new(m)),
         Err(e @ (ModelError::OrtNotFound { .. } | ModelError::OrtLoad { .. })) => {
             return Err(RunError::Runtime(e));
@@ -117,7 +119,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
     };
 
     let ctx = session_context(&s.run);
-    let input = match open_input(&ctx, &s.input).await {
+    let input = match open_input(&ctx, &s.input, &stores).await {
         Ok(df) => Some(df),
         Err(mut p) => {
             problems.append(&mut p);

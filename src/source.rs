@@ -18,6 +18,7 @@ use datafusion::datasource::listing::{
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
 use crate::spec::{CsvCompression, InputFormat, InputSpec, Problem, RunSpec};
+use crate::storage::{Scheme, StoreFactory};
 
 /// The table name a `query` reads from.
 pub const INPUT_TABLE: &str = "input";
@@ -50,20 +51,70 @@ pub fn effective_workers(workers: usize) -> usize {
 pub async fn open_input(
     ctx: &SessionContext,
     input: &InputSpec,
+    stores: &StoreFactory,
 ) -> Result<DataFrame, Vec<Problem>> {
     let one = |key: &str, msg: String| vec![Problem::new(key, msg)];
     let uri = input.uri.as_str();
+    let remote = Scheme::of(uri).is_some_and(Scheme::is_remote);
     let has_glob = uri.contains(['*', '?', '[']);
-    let path = Path::new(uri);
-    if !has_glob && !path.exists() {
-        return Err(one(
-            "input.uri",
-            format!("{uri}: no such file or directory"),
-        ));
-    }
-    let is_dir = !has_glob && path.is_dir();
 
-    let (format, compression) = detect_format(input, is_dir).map_err(|m| one("input.format", m))?;
+    // Where the listing starts, whether it lists many files, whether `key=value` folders
+    // become partition columns, and one file that shows the format.
+    let (url, is_collection, infer_partitions, sample) = if remote {
+        stores
+            .register(ctx, uri)
+            .map_err(|e| one("input.uri", e.to_string()))?;
+        let (base, glob) = split_glob(uri);
+        let is_dir = glob.is_some() || base.ends_with('/') || format_of(base).is_none();
+        let base = if is_dir && !base.ends_with('/') {
+            format!("{base}/")
+        } else {
+            base.to_string()
+        };
+        let parsed = url::Url::parse(&base).map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+        let pattern = match glob {
+            Some(g) => {
+                Some(glob::Pattern::new(g).map_err(|e| one("input.uri", format!("{uri}: {e}")))?)
+            }
+            None => None,
+        };
+        let url = ListingTableUrl::try_new(parsed, pattern)
+            .map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+        // Listing a remote prefix up front also proves the bucket and the credentials work.
+        let sample = if is_dir {
+            first_remote_file(stores, &base)
+                .await
+                .map_err(|m| one("input.uri", m))?
+        } else {
+            Some(base.clone())
+        };
+        (url, is_dir, is_dir, sample)
+    } else {
+        let path = Path::new(uri);
+        if !has_glob && !path.exists() {
+            return Err(one(
+                "input.uri",
+                format!("{uri}: no such file or directory"),
+            ));
+        }
+        let is_dir = !has_glob && path.is_dir();
+        let url_text = if is_dir && !uri.ends_with('/') {
+            format!("{uri}/")
+        } else {
+            uri.to_string()
+        };
+        let url = ListingTableUrl::parse(absolute_text(&url_text))
+            .map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
+        let sample = if is_dir {
+            first_data_file(path)
+        } else {
+            Some(uri.to_string())
+        };
+        (url, is_dir || has_glob, is_dir, sample)
+    };
+
+    let (format, compression) =
+        detect_format(input, sample.as_deref()).map_err(|m| one("input.format", m))?;
     let extension = match format {
         InputFormat::Parquet => ".parquet".to_string(),
         InputFormat::Csv => format!(".csv{}", compression_suffix(compression)),
@@ -82,21 +133,14 @@ pub async fn open_input(
         }
     };
     // A single file is read whatever its name ends with; listings keep to the format's files.
-    let options_extension = if !has_glob && !is_dir {
-        String::new()
-    } else {
+    let options_extension = if is_collection {
         extension.clone()
-    };
-    let url_text = if is_dir && !uri.ends_with('/') {
-        format!("{uri}/")
     } else {
-        uri.to_string()
+        String::new()
     };
-    let url = ListingTableUrl::parse(absolute_text(&url_text))
-        .map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
     let state = ctx.state();
     let mut options = ListingOptions::new(file_format).with_file_extension(options_extension);
-    if is_dir {
+    if infer_partitions {
         let parts = options.infer_partitions(&state, &url).await.map_err(|e| {
             one(
                 "input.uri",
@@ -169,14 +213,13 @@ fn absolute_text(p: &str) -> String {
     }
 }
 
-/// The format and compression: from the spec, else the extension, else the first file.
-fn detect_format(input: &InputSpec, is_dir: bool) -> Result<(InputFormat, CsvCompression), String> {
-    let sample = if is_dir {
-        first_data_file(Path::new(&input.uri)).unwrap_or_default()
-    } else {
-        input.uri.clone()
-    };
-    let by_ext = format_of(&sample);
+/// The format and compression: from the spec, else the name of `sample` (the input itself, or
+/// its first data file).
+fn detect_format(
+    input: &InputSpec,
+    sample: Option<&str>,
+) -> Result<(InputFormat, CsvCompression), String> {
+    let by_ext = sample.and_then(format_of);
     let format = match (input.format, by_ext) {
         (Some(f), _) => f,
         (None, Some((f, _))) => f,
@@ -193,6 +236,42 @@ fn detect_format(input: &InputSpec, is_dir: bool) -> Result<(InputFormat, CsvCom
         (None, None) => CsvCompression::None,
     };
     Ok((format, compression))
+}
+
+/// Splits `s3://b/data/*.parquet` into `s3://b/data/` and `*.parquet` (at the first path
+/// segment with a glob character).
+fn split_glob(uri: &str) -> (&str, Option<&str>) {
+    let Some(first) = uri.find(['*', '?', '[']) else {
+        return (uri, None);
+    };
+    let cut = uri[..first].rfind('/').map_or(0, |i| i + 1);
+    (&uri[..cut], Some(&uri[cut..]))
+}
+
+/// The first object under a remote prefix whose name tells a format (hidden and `_` names
+/// skipped); errors (a missing bucket, a refused credential) name the URL.
+async fn first_remote_file(
+    stores: &StoreFactory,
+    prefix_uri: &str,
+) -> Result<Option<String>, String> {
+    use futures::TryStreamExt;
+    let located = stores.locate(prefix_uri).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = located
+        .store
+        .list(Some(&located.path))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .map_err(|e| format!("{prefix_uri}: cannot list: {e}"))?;
+    names.sort();
+    Ok(names
+        .into_iter()
+        .filter(|n| {
+            !n.split('/')
+                .any(|seg| seg.starts_with('.') || seg.starts_with('_'))
+        })
+        .find(|n| format_of(n).is_some())
+        .map(|n| format!("{}/{n}", located.root)))
 }
 
 fn format_of(name: &str) -> Option<(InputFormat, CsvCompression)> {
@@ -278,6 +357,19 @@ mod tests {
             Some((InputFormat::Csv, CsvCompression::Zstd))
         );
         assert_eq!(format_of("x.json"), None);
+    }
+
+    #[test]
+    fn globs_split_at_their_segment() {
+        assert_eq!(
+            split_glob("s3://b/data/*.parquet"),
+            ("s3://b/data/", Some("*.parquet"))
+        );
+        assert_eq!(
+            split_glob("s3://b/d/ds=*/p.csv"),
+            ("s3://b/d/", Some("ds=*/p.csv"))
+        );
+        assert_eq!(split_glob("s3://b/data/"), ("s3://b/data/", None));
     }
 
     #[test]

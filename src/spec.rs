@@ -40,6 +40,9 @@ pub struct JobSpec {
     /// Execution settings. Default: see each field.
     #[serde(default)]
     pub run: RunSpec,
+    /// Object store settings for every URI of the job. Default: each cloud's environment.
+    #[serde(default)]
+    pub storage: crate::storage::StorageSpec,
 }
 
 /// The input data set.
@@ -47,8 +50,8 @@ pub struct JobSpec {
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// A file, a directory (read recursively, `key=value` folders become hive partition
-    /// columns), a glob, or a `file://` URL. Relative paths resolve against the spec's folder.
-    /// Required.
+    /// columns), a glob, a `file://` URL, or the same in an object store (`s3://`, `gs://`,
+    /// `az://`, `abfss://`). Relative paths resolve against the spec's folder. Required.
     pub uri: String,
     /// `"parquet"` or `"csv"`. Default: from the extension (`.parquet`, `.csv`, `.csv.gz`,
     /// `.csv.zst`), or of the first file in a directory.
@@ -115,8 +118,9 @@ pub enum CsvCompression {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
-    /// Path or `file://` URL of the `.onnx` file. Relative paths resolve against the spec's
-    /// folder. Required.
+    /// Path or URL of the `.onnx` file: local, `file://`, `s3://`, `gs://`, `az://`,
+    /// `abfss://` or `https://`; remote models are cached locally by their SHA-256. Relative
+    /// paths resolve against the spec's folder. Required.
     pub uri: String,
     /// The model file's expected SHA-256 (hex). Default: none, any content is accepted. When
     /// set, a model whose hash differs is refused before any row is read.
@@ -428,14 +432,24 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
     ] {
         if value.trim().is_empty() {
             p.push(Problem::new(key, "must not be empty"));
-        } else if let Some((scheme, _)) = value.split_once("://")
-            && scheme != "file"
-        {
-            p.push(Problem::new(
-                key,
-                format!("{scheme}:// is not supported yet: use a local path or a file:// URL"),
-            ));
         }
+    }
+    p.extend(crate::storage::check(
+        &spec.storage,
+        &[
+            ("input.uri", &spec.input.uri),
+            ("model.uri", &spec.model.uri),
+            ("output.uri", &spec.output.uri),
+        ],
+    ));
+    if crate::storage::Scheme::of(&spec.output.uri).is_some_and(|s| s.is_remote()) {
+        p.push(Problem::new(
+            "output.uri",
+            format!(
+                "{}: writing to object stores is not supported yet: write to a local path",
+                spec.output.uri
+            ),
+        ));
     }
     for (key, value) in [
         ("input.csv.delimiter", &spec.input.csv.delimiter),
@@ -550,7 +564,8 @@ impl OutputRef {
     }
 }
 
-/// Replaces `${name}` in every string of the tree; unknown names become problems.
+/// Replaces `${name}` (a `--var`) and `${env:NAME}` (an environment variable) in every string
+/// of the tree; names without a value become problems. Secrets belong in `${env:NAME}`.
 fn substitute(
     v: &mut serde_json::Value,
     key: &str,
@@ -562,7 +577,10 @@ fn substitute(
             Ok(out) => *s = out,
             Err(name) => problems.push(Problem::new(
                 key,
-                format!("${{{name}}} has no value: pass --var {name}=VALUE"),
+                match name.strip_prefix("env:") {
+                    Some(var) => format!("${{{name}}}: the environment variable {var} is not set"),
+                    None => format!("${{{name}}} has no value: pass --var {name}=VALUE"),
+                },
             )),
         },
         serde_json::Value::Array(items) => {
@@ -602,8 +620,12 @@ fn expand(s: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
                 continue;
             };
             let name = &tail[..end];
-            match vars.get(name) {
-                Some(value) => out.push_str(value),
+            let value = match name.strip_prefix("env:") {
+                Some(var) => std::env::var(var).ok(),
+                None => vars.get(name).cloned(),
+            };
+            match value {
+                Some(value) => out.push_str(&value),
                 None => return Err(name.to_string()),
             }
             rest = &tail[end + 1..];
@@ -789,6 +811,16 @@ uri = "out/ds=${ds}/"
     #[test]
     fn dollar_escapes_and_yaml() {
         assert_eq!(expand("a$${b}c$d", &BTreeMap::new()).unwrap(), "a${b}c$d");
+        // SAFETY: tests in this module touch only this variable.
+        unsafe { std::env::set_var("BATCHSCORE_SPEC_TEST_VAR", "v1") };
+        assert_eq!(
+            expand("x-${env:BATCHSCORE_SPEC_TEST_VAR}", &BTreeMap::new()).unwrap(),
+            "x-v1"
+        );
+        assert_eq!(
+            expand("${env:BATCHSCORE_SPEC_TEST_UNSET}", &BTreeMap::new()).unwrap_err(),
+            "env:BATCHSCORE_SPEC_TEST_UNSET"
+        );
         let yaml = "name: y\ninput: {uri: d.csv}\nmodel: {uri: m.onnx}\noutput: {uri: o/}\n";
         let s = load_str(
             yaml,

@@ -1,0 +1,337 @@
+//! Inputs and models in an S3-compatible store: a real moto server on loopback, started by
+//! `scripts/test` (its URL in `BATCHSCORE_TEST_S3_ENDPOINT`), spoken to over HTTP by the same
+//! S3 client code path a cloud bucket gets. No in-process fake.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+const ACCESS_KEY: &str = "AKIABATCHSCORETESTKEY";
+const SECRET_KEY: &str = "batchscore-test-secret-d41d8cd98f00b204e980";
+
+fn endpoint() -> String {
+    std::env::var("BATCHSCORE_TEST_S3_ENDPOINT").expect(
+        "BATCHSCORE_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts an S3 server (moto)",
+    )
+}
+
+/// A fresh bucket, created with a plain HTTP PUT (CreateBucket), and a client for it.
+fn bucket(name: &str) -> (String, impl ObjectStore) {
+    let bucket = format!("{name}-{}", std::process::id());
+    let ep = endpoint();
+    let addr = ep.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&ep)
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .unwrap();
+    (bucket, store)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Uploads every file under `dir` to `prefix/` in the store.
+fn upload_dir(store: &impl ObjectStore, dir: &Path, prefix: &str) {
+    let rt = rt();
+    for entry in walk(dir) {
+        let rel = entry
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let bytes = std::fs::read(&entry).unwrap();
+        rt.block_on(store.put(&format!("{prefix}/{rel}").into(), PutPayload::from(bytes)))
+            .unwrap();
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+fn upload_file(store: &impl ObjectStore, file: &str, key: &str) {
+    let bytes = std::fs::read(file).unwrap();
+    rt().block_on(store.put(&key.into(), PutPayload::from(bytes)))
+        .unwrap();
+}
+
+/// The binary with credentials in the environment, as a scheduler would pass them.
+fn s3_run(s: &Scratch, args: &[&str]) -> std::process::Output {
+    batchscore()
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("BATCHSCORE_CACHE", s.path("cache"))
+        .output()
+        .unwrap()
+}
+
+fn storage_table(allow_http: bool) -> String {
+    format!(
+        "[storage]\nendpoint = \"{}\"\nallow_http = {allow_http}\nmax_retries = 1\n",
+        endpoint()
+    )
+}
+
+fn churn_from_s3(bucket: &str, model_key: &str, pin: &str, storage: &str) -> String {
+    format!(
+        r#"
+name = "churn-s3"
+[input]
+uri = "s3://{bucket}/churn/data/"
+query = "SELECT * FROM input WHERE region <> 'apac'"
+[model]
+uri = "s3://{bucket}/{model_key}"
+{pin}
+[inputs.features]
+columns = ["tenure", "monthly_charges", "total_charges", "ln(1 + support_calls)", "is_senior"]
+fill_null = 0.0
+[output]
+uri = "../out/churn/"
+passthrough = ["customer_id", "region"]
+mode = "overwrite"
+[outputs]
+churn_probability = "probabilities[1]"
+churn_label = "label"
+[run]
+batch_size = 1024
+{storage}
+"#
+    )
+}
+
+#[test]
+fn hive_partitions_and_a_model_in_a_bucket_give_the_same_rows_as_local_files() {
+    let s = Scratch::new();
+    let (b, store) = bucket("churn");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(
+        &store,
+        &sample("churn/churn_lgbm.onnx"),
+        "models/churn.onnx",
+    );
+    let job = s.job(
+        "c.toml",
+        &churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true)),
+    );
+    let o = s3_run(&s, &["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("out/churn")),
+        &expected,
+        "customer_id",
+        &["region", "churn_probability", "churn_label"],
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        metrics["model"]["uri"],
+        format!("s3://{b}/models/churn.onnx")
+    );
+}
+
+#[test]
+fn a_glob_over_objects() {
+    let s = Scratch::new();
+    let (b, store) = bucket("glob");
+    // One object the glob matches, and one it does not (it would duplicate every key).
+    upload_file(
+        &store,
+        &sample("fraud/transactions.parquet"),
+        "fraud/t-1.parquet",
+    );
+    upload_file(
+        &store,
+        &sample("fraud/transactions.parquet"),
+        "fraud/other.parquet",
+    );
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "../sample_data/fraud/transactions.parquet",
+            &format!("s3://{b}/fraud/t-*.parquet"),
+        )
+        .replace(
+            "../sample_data/fraud/fraud_xgb.onnx",
+            &sample("fraud/fraud_xgb.onnx"),
+        )
+        + &storage_table(true);
+    let job = s.job("g.toml", &text);
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("out/fraud")),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+}
+
+#[test]
+fn a_pinned_model_is_downloaded_once_into_the_cache() {
+    let s = Scratch::new();
+    let (b, store) = bucket("cache");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(&store, &sample("churn/churn_lgbm.onnx"), "m/churn.onnx");
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(sample("churn/churn_lgbm.onnx")).unwrap(),
+        ))
+    };
+    let job = s.job(
+        "p.toml",
+        &churn_from_s3(
+            &b,
+            "m/churn.onnx",
+            &format!("sha256 = \"{sha}\""),
+            &storage_table(true),
+        ),
+    );
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    assert!(s.path(&format!("cache/models/{sha}.onnx")).exists());
+    // The nightly rerun needs nothing from the store for the model: delete it to prove it.
+    rt().block_on(store.delete(&"m/churn.onnx".into())).unwrap();
+    let o = s3_run(&s, &["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+}
+
+#[test]
+fn plain_http_is_refused_unless_allowed() {
+    let s = Scratch::new();
+    let job = s.job(
+        "h.toml",
+        &churn_from_s3("any", "m.onnx", "", &storage_table(false)),
+    );
+    let o = s3_run(&s, &["run", job.to_str().unwrap()]);
+    let err = assert_exit(&o, 2);
+    assert!(
+        err.contains("h.toml: [storage.endpoint]: the endpoint http://127.0.0.1:")
+            && err.contains(
+                "is plain HTTP, which is refused by default: set allow_http = true under [storage]"
+            ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_bucket_and_a_missing_model_fail_fast_naming_the_url() {
+    let s = Scratch::new();
+    let (b, store) = bucket("missing");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    let started = Instant::now();
+    let job = s.job(
+        "m.toml",
+        &churn_from_s3(&b, "models/absent.onnx", "", &storage_table(true)),
+    );
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(
+        err.contains(&format!(
+            "[model.uri]: model s3://{b}/models/absent.onnx: cannot fetch: HEAD:"
+        )),
+        "{err}"
+    );
+
+    let job = s.job(
+        "b.toml",
+        &churn_from_s3("no-such-bucket-bs", "m.onnx", "", &storage_table(true)),
+    );
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(
+        err.contains("[input.uri]: s3://no-such-bucket-bs/churn/data/: cannot list:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[model.uri]: model s3://no-such-bucket-bs/m.onnx: cannot fetch"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "permanent errors must not be retried for long"
+    );
+    assert!(!s.path("out").exists());
+}
+
+#[test]
+fn credentials_never_appear_in_logs_metrics_or_manifests() {
+    let s = Scratch::new();
+    let (b, store) = bucket("secrets");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(
+        &store,
+        &sample("churn/churn_lgbm.onnx"),
+        "models/churn.onnx",
+    );
+    let job = s.job(
+        "s.toml",
+        &churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true)),
+    );
+    for level in ["trace", "debug", "info", "warn"] {
+        for format in ["text", "json"] {
+            let o = batchscore()
+                .args(["run", job.to_str().unwrap(), "--log-format", format])
+                .env("RUST_LOG", level)
+                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                .env("AWS_REGION", "us-east-1")
+                .env("BATCHSCORE_CACHE", s.path("cache"))
+                .output()
+                .unwrap();
+            assert_ok(&o);
+            let mut produced = o.stdout.clone();
+            produced.extend_from_slice(&o.stderr);
+            for f in walk(&s.path("out")) {
+                produced.extend(std::fs::read(f).unwrap());
+            }
+            let all = String::from_utf8_lossy(&produced);
+            assert!(
+                !all.contains(SECRET_KEY),
+                "the secret key leaked at RUST_LOG={level} ({format})"
+            );
+            assert!(
+                !all.contains(ACCESS_KEY),
+                "the access key id leaked at RUST_LOG={level} ({format})"
+            );
+            assert!(
+                !all.contains(&SECRET_KEY[..16]),
+                "part of the secret leaked at RUST_LOG={level}"
+            );
+        }
+    }
+}
