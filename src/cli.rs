@@ -154,7 +154,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.wall_seconds,
                     m.rows_per_second.round() as u64,
                     m.rows.rejected,
-                    summary.output.display(),
+                    summary.output,
                     m.output_files,
                     if m.output_files == 1 { "" } else { "s" }
                 );

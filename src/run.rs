@@ -7,7 +7,7 @@
 //! batches (reading, features and inference happen inside the pull, in DataFusion's plan) and
 //! writes them to its own part files in the staging directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::metrics::{Latency, Manifest, ModelReport, RowCounts, RunMetrics, StageSeconds};
 use crate::model::{Model, ModelError};
 use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
-use crate::sink::{LocalCommitter, MANIFEST_FILE, METRICS_FILE, PartFile, PartWriter, SinkError};
+use crate::sink::{Committer, PartFile, PartWriter, SinkError};
 use crate::source::{effective_workers, open_input, session_context};
 use crate::spec::{LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
@@ -68,6 +68,7 @@ pub struct JobPlan {
     bound: BoundInputs,
     pub outputs: Vec<OutputBinding>,
     passthrough: Vec<Expr>,
+    stores: StoreFactory,
     pub workers: usize,
 }
 
@@ -172,7 +173,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
         }
     }
 
-    if let Err(e) = LocalCommitter::check(Path::new(&s.output.uri), s.output.mode) {
+    if let Err(e) = Committer::check(&s.output.uri, s.output.mode, &stores).await {
         problems.push(Problem::new("output.uri", e.to_string()));
     }
 
@@ -186,6 +187,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
             bound,
             outputs,
             passthrough,
+            stores,
         }),
         _ => Err(RunError::Spec(SpecError {
             file: spec.file.clone(),
@@ -197,7 +199,8 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
 /// What a finished run reports to the command line.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
-    pub output: PathBuf,
+    /// The committed output's path or URL.
+    pub output: String,
     pub metrics: RunMetrics,
 }
 
@@ -253,9 +256,11 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
     );
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
 
-    let committer = LocalCommitter::prepare(Path::new(&s.output.uri), s.output.mode, &run_id)?;
-    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output_dir().display(), workers = plan.workers, "starting run");
+    let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
+    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
 
+    let staging = committer.staging();
+    let outcome = async {
     let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
     if let Some(pb) = &progress
         && let Ok(stats) =
@@ -269,7 +274,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
 
     let mut tasks = Vec::with_capacity(streams.len());
     for (partition, mut stream) in streams.into_iter().enumerate() {
-        let staging = committer.staging_dir().to_path_buf();
+        let staging = staging.clone();
         let schema = out_schema.clone();
         let format = s.output.format;
         let max_rows = s.output.max_rows_per_file;
@@ -294,22 +299,17 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
                             let name =
                                 format!("part-{partition:05}-{seq:04}.{}", format.extension());
                             seq += 1;
-                            writer.insert(PartWriter::create(
-                                &staging,
-                                name,
-                                format,
-                                schema.clone(),
-                            )?)
+                            writer.insert(staging.create_part(name, format, schema.clone())?)
                         }
                     };
                     let room = (max_rows - w.rows()) as usize;
                     let take = room.min(batch.num_rows() - offset);
-                    w.write(&batch.slice(offset, take))?;
+                    w.write(&batch.slice(offset, take)).await?;
                     offset += take;
                     if w.rows() >= max_rows
                         && let Some(w) = writer.take()
                     {
-                        result.files.push(w.finish()?);
+                        result.files.push(w.finish().await?);
                     }
                 }
                 result.write += t.elapsed();
@@ -320,7 +320,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             }
             if let Some(w) = writer.take() {
                 let t = Instant::now();
-                result.files.push(w.finish()?);
+                result.files.push(w.finish().await?);
                 result.write += t.elapsed();
             }
             Ok::<_, RunError>(result)
@@ -379,16 +379,24 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         // An empty input still commits an output whose schema readers can see.
         let name = format!("part-00000-0000.{}", s.output.format.extension());
         files.push(
-            PartWriter::create(
-                committer.staging_dir(),
-                name,
-                s.output.format,
-                out_schema.clone(),
-            )?
-            .finish()?,
+            staging
+                .create_part(name, s.output.format, out_schema.clone())?
+                .finish()
+                .await?,
         );
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
+
+        Ok::<_, RunError>((physical, results, files))
+    }
+    .await;
+    let (physical, results, files) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            committer.abort().await;
+            return Err(e);
+        }
+    };
     let written: u64 = files.iter().map(|f| f.rows).sum();
 
     let stats = &scorer.stats;
@@ -457,11 +465,10 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    committer.write_json(MANIFEST_FILE, &manifest)?;
-    metrics.stage_seconds.commit = commit_started.elapsed().as_secs_f64();
-    committer.write_json(METRICS_FILE, &metrics)?;
-    let output = committer.commit()?;
-    tracing::info!(output = %output.display(), rows = written, "committed");
+    let output = committer
+        .commit(&manifest, &mut metrics, commit_started)
+        .await?;
+    tracing::info!(output = %output, rows = written, "committed");
     Ok(RunSummary { output, metrics })
 }
 

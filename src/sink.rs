@@ -13,6 +13,19 @@
 //!
 //! A killed run leaves only its staging directory, which records its process id; the next run
 //! on the same output removes staging directories whose process is gone.
+//!
+//! In an object store, where there is no atomic rename, [`StoreCommitter`] stages parts under
+//! `<output>/_staging/<run id>/` (multipart uploads, so a part may be larger than memory) and
+//! commits in this order:
+//! 1. `_manifest.json` with a conditional put: create-if-absent, or update-if-unchanged against
+//!    the version seen when the run started. Two runs racing on one output cannot both pass it;
+//!    the loser stops there, having changed nothing.
+//! 2. the old `_SUCCESS` is deleted, the parts are copied into place (server side) and old parts
+//!    the new manifest does not list are deleted;
+//! 3. `_metrics.json`, then `_SUCCESS` last; then every staging prefix is removed (a killed
+//!    run's included).
+//!
+//! A reader that trusts `_SUCCESS` and the manifest never sees a partial run.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -25,7 +38,17 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use object_store::buffered::BufWriter as ObjectBufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use tokio::io::AsyncWriteExt;
+
+use crate::metrics::{Manifest, RunMetrics};
 use crate::spec::{OutputFormat, WriteMode};
+use crate::storage::{Scheme, StoreFactory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -43,6 +66,16 @@ pub enum SinkError {
     },
     #[error("output {path}: cannot write: {message}")]
     Encode { path: PathBuf, message: String },
+    #[error("output {uri}: {op}: {message}")]
+    Store {
+        uri: String,
+        op: &'static str,
+        message: String,
+    },
+    #[error(
+        "output {uri}: another run committed this output first (its _manifest.json changed since this run started); nothing of this run was committed"
+    )]
+    Conflict { uri: String },
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> SinkError + use<> {
@@ -64,8 +97,66 @@ pub struct PartFile {
     pub bytes: u64,
 }
 
-/// Writes one output part file (Parquet or CSV) into the staging directory.
+/// Where a run's parts are staged: a local directory or a prefix in an object store.
+#[derive(Clone)]
+pub enum Staging {
+    Local(PathBuf),
+    Store {
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        /// The prefix as a URL, for messages.
+        uri: String,
+    },
+}
+
+impl Staging {
+    /// Starts the part file `name`.
+    pub fn create_part(
+        &self,
+        name: String,
+        format: OutputFormat,
+        schema: SchemaRef,
+    ) -> Result<PartWriter, SinkError> {
+        match self {
+            Staging::Local(dir) => PartWriter::create_local(dir, name, format, schema),
+            Staging::Store { store, prefix, uri } => {
+                let location = format!("{uri}{name}");
+                let out = ObjectBufWriter::new(store.clone(), prefix.clone().join(name.as_str()));
+                let inner = match format {
+                    OutputFormat::Parquet => PartInner::StoreParquet(
+                        AsyncArrowWriter::try_new(out, schema, Some(parquet_properties()))
+                            .map_err(|e| SinkError::Encode {
+                                path: PathBuf::from(&location),
+                                message: e.to_string(),
+                            })?,
+                    ),
+                    OutputFormat::Csv => PartInner::StoreCsv {
+                        out,
+                        header: true,
+                        schema,
+                    },
+                };
+                Ok(PartWriter {
+                    path: PathBuf::from(location),
+                    name,
+                    rows: 0,
+                    inner,
+                })
+            }
+        }
+    }
+}
+
+fn parquet_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_created_by(format!("batchscore {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Writes one output part file (Parquet or CSV) into the staging location.
 pub struct PartWriter {
+    /// The file or object, for messages.
     path: PathBuf,
     name: String,
     rows: u64,
@@ -75,10 +166,16 @@ pub struct PartWriter {
 enum PartInner {
     Parquet(ArrowWriter<File>),
     Csv(datafusion::arrow::csv::Writer<BufWriter<File>>),
+    StoreParquet(AsyncArrowWriter<ObjectBufWriter>),
+    StoreCsv {
+        out: ObjectBufWriter,
+        header: bool,
+        schema: SchemaRef,
+    },
 }
 
 impl PartWriter {
-    pub fn create(
+    fn create_local(
         dir: &Path,
         name: String,
         format: OutputFormat,
@@ -87,18 +184,14 @@ impl PartWriter {
         let path = dir.join(&name);
         let file = File::create(&path).map_err(io_err(&path, "create part"))?;
         let inner = match format {
-            OutputFormat::Parquet => {
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::SNAPPY)
-                    .set_created_by(format!("batchscore {}", env!("CARGO_PKG_VERSION")))
-                    .build();
-                PartInner::Parquet(ArrowWriter::try_new(file, schema, Some(props)).map_err(
-                    |e| SinkError::Encode {
+            OutputFormat::Parquet => PartInner::Parquet(
+                ArrowWriter::try_new(file, schema, Some(parquet_properties())).map_err(|e| {
+                    SinkError::Encode {
                         path: path.clone(),
                         message: e.to_string(),
-                    },
-                )?)
-            }
+                    }
+                })?,
+            ),
             OutputFormat::Csv => PartInner::Csv(
                 datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
@@ -117,10 +210,24 @@ impl PartWriter {
         self.rows
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
         let r = match &mut self.inner {
             PartInner::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
             PartInner::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
+            PartInner::StoreParquet(w) => w.write(batch).await.map_err(|e| e.to_string()),
+            PartInner::StoreCsv { out, header, .. } => {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(*header)
+                    .build(Vec::new());
+                *header = false;
+                match w.write(batch) {
+                    Ok(()) => out
+                        .put(w.into_inner().into())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         r.map_err(|message| SinkError::Encode {
             path: self.path.clone(),
@@ -130,29 +237,56 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Finishes the file and syncs it to disk.
-    pub fn finish(self) -> Result<PartFile, SinkError> {
+    /// Finishes the part: synced to disk, or its upload completed.
+    pub async fn finish(self) -> Result<PartFile, SinkError> {
         let enc = |message: String| SinkError::Encode {
             path: self.path.clone(),
             message,
         };
-        let file = match self.inner {
-            PartInner::Parquet(w) => w.into_inner().map_err(|e| enc(e.to_string()))?,
-            PartInner::Csv(w) => w
-                .into_inner()
-                .into_inner()
-                .map_err(|e| enc(e.error().to_string()))?,
+        let bytes = match self.inner {
+            PartInner::Parquet(w) => {
+                Self::sync(&self.path, w.into_inner().map_err(|e| enc(e.to_string()))?)?
+            }
+            PartInner::Csv(w) => Self::sync(
+                &self.path,
+                w.into_inner()
+                    .into_inner()
+                    .map_err(|e| enc(e.error().to_string()))?,
+            )?,
+            PartInner::StoreParquet(w) => {
+                w.close().await.map_err(|e| enc(e.to_string()))?;
+                0
+            }
+            PartInner::StoreCsv {
+                mut out,
+                header,
+                schema,
+            } => {
+                if header {
+                    // No batch came: the part is just the header line.
+                    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(Vec::new());
+                    w.write(&RecordBatch::new_empty(schema))
+                        .map_err(|e| enc(e.to_string()))?;
+                    out.put(w.into_inner().into())
+                        .await
+                        .map_err(|e| enc(e.to_string()))?;
+                }
+                out.shutdown().await.map_err(|e| enc(e.to_string()))?;
+                0
+            }
         };
-        file.sync_all().map_err(io_err(&self.path, "sync part"))?;
-        let bytes = file
-            .metadata()
-            .map_err(io_err(&self.path, "stat part"))?
-            .len();
         Ok(PartFile {
             path: self.name,
             rows: self.rows,
             bytes,
         })
+    }
+
+    fn sync(path: &Path, file: File) -> Result<u64, SinkError> {
+        file.sync_all().map_err(io_err(path, "sync part"))?;
+        Ok(file.metadata().map_err(io_err(path, "stat part"))?.len())
     }
 }
 
@@ -278,6 +412,301 @@ impl Drop for LocalCommitter {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+/// The commit of a run's output, local or in an object store.
+pub enum Committer {
+    Local(LocalCommitter),
+    Store(StoreCommitter),
+}
+
+impl Committer {
+    /// Checks `mode` against what is at `uri`, before any work.
+    pub async fn check(uri: &str, mode: WriteMode, stores: &StoreFactory) -> Result<(), SinkError> {
+        if Scheme::of(uri).is_some_and(Scheme::is_remote) {
+            StoreCommitter::open(uri, mode, stores).await.map(|_| ())
+        } else {
+            LocalCommitter::check(Path::new(uri), mode)
+        }
+    }
+
+    pub async fn prepare(
+        uri: &str,
+        mode: WriteMode,
+        run_id: &str,
+        stores: &StoreFactory,
+    ) -> Result<Self, SinkError> {
+        if Scheme::of(uri).is_some_and(Scheme::is_remote) {
+            let mut c = StoreCommitter::open(uri, mode, stores).await?;
+            c.staging = c.prefix.clone().join("_staging").join(run_id);
+            Ok(Self::Store(c))
+        } else {
+            LocalCommitter::prepare(Path::new(uri), mode, run_id).map(Self::Local)
+        }
+    }
+
+    pub fn staging(&self) -> Staging {
+        match self {
+            Self::Local(c) => Staging::Local(c.staging.clone()),
+            Self::Store(c) => Staging::Store {
+                store: c.store.clone(),
+                prefix: c.staging.clone(),
+                uri: format!("{}/{}/", c.root, c.staging),
+            },
+        }
+    }
+
+    /// The output location, for messages.
+    pub fn output(&self) -> String {
+        match self {
+            Self::Local(c) => c.output.display().to_string(),
+            Self::Store(c) => c.uri.clone(),
+        }
+    }
+
+    /// Commits the staged parts with their manifest and metrics; returns the output location.
+    /// `metrics.stage_seconds.commit` is set to the time since `started`, just before the
+    /// metrics are written.
+    pub async fn commit(
+        self,
+        manifest: &Manifest,
+        metrics: &mut RunMetrics,
+        started: std::time::Instant,
+    ) -> Result<String, SinkError> {
+        match self {
+            Self::Local(c) => {
+                c.write_json(MANIFEST_FILE, manifest)?;
+                metrics.stage_seconds.commit = started.elapsed().as_secs_f64();
+                c.write_json(METRICS_FILE, metrics)?;
+                c.commit().map(|p| p.display().to_string())
+            }
+            Self::Store(c) => c.commit(manifest, metrics, started).await,
+        }
+    }
+
+    /// Removes what a run that will not commit has staged.
+    pub async fn abort(self) {
+        match self {
+            // Dropping it removes the staging directory.
+            Self::Local(c) => drop(c),
+            Self::Store(c) => c.remove_staging(Some(&c.staging)).await,
+        }
+    }
+}
+
+/// The commit protocol for object stores (see the module's documentation).
+pub struct StoreCommitter {
+    uri: String,
+    root: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    staging: ObjectPath,
+    /// The manifest's version when the run started, and the files it listed.
+    prior: Option<(UpdateVersion, Vec<String>)>,
+}
+
+impl StoreCommitter {
+    /// Looks at the output: refuses under `mode = "error"` when anything is there, and
+    /// remembers the current manifest for the conditional update.
+    async fn open(uri: &str, mode: WriteMode, stores: &StoreFactory) -> Result<Self, SinkError> {
+        use futures::TryStreamExt;
+        let located = stores.locate(uri).map_err(|e| SinkError::Store {
+            uri: uri.to_string(),
+            op: "open",
+            message: e.message,
+        })?;
+        let store_err = |op: &'static str| {
+            move |e: object_store::Error| SinkError::Store {
+                uri: uri.to_string(),
+                op,
+                message: e.to_string(),
+            }
+        };
+        let prefix = located.path;
+        let staging_prefix = prefix.clone().join("_staging");
+        if mode == WriteMode::Error {
+            let mut list = located.store.list(Some(&prefix));
+            while let Some(meta) = list.try_next().await.map_err(store_err("list"))? {
+                if !meta.location.prefix_matches(&staging_prefix) {
+                    let success = meta.location.filename() == Some(SUCCESS_FILE);
+                    return Err(SinkError::OutputExists {
+                        path: PathBuf::from(uri),
+                        what: if success {
+                            "a committed output (_SUCCESS)".into()
+                        } else {
+                            "objects".into()
+                        },
+                    });
+                }
+            }
+        }
+        let manifest_path = prefix.clone().join(MANIFEST_FILE);
+        let prior = match located.store.get(&manifest_path).await {
+            Ok(r) => {
+                let version = UpdateVersion {
+                    e_tag: r.meta.e_tag.clone(),
+                    version: r.meta.version.clone(),
+                };
+                let bytes = r.bytes().await.map_err(store_err("read the manifest"))?;
+                let files = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| {
+                        v["files"].as_array().map(|a| {
+                            a.iter()
+                                .filter_map(|f| f["path"].as_str().map(String::from))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .unwrap_or_default();
+                Some((version, files))
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(store_err("read the manifest")(e)),
+        };
+        let uri = uri.trim_end_matches('/').to_string();
+        Ok(Self {
+            uri,
+            root: located.root,
+            store: located.store,
+            staging: staging_prefix,
+            prefix,
+            prior,
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(object_store::Error) -> SinkError + '_ {
+        move |e| SinkError::Store {
+            uri: self.uri.clone(),
+            op,
+            message: e.to_string(),
+        }
+    }
+
+    async fn commit(
+        self,
+        manifest: &Manifest,
+        metrics: &mut RunMetrics,
+        started: std::time::Instant,
+    ) -> Result<String, SinkError> {
+        let json = |v: &dyn erased::Json| -> PutPayload {
+            let mut b = v.to_json();
+            b.push(b'\n');
+            PutPayload::from(b)
+        };
+        // 1. The manifest is the lock: only one run can create or update it from what it saw.
+        let mode = match &self.prior {
+            Some((version, _)) => PutMode::Update(version.clone()),
+            None => PutMode::Create,
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(
+                &self.prefix.clone().join(MANIFEST_FILE),
+                json(manifest),
+                opts,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                self.remove_staging(Some(&self.staging)).await;
+                return Err(SinkError::Conflict {
+                    uri: self.uri.clone(),
+                });
+            }
+            Err(e) => {
+                self.remove_staging(Some(&self.staging)).await;
+                return Err(self.err("write _manifest.json")(e));
+            }
+        }
+        // 2. Readers that trust _SUCCESS stop reading the old output, then the parts move in.
+        match self
+            .store
+            .delete(&self.prefix.clone().join(SUCCESS_FILE))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err("delete the old _SUCCESS")(e)),
+        }
+        let new: std::collections::HashSet<&str> =
+            manifest.files.iter().map(|f| f.path.as_str()).collect();
+        for f in &manifest.files {
+            self.store
+                .copy(
+                    &self.staging.clone().join(f.path.as_str()),
+                    &self.prefix.clone().join(f.path.as_str()),
+                )
+                .await
+                .map_err(self.err("copy a part into place"))?;
+        }
+        if let Some((_, old)) = &self.prior {
+            for f in old.iter().filter(|f| !new.contains(f.as_str())) {
+                match self
+                    .store
+                    .delete(&self.prefix.clone().join(f.as_str()))
+                    .await
+                {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(self.err("delete an old part")(e)),
+                }
+            }
+        }
+        // 3. Metrics, then _SUCCESS last.
+        metrics.stage_seconds.commit = started.elapsed().as_secs_f64();
+        let metrics: &RunMetrics = metrics;
+        self.store
+            .put(&self.prefix.clone().join(METRICS_FILE), json(metrics))
+            .await
+            .map_err(self.err("write _metrics.json"))?;
+        self.store
+            .put(
+                &self.prefix.clone().join(SUCCESS_FILE),
+                PutPayload::default(),
+            )
+            .await
+            .map_err(self.err("write _SUCCESS"))?;
+        // Every run's staging goes, a killed run's included.
+        self.remove_staging(None).await;
+        Ok(self.uri.clone())
+    }
+
+    /// Deletes one run's staging (`Some`) or all of it (`None`); failures are only logged.
+    async fn remove_staging(&self, which: Option<&ObjectPath>) {
+        use futures::StreamExt;
+        let prefix = which
+            .cloned()
+            .unwrap_or_else(|| self.prefix.clone().join("_staging"));
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map(|m| m.map(|m| m.location))
+            .boxed();
+        let mut deleted = self.store.delete_stream(locations);
+        while let Some(r) = deleted.next().await {
+            if let Err(e) = r {
+                tracing::warn!(output = %self.uri, error = %e, "cannot remove staged objects");
+            }
+        }
+    }
+}
+
+/// Serializes the two JSON documents a commit writes.
+mod erased {
+    pub trait Json {
+        fn to_json(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Vec<u8> {
+            serde_json::to_vec_pretty(self).unwrap_or_default()
         }
     }
 }

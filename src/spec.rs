@@ -442,15 +442,6 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
             ("output.uri", &spec.output.uri),
         ],
     ));
-    if crate::storage::Scheme::of(&spec.output.uri).is_some_and(|s| s.is_remote()) {
-        p.push(Problem::new(
-            "output.uri",
-            format!(
-                "{}: writing to object stores is not supported yet: write to a local path",
-                spec.output.uri
-            ),
-        ));
-    }
     for (key, value) in [
         ("input.csv.delimiter", &spec.input.csv.delimiter),
         ("input.csv.quote", &spec.input.csv.quote),

@@ -335,3 +335,234 @@ fn credentials_never_appear_in_logs_metrics_or_manifests() {
         }
     }
 }
+
+/// Copies everything under `prefix` in the store into `dir`, to read it like a local output.
+fn download(store: &impl ObjectStore, prefix: &str, dir: &Path) -> Vec<String> {
+    use futures::TryStreamExt;
+    let rt = rt();
+    let metas: Vec<_> = rt
+        .block_on(store.list(Some(&prefix.into())).try_collect::<Vec<_>>())
+        .unwrap();
+    let mut names = Vec::new();
+    for m in metas {
+        let rel = m
+            .location
+            .as_ref()
+            .strip_prefix(prefix)
+            .unwrap()
+            .trim_start_matches('/')
+            .to_string();
+        let bytes =
+            rt.block_on(async { store.get(&m.location).await.unwrap().bytes().await.unwrap() });
+        let to = dir.join(&rel);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(&to, bytes).unwrap();
+        names.push(rel);
+    }
+    names.sort();
+    names
+}
+
+fn churn_to_s3(bucket: &str, mode: &str, format: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("jobs/churn.toml"))
+        .unwrap()
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        )
+        .replace(
+            "../out/churn/ds=${ds}/",
+            &format!("s3://{bucket}/scores/ds=1/"),
+        )
+        .replace(
+            "mode = \"overwrite\"",
+            &format!("mode = \"{mode}\"\nformat = \"{format}\""),
+        );
+    text + &storage_table(true)
+}
+
+#[test]
+fn outputs_in_a_bucket_are_committed_with_manifest_and_success_last() {
+    let s = Scratch::new();
+    let (b, store) = bucket("out");
+    let job = s.job("o.toml", &churn_to_s3(&b, "error", "parquet"));
+    let o = s3_run(&s, &["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(
+        text(&o).0.contains(&format!("-> s3://{b}/scores/ds=1 (")),
+        "{}",
+        text(&o).0
+    );
+    let names = download(&store, "scores/ds=1", &s.path("got"));
+    assert!(
+        names.contains(&"_SUCCESS".to_string()) && names.contains(&"_metrics.json".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("_staging")),
+        "staging is removed: {names:?}"
+    );
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("got")),
+        &expected,
+        "customer_id",
+        &["churn_probability", "churn_label"],
+    );
+
+    // mode = "error" refuses the committed output before any work.
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(
+        err.contains("already holds a committed output (_SUCCESS)"),
+        "{err}"
+    );
+
+    // overwrite, as CSV: the old Parquet parts go, the new CSV parts come.
+    let job = s.job("w.toml", &churn_to_s3(&b, "overwrite", "csv"));
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let got = s.path("got2");
+    let names = download(&store, "scores/ds=1", &got);
+    assert!(names.iter().all(|n| !n.ends_with(".parquet")), "{names:?}");
+    assert_matches(
+        &read_output(&got),
+        &expected,
+        "customer_id",
+        &["churn_probability", "churn_label"],
+    );
+}
+
+#[test]
+fn two_runs_racing_on_one_output_commit_exactly_once() {
+    let s = Scratch::new();
+    let (b, store) = bucket("race");
+    let job = s.job("r.toml", &churn_to_s3(&b, "error", "parquet"));
+    let spawn = || {
+        batchscore()
+            .args(["run", job.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("BATCHSCORE_CACHE", s.path("cache"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, c) = (spawn(), spawn());
+    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    let wins = [&a, &c].iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(&a), text(&c));
+    let loser = if a.status.success() { &c } else { &a };
+    let err = text(loser).1;
+    assert!(
+        err.contains("another run committed this output first") || err.contains("already holds"),
+        "{err}"
+    );
+    let names = download(&store, "scores/ds=1", &s.path("got"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("_staging")),
+        "{names:?}"
+    );
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("got")),
+        &expected,
+        "customer_id",
+        &["churn_probability"],
+    );
+}
+
+#[test]
+fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing() {
+    use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let s = Scratch::new();
+    let (b, store) = bucket("overtaken");
+    // A slow input for run A: 1.5M rows shaped like the fraud sample.
+    let mut fields = vec![Field::new("txn_id", DataType::Int64, false)];
+    fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let file = std::fs::File::create(s.path("big.parquet")).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    for chunk in 0..15 {
+        let ids = (chunk * 100_000)..((chunk + 1) * 100_000);
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(ids.clone()))];
+        for j in 0..6 {
+            cols.push(Arc::new(Float32Array::from_iter_values(
+                ids.clone()
+                    .map(|i| ((i * 7 + j * 13) % 1000) as f32 / 250.0 - 2.0),
+            )));
+        }
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
+    }
+    w.close().unwrap();
+    let spec = |input: &str| {
+        std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+            .unwrap()
+            .replace("../sample_data/fraud/transactions.parquet", input)
+            .replace(
+                "../sample_data/fraud/fraud_xgb.onnx",
+                &sample("fraud/fraud_xgb.onnx"),
+            )
+            .replace("../out/fraud/", &format!("s3://{b}/f/"))
+            .replace("batch_size = 500", "batch_size = 4096")
+            + &storage_table(true)
+    };
+    let slow = s.job("slow.toml", &spec(s.path("big.parquet").to_str().unwrap()));
+    let fast = s.job("fast.toml", &spec(&sample("fraud/transactions.parquet")));
+
+    let run_a = batchscore()
+        .args(["run", slow.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("BATCHSCORE_CACHE", s.path("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once A is writing parts into its staging prefix, B runs from start to commit.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let staged = {
+            use futures::TryStreamExt;
+            rt().block_on(
+                store
+                    .list(Some(&"f/_staging".into()))
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        if !staged.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run A never staged a part");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_ok(&s3_run(&s, &["run", fast.to_str().unwrap()]));
+    let a = run_a.wait_with_output().unwrap();
+    let err = assert_exit(&a, 1);
+    assert!(
+        err.contains(&format!(
+            "output s3://{b}/f: another run committed this output first"
+        )),
+        "{err}"
+    );
+
+    // The output is B's, whole: 2500 keys, no staging left.
+    let names = download(&store, "f", &s.path("got"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("_staging")),
+        "{names:?}"
+    );
+    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("got")),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+}
