@@ -566,3 +566,196 @@ fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing()
         &["fraud_probability", "fraud_label"],
     );
 }
+
+/// Forwards a loopback port to the shared S3 server until cut, like a network that drops.
+struct Proxy {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    fn start(target: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let upstream = std::net::TcpStream::connect(&target).unwrap();
+                        for (mut from, mut to) in [
+                            (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                            (upstream.try_clone().unwrap(), client.try_clone().unwrap()),
+                        ] {
+                            std::thread::spawn(move || {
+                                let _ = std::io::copy(&mut from, &mut to);
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            });
+                        }
+                        conns.push(client);
+                        conns.push(upstream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            // Cut every open connection; the listener closes when the thread ends.
+            for c in conns {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        Self { port, stop }
+    }
+
+    fn cut(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_server_going_away_mid_write_commits_nothing_and_a_rerun_succeeds() {
+    let s = Scratch::new();
+    let (b, store) = bucket("cut");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    let proxy = Proxy::start(endpoint().trim_start_matches("http://").to_string());
+    // Writes go through the proxy; many small parts keep the run writing for a while.
+    let job_text = |port: u16| {
+        churn_to_s3(&b, "error", "csv")
+            .replace(&endpoint(), &format!("http://127.0.0.1:{port}"))
+            .replace("batch_size = 1024", "batch_size = 16\nworkers = 1")
+            .replace(
+                "format = \"csv\"",
+                "format = \"csv\"\nmax_rows_per_file = 16",
+            )
+    };
+    let job = s.job("cut.toml", &job_text(proxy.port));
+    let child = batchscore()
+        .args(["run", job.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("BATCHSCORE_CACHE", s.path("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let staged = {
+            use futures::TryStreamExt;
+            rt().block_on(
+                store
+                    .list(Some(&"scores/ds=1/_staging".into()))
+                    .try_collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        if staged.len() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never staged parts");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    proxy.cut();
+    let o = child.wait_with_output().unwrap();
+    let err = assert_exit(&o, 1);
+    assert!(
+        err.contains(&format!("s3://{b}/scores/ds=1")),
+        "the error names the URL: {err}"
+    );
+    let names = download(&store, "scores/ds=1", &s.path("dead"));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "_SUCCESS" || n == "_manifest.json" || n.starts_with("part-")),
+        "nothing may be committed: {names:?}"
+    );
+
+    // The network is back: the rerun commits every row once and clears the dead staging.
+    let proxy = Proxy::start(endpoint().trim_start_matches("http://").to_string());
+    let job = s.job("cut.toml", &job_text(proxy.port));
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let names = download(&store, "scores/ds=1", &s.path("got"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("_staging")),
+        "{names:?}"
+    );
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("got")),
+        &expected,
+        "customer_id",
+        &["churn_probability"],
+    );
+}
+
+#[test]
+fn wrong_credentials_fail_fast_naming_the_url() {
+    // A server of our own with authentication on: every request but the first (creating the
+    // bucket) must carry credentials moto issued, which these are not.
+    let server = std::env::var("BATCHSCORE_TEST_MOTO_SERVER")
+        .expect("BATCHSCORE_TEST_MOTO_SERVER is not set: run the tests with scripts/test");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _moto = Killed(
+        std::process::Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "PUT /locked HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    let s = Scratch::new();
+    let text = churn_from_s3("locked", "m.onnx", "", &storage_table(true))
+        .replace(&endpoint(), &format!("http://{addr}"));
+    let job = s.job("creds.toml", &text);
+    let started = Instant::now();
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(
+        err.contains("[input.uri]: s3://locked/churn/data/: cannot list:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("403")
+            || err.to_lowercase().contains("invalidaccesskeyid")
+            || err.contains("Forbidden"),
+        "{err}"
+    );
+    assert!(!err.contains(SECRET_KEY));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a refused credential is not retried"
+    );
+}
