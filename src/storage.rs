@@ -200,7 +200,8 @@ impl StoreFactory {
         };
         let url = url::Url::parse(uri).map_err(|e| err(format!("not a valid URL: {e}")))?;
         let host = url.host_str().unwrap_or_default().to_string();
-        let root = format!("{}://{}", url.scheme(), host);
+        // Scheme, host and port: `s3://bucket`, `http://127.0.0.1:8000`.
+        let root = url[..url::Position::BeforePath].to_string();
         let path =
             object_store::path::Path::from_url_path(url.path()).map_err(|e| err(e.to_string()))?;
         let store: Arc<dyn ObjectStore> = match Scheme::of(uri) {

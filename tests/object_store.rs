@@ -759,3 +759,67 @@ fn wrong_credentials_fail_fast_naming_the_url() {
         "a refused credential is not retried"
     );
 }
+
+#[test]
+fn a_model_over_http_needs_allow_http_and_is_cached() {
+    // Python's own file server, on loopback, serving sample_data.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Killed(
+        std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(repo().join("sample_data"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = Scratch::new();
+    let model = format!("http://127.0.0.1:{port}/fraud/fraud_xgb.onnx");
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace("../sample_data/fraud/fraud_xgb.onnx", &model);
+    let job = s.job("plain.toml", &text);
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(
+        err.contains(&format!("[model.uri]: model {model}: cannot fetch")),
+        "{err}"
+    );
+
+    let job = s.job("allowed.toml", &(text + "[storage]\nallow_http = true\n"));
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("out/fraud")),
+        &expected,
+        "txn_id",
+        &["fraud_probability"],
+    );
+    let cached: Vec<_> = std::fs::read_dir(s.path("cache/models"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    assert_eq!(cached.len(), 1, "the model is cached by its sha256");
+}
