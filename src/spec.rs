@@ -183,8 +183,8 @@ impl fmt::Display for TensorDtype {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
-    /// The output directory (created if missing). Relative paths resolve against the spec's
-    /// folder. Required.
+    /// The output directory (created if missing), local or in an object store (`s3://`,
+    /// `gs://`, `az://`, `abfss://`). Relative paths resolve against the spec's folder. Required.
     pub uri: String,
     /// `"parquet"` or `"csv"`. Default: "parquet".
     #[serde(default)]
