@@ -5,7 +5,6 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn fraud_job(s: &Scratch, mode: &str, input: &str, out: &str) -> std::path::PathBuf {
@@ -75,33 +74,6 @@ fn error_mode_refuses_an_existing_output_and_overwrite_replaces_it() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(beside, ["f"], "no staging or old output left beside it");
-}
-
-/// Writes `rows` rows shaped like the fraud sample into `path`.
-fn big_fraud_input(path: &Path, rows: usize) {
-    use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let mut fields = vec![Field::new("txn_id", DataType::Int64, false)];
-    fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
-    let schema = Arc::new(Schema::new(fields));
-    let file = std::fs::File::create(path).unwrap();
-    let mut w =
-        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
-    let chunk = 100_000;
-    for start in (0..rows).step_by(chunk) {
-        let n = chunk.min(rows - start);
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
-            (start..start + n).map(|i| i as i64),
-        ))];
-        for j in 0..6 {
-            cols.push(Arc::new(Float32Array::from_iter_values(
-                (start..start + n).map(|i| (((i * 7 + j * 13) % 1000) as f32) / 250.0 - 2.0),
-            )));
-        }
-        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
-            .unwrap();
-    }
-    w.close().unwrap();
 }
 
 #[test]

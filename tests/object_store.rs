@@ -88,16 +88,36 @@ fn upload_file(store: &impl ObjectStore, file: &str, key: &str) {
 }
 
 /// The binary with credentials in the environment, as a scheduler would pass them.
-fn s3_run(s: &Scratch, args: &[&str]) -> std::process::Output {
-    batchscore()
-        .args(args)
+fn s3_command(s: &Scratch, args: &[&str]) -> std::process::Command {
+    let mut c = batchscore();
+    c.args(args)
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_ENDPOINT_URL")
-        .env("BATCHSCORE_CACHE", s.path("cache"))
-        .output()
+        .env("BATCHSCORE_CACHE", s.path("cache"));
+    c
+}
+
+fn s3_run(s: &Scratch, args: &[&str]) -> std::process::Output {
+    s3_command(s, args).output().unwrap()
+}
+
+/// The same, started in the background with its output captured.
+fn s3_spawn(s: &Scratch, args: &[&str]) -> std::process::Child {
+    s3_command(s, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap()
+}
+
+/// How many objects are under `prefix`.
+fn count_objects(store: &impl ObjectStore, prefix: &str) -> usize {
+    use futures::TryStreamExt;
+    rt().block_on(store.list(Some(&prefix.into())).try_collect::<Vec<_>>())
+        .unwrap()
+        .len()
 }
 
 fn storage_table(allow_http: bool) -> String {
@@ -304,13 +324,8 @@ fn credentials_never_appear_in_logs_metrics_or_manifests() {
     );
     for level in ["trace", "debug", "info", "warn"] {
         for format in ["text", "json"] {
-            let o = batchscore()
-                .args(["run", job.to_str().unwrap(), "--log-format", format])
+            let o = s3_command(&s, &["run", job.to_str().unwrap(), "--log-format", format])
                 .env("RUST_LOG", level)
-                .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-                .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-                .env("AWS_REGION", "us-east-1")
-                .env("BATCHSCORE_CACHE", s.path("cache"))
                 .output()
                 .unwrap();
             assert_ok(&o);
@@ -436,19 +451,8 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
     let s = Scratch::new();
     let (b, store) = bucket("race");
     let job = s.job("r.toml", &churn_to_s3(&b, "error", "parquet"));
-    let spawn = || {
-        batchscore()
-            .args(["run", job.to_str().unwrap()])
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("BATCHSCORE_CACHE", s.path("cache"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, c) = (spawn(), spawn());
+    let job = job.to_str().unwrap();
+    let (a, c) = (s3_spawn(&s, &["run", job]), s3_spawn(&s, &["run", job]));
     let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
     let wins = [&a, &c].iter().filter(|o| o.status.success()).count();
     assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(&a), text(&c));
@@ -474,31 +478,10 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
 
 #[test]
 fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing() {
-    use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
     let s = Scratch::new();
     let (b, store) = bucket("overtaken");
-    // A slow input for run A: 1.5M rows shaped like the fraud sample.
-    let mut fields = vec![Field::new("txn_id", DataType::Int64, false)];
-    fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
-    let schema = Arc::new(Schema::new(fields));
-    let file = std::fs::File::create(s.path("big.parquet")).unwrap();
-    let mut w =
-        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
-    for chunk in 0..15 {
-        let ids = (chunk * 100_000)..((chunk + 1) * 100_000);
-        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(ids.clone()))];
-        for j in 0..6 {
-            cols.push(Arc::new(Float32Array::from_iter_values(
-                ids.clone()
-                    .map(|i| ((i * 7 + j * 13) % 1000) as f32 / 250.0 - 2.0),
-            )));
-        }
-        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
-            .unwrap();
-    }
-    w.close().unwrap();
+    // A slow input for run A.
+    big_fraud_input(&s.path("big.parquet"), 1_500_000);
     let spec = |input: &str| {
         std::fs::read_to_string(repo().join("jobs/fraud.toml"))
             .unwrap()
@@ -514,34 +497,11 @@ fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing()
     let slow = s.job("slow.toml", &spec(s.path("big.parquet").to_str().unwrap()));
     let fast = s.job("fast.toml", &spec(&sample("fraud/transactions.parquet")));
 
-    let run_a = batchscore()
-        .args(["run", slow.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("BATCHSCORE_CACHE", s.path("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run_a = s3_spawn(&s, &["run", slow.to_str().unwrap()]);
     // Once A is writing parts into its staging prefix, B runs from start to commit.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = {
-            use futures::TryStreamExt;
-            rt().block_on(
-                store
-                    .list(Some(&"f/_staging".into()))
-                    .try_collect::<Vec<_>>(),
-            )
-            .unwrap()
-        };
-        if !staged.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "run A never staged a part");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("run A stages a part", || {
+        count_objects(&store, "f/_staging") > 0
+    });
     assert_ok(&s3_run(&s, &["run", fast.to_str().unwrap()]));
     let a = run_a.wait_with_output().unwrap();
     let err = assert_exit(&a, 1);
@@ -634,33 +594,10 @@ fn the_server_going_away_mid_write_commits_nothing_and_a_rerun_succeeds() {
             )
     };
     let job = s.job("cut.toml", &job_text(proxy.port));
-    let child = batchscore()
-        .args(["run", job.to_str().unwrap()])
-        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        .env("AWS_REGION", "us-east-1")
-        .env("BATCHSCORE_CACHE", s.path("cache"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let staged = {
-            use futures::TryStreamExt;
-            rt().block_on(
-                store
-                    .list(Some(&"scores/ds=1/_staging".into()))
-                    .try_collect::<Vec<_>>(),
-            )
-            .unwrap()
-        };
-        if staged.len() >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run never staged parts");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let child = s3_spawn(&s, &["run", job.to_str().unwrap()]);
+    wait_until("the run stages parts", || {
+        count_objects(&store, "scores/ds=1/_staging") >= 3
+    });
     proxy.cut();
     let o = child.wait_with_output().unwrap();
     let err = assert_exit(&o, 1);
@@ -705,14 +642,7 @@ fn wrong_credentials_fail_fast_naming_the_url() {
         .local_addr()
         .unwrap()
         .port();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _moto = Killed(
+    let _moto = KillOnDrop(
         std::process::Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("INITIAL_NO_AUTH_ACTION_COUNT", "1")
@@ -722,11 +652,9 @@ fn wrong_credentials_fail_fast_naming_the_url() {
             .unwrap(),
     );
     let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("moto answers", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     let mut c = std::net::TcpStream::connect(&addr).unwrap();
     write!(
         c,
@@ -763,19 +691,12 @@ fn wrong_credentials_fail_fast_naming_the_url() {
 #[test]
 fn a_model_over_http_needs_allow_http_and_is_cached() {
     // Python's own file server, on loopback, serving sample_data.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let _server = Killed(
+    let _server = KillOnDrop(
         std::process::Command::new("python3")
             .args([
                 "-m",
@@ -790,11 +711,9 @@ fn a_model_over_http_needs_allow_http_and_is_cached() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "http.server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("http.server answers", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
     let s = Scratch::new();
     let model = format!("http://127.0.0.1:{port}/fraud/fraud_xgb.onnx");
     let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))

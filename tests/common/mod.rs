@@ -314,3 +314,54 @@ pub fn assert_matches(got: &Table, expected: &Table, key: &str, columns: &[&str]
         }
     }
 }
+
+/// Writes `rows` rows shaped like the fraud sample (`txn_id`, `x0`..`x5`) into `path`: an
+/// input large enough that a run is still going when a test interrupts it.
+pub fn big_fraud_input(path: &Path, rows: usize) {
+    use datafusion::arrow::array::{Float32Array, Int64Array};
+    use datafusion::arrow::datatypes::Schema;
+    let mut fields = vec![Field::new("txn_id", DataType::Int64, false)];
+    fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let file = File::create(path).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    let chunk = 100_000;
+    for start in (0..rows).step_by(chunk) {
+        let n = chunk.min(rows - start);
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+            (start..start + n).map(|i| i as i64),
+        ))];
+        for j in 0..6 {
+            cols.push(Arc::new(Float32Array::from_iter_values(
+                (start..start + n).map(|i| (((i * 7 + j * 13) % 1000) as f32) / 250.0 - 2.0),
+            )));
+        }
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (at most a minute) until `ready` says yes.
+#[track_caller]
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
