@@ -378,6 +378,26 @@ fn download(store: &impl ObjectStore, prefix: &str, dir: &Path) -> Vec<String> {
     names
 }
 
+/// Downloads the committed output under `prefix` into `dir`, checks that no staging is left,
+/// and that it holds exactly the rows of `expected` (a sample's expected.parquet).
+#[track_caller]
+fn assert_bucket_output(
+    store: &impl ObjectStore,
+    prefix: &str,
+    dir: &Path,
+    expected: &str,
+    key: &str,
+    columns: &[&str],
+) {
+    let names = download(store, prefix, dir);
+    assert!(
+        !names.iter().any(|n| n.starts_with("_staging")),
+        "{names:?}"
+    );
+    let expected = read_parquet(Path::new(&sample(expected)));
+    assert_matches(&read_output(dir), &expected, key, columns);
+}
+
 fn churn_to_s3(bucket: &str, mode: &str, format: &str) -> String {
     let text = std::fs::read_to_string(repo().join("jobs/churn.toml"))
         .unwrap()
@@ -462,15 +482,11 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
         err.contains("another run committed this output first") || err.contains("already holds"),
         "{err}"
     );
-    let names = download(&store, "scores/ds=1", &s.path("got"));
-    assert!(
-        !names.iter().any(|n| n.starts_with("_staging")),
-        "{names:?}"
-    );
-    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
-    assert_matches(
-        &read_output(&s.path("got")),
-        &expected,
+    assert_bucket_output(
+        &store,
+        "scores/ds=1",
+        &s.path("got"),
+        "churn/expected.parquet",
         "customer_id",
         &["churn_probability"],
     );
@@ -513,15 +529,11 @@ fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing()
     );
 
     // The output is B's, whole: 2500 keys, no staging left.
-    let names = download(&store, "f", &s.path("got"));
-    assert!(
-        !names.iter().any(|n| n.starts_with("_staging")),
-        "{names:?}"
-    );
-    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(
-        &read_output(&s.path("got")),
-        &expected,
+    assert_bucket_output(
+        &store,
+        "f",
+        &s.path("got"),
+        "fraud/expected.parquet",
         "txn_id",
         &["fraud_probability", "fraud_label"],
     );
@@ -617,15 +629,11 @@ fn the_server_going_away_mid_write_commits_nothing_and_a_rerun_succeeds() {
     let proxy = Proxy::start(endpoint().trim_start_matches("http://").to_string());
     let job = s.job("cut.toml", &job_text(proxy.port));
     assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
-    let names = download(&store, "scores/ds=1", &s.path("got"));
-    assert!(
-        !names.iter().any(|n| n.starts_with("_staging")),
-        "{names:?}"
-    );
-    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
-    assert_matches(
-        &read_output(&s.path("got")),
-        &expected,
+    assert_bucket_output(
+        &store,
+        "scores/ds=1",
+        &s.path("got"),
+        "churn/expected.parquet",
         "customer_id",
         &["churn_probability"],
     );
