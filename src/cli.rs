@@ -104,8 +104,14 @@ pub enum SchemaKind {
 /// Runtime (which warns once per batch about shapes some converters declare loosely).
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,batchscore=info,ort=error"));
+    let filter = match std::env::var("RUST_LOG") {
+        // ONNX Runtime stays at errors unless RUST_LOG names it.
+        Ok(v) if !v.split(',').any(|d| d.trim().starts_with("ort")) => {
+            EnvFilter::new(format!("{v},ort=error"))
+        }
+        Ok(v) => EnvFilter::new(v),
+        Err(_) => EnvFilter::new("warn,batchscore=info,ort=error"),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
