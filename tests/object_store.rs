@@ -547,6 +547,12 @@ struct Proxy {
 
 impl Proxy {
     fn start(target: String) -> Self {
+        Self::start_flaky(target, 0)
+    }
+
+    /// The same, but the first `fail_first` connections get `503 Slow Down` (S3's throttling
+    /// answer) instead of being forwarded.
+    fn start_flaky(target: String, fail_first: usize) -> Self {
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -555,10 +561,24 @@ impl Proxy {
         let flag = stop.clone();
         std::thread::spawn(move || {
             let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            let mut refused = 0;
             while !flag.load(Ordering::SeqCst) {
                 match listener.accept() {
-                    Ok((client, _)) => {
+                    Ok((mut client, _)) => {
                         client.set_nonblocking(false).unwrap();
+                        if refused < fail_first {
+                            refused += 1;
+                            let mut head = [0u8; 4096];
+                            let _ = client.read(&mut head);
+                            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+                            let _ = write!(
+                                client,
+                                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            continue;
+                        }
                         let upstream = std::net::TcpStream::connect(&target).unwrap();
                         for (mut from, mut to) in [
                             (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
@@ -749,4 +769,97 @@ fn a_model_over_http_needs_allow_http_and_is_cached() {
         .filter(|e| e.path().extension().is_some_and(|x| x == "onnx"))
         .collect();
     assert_eq!(cached.len(), 1, "the model is cached by its sha256");
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried() {
+    let s = Scratch::new();
+    let (b, store) = bucket("flaky");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(
+        &store,
+        &sample("churn/churn_lgbm.onnx"),
+        "models/churn.onnx",
+    );
+    // The first three connections are throttled; the store's retries get past them.
+    let proxy = Proxy::start_flaky(endpoint().trim_start_matches("http://").to_string(), 3);
+    let text = churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true))
+        .replace(&endpoint(), &format!("http://127.0.0.1:{}", proxy.port))
+        .replace("max_retries = 1", "max_retries = 5");
+    let job = s.job("flaky.toml", &text);
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("out/churn")),
+        &expected,
+        "customer_id",
+        &["churn_probability"],
+    );
+
+    // With no retries allowed, the same throttling fails the run, naming the URL.
+    let proxy = Proxy::start_flaky(endpoint().trim_start_matches("http://").to_string(), 3);
+    let text = churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true))
+        .replace(&endpoint(), &format!("http://127.0.0.1:{}", proxy.port))
+        .replace("max_retries = 1", "max_retries = 0");
+    let job = s.job("strict.toml", &text);
+    let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+    assert!(err.contains(&format!("s3://{b}/")), "{err}");
+}
+
+#[test]
+fn server_side_encryption_applies_to_every_written_object() {
+    let s = Scratch::new();
+    let (b, _store) = bucket("sse");
+    let text = churn_to_s3(&b, "error", "parquet")
+        + "sse = \"aws:kms\"\nkms_key_id = \"arn:aws:kms:us-east-1:123456789012:key/batchscore-test\"\n";
+    let job = s.job("sse.toml", &text);
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    // moto's own view of the objects: SSE-KMS objects refuse unsigned HEAD requests, and the
+    // store client does not expose encryption headers.
+    let keys = moto_keys(&b);
+    let written: Vec<_> = keys
+        .iter()
+        .filter(|k| k["name"].as_str().unwrap().starts_with("scores/ds=1/"))
+        .collect();
+    let names: Vec<&str> = written
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"scores/ds=1/_SUCCESS") && names.iter().any(|n| n.ends_with(".parquet")),
+        "{names:?}"
+    );
+    for k in written {
+        assert_eq!(k["encryption"], "aws:kms", "{}", k["name"]);
+        assert_eq!(
+            k["kms_key_id"], "arn:aws:kms:us-east-1:123456789012:key/batchscore-test",
+            "{}",
+            k["name"]
+        );
+    }
+}
+
+/// The live (not deleted) objects moto holds in `bucket`, from its state API.
+fn moto_keys(bucket: &str) -> Vec<serde_json::Value> {
+    let ep = endpoint();
+    let addr = ep.trim_start_matches("http://").to_string();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    // HTTP/1.0: a plain body, never chunked.
+    write!(
+        c,
+        "GET /moto-api/data.json HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    let (_, body) = reply.split_once("\r\n\r\n").unwrap();
+    let state: serde_json::Value = serde_json::from_str(body).unwrap();
+    state["s3"]["FakeKey"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["bucket_name"] == bucket && k["disposed"] == false)
+        .cloned()
+        .collect()
 }
