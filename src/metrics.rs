@@ -31,6 +31,15 @@ pub struct RunMetrics {
     pub model: ModelReport,
     pub output_files: u64,
     pub output_bytes: u64,
+    /// Why rows were rejected, most frequent first (at most 10 reasons).
+    pub rejected_reasons: Vec<ReasonCount>,
+}
+
+/// A reject reason and how many rows it applied to.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub count: u64,
 }
 
 /// Row counts of a run.
@@ -42,7 +51,7 @@ pub struct RowCounts {
     pub selected: u64,
     /// Rows scored and written.
     pub scored: u64,
-    /// Rows that could not be scored (null features); a run with any fails.
+    /// Rows that could not be scored, written to `_rejected/` with their reason.
     pub rejected: u64,
     /// Rows written to the output.
     pub written: u64,
@@ -117,6 +126,9 @@ pub struct Manifest {
     /// Every output part with its row count; the output is exactly these files.
     pub files: Vec<PartFile>,
     pub rows: u64,
+    /// The dead-letter parts under `_rejected/`: rows that could not be scored.
+    pub rejected_files: Vec<PartFile>,
+    pub rejected_rows: u64,
     pub committed_at: String,
     pub batchscore_version: String,
 }

@@ -24,10 +24,12 @@ use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
-use crate::metrics::{Latency, Manifest, ModelReport, RowCounts, RunMetrics, StageSeconds};
+use crate::metrics::{
+    Latency, Manifest, ModelReport, ReasonCount, RowCounts, RunMetrics, StageSeconds,
+};
 use crate::model::{Model, ModelError};
 use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
-use crate::sink::{Committer, PartFile, PartWriter, SinkError};
+use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
 use crate::source::{effective_workers, open_input, session_context};
 use crate::spec::{LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
@@ -42,17 +44,20 @@ pub enum RunError {
     Runtime(ModelError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// More rows were rejected than `[run]` allows; nothing was committed.
     #[error("{message}")]
-    NullFeatures { message: String },
+    RejectBudget { message: String },
     #[error("{0}")]
     Execution(String),
 }
 
 impl RunError {
-    /// 2: refused before any work (spec, command line, model, existing output); 1: anything else.
+    /// 2: refused before any work (spec, command line, model, existing output); 3: more rows
+    /// rejected than the budget allows; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Spec(_) | Self::Sink(SinkError::OutputExists { .. }) => 2,
+            Self::RejectBudget { .. } => 3,
             _ => 1,
         }
     }
@@ -208,6 +213,7 @@ pub struct RunSummary {
 #[derive(Default)]
 struct PartitionResult {
     files: Vec<PartFile>,
+    rejected_files: Vec<PartFile>,
     rows: u64,
     pull: Duration,
     write: Duration,
@@ -255,142 +261,156 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             .map(|o| Field::new(&o.column, o.data_type(), true)),
     );
     let out_schema: SchemaRef = Arc::new(Schema::new(fields));
+    // `_rejected/` rows: the pass-through columns, then where, why and what.
+    let mut rej_fields: Vec<Field> = out_schema.fields()[..n_pass]
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    rej_fields
+        .extend(crate::spec::REJECT_COLUMNS.map(|name| Field::new(name, DataType::Utf8, true)));
+    let rej_schema: SchemaRef = Arc::new(Schema::new(rej_fields));
 
     let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
     tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
 
     let staging = committer.staging();
     let outcome = async {
-    let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
-    if let Some(pb) = &progress
-        && let Ok(stats) =
-            StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
-        && let Some(&n) = stats.num_rows.get_value()
-    {
-        pb.set_length(n as u64);
-    }
-    let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())
-        .map_err(|e| exec_err(&e))?;
+        let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
+        if let Some(pb) = &progress
+            && let Ok(stats) =
+                StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
+            && let Some(&n) = stats.num_rows.get_value()
+        {
+            pb.set_length(n as u64);
+        }
+        let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())
+            .map_err(|e| exec_err(&e))?;
 
-    let mut tasks = Vec::with_capacity(streams.len());
-    for (partition, mut stream) in streams.into_iter().enumerate() {
-        let staging = staging.clone();
-        let schema = out_schema.clone();
-        let format = s.output.format;
-        let max_rows = s.output.max_rows_per_file;
-        let progress = progress.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut result = PartitionResult::default();
-            let mut writer: Option<PartWriter> = None;
-            let mut seq = 0;
-            loop {
-                let t = Instant::now();
-                let next = stream.next().await;
-                result.pull += t.elapsed();
-                let Some(batch) = next else { break };
-                let batch = batch.map_err(|e| RunError::Execution(e.to_string()))?;
-                let batch = flatten(&batch, n_pass, &schema).map_err(RunError::Execution)?;
-                let t = Instant::now();
-                let mut offset = 0;
-                while offset < batch.num_rows() {
-                    let w = match &mut writer {
-                        Some(w) => w,
-                        None => {
-                            let name =
-                                format!("part-{partition:05}-{seq:04}.{}", format.extension());
-                            seq += 1;
-                            writer.insert(staging.create_part(name, format, schema.clone())?)
-                        }
-                    };
-                    let room = (max_rows - w.rows()) as usize;
-                    let take = room.min(batch.num_rows() - offset);
-                    w.write(&batch.slice(offset, take)).await?;
-                    offset += take;
-                    if w.rows() >= max_rows
-                        && let Some(w) = writer.take()
+        let mut tasks = Vec::with_capacity(streams.len());
+        for (partition, mut stream) in streams.into_iter().enumerate() {
+            let mut writer = RollingWriter::new(
+                staging.clone(),
+                "part",
+                partition,
+                s.output.format,
+                out_schema.clone(),
+                s.output.max_rows_per_file,
+            );
+            let mut rejected = RollingWriter::new(
+                staging.clone(),
+                "_rejected/part",
+                partition,
+                s.output.format,
+                rej_schema.clone(),
+                s.output.max_rows_per_file,
+            );
+            let (out_schema, rej_schema) = (out_schema.clone(), rej_schema.clone());
+            let progress = progress.clone();
+            let scorer = scorer.clone();
+            let (max_rejected, job_name) = (s.run.max_rejected, s.name.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut result = PartitionResult::default();
+                loop {
+                    let t = Instant::now();
+                    let next = stream.next().await;
+                    result.pull += t.elapsed();
+                    let Some(batch) = next else { break };
+                    let batch = batch.map_err(|e| RunError::Execution(e.to_string()))?;
+                    let (out, rej) = split(&batch, n_pass, &out_schema, &rej_schema)
+                        .map_err(RunError::Execution)?;
+                    let t = Instant::now();
+                    writer.write(&out).await?;
+                    if let Some(rej) = &rej {
+                        rejected.write(rej).await?;
+                    }
+                    result.write += t.elapsed();
+                    result.rows += batch.num_rows() as u64;
+                    if let Some(pb) = &progress {
+                        pb.inc(batch.num_rows() as u64);
+                    }
+                    // Past the budget, stop at once: nothing will be committed.
+                    let so_far = scorer.stats.rows_unscored.load(Ordering::Relaxed);
+                    if let Some(max) = max_rejected
+                        && so_far > max
                     {
-                        result.files.push(w.finish().await?);
+                        return Err(budget_error(
+                            &job_name,
+                            &scorer,
+                            format!("more than [run] max_rejected = {max}"),
+                        ));
                     }
                 }
+                let t = Instant::now();
+                result.files = writer.finish().await?;
+                result.rejected_files = rejected.finish().await?;
                 result.write += t.elapsed();
-                result.rows += batch.num_rows() as u64;
-                if let Some(pb) = &progress {
-                    pb.inc(batch.num_rows() as u64);
+                Ok::<_, RunError>(result)
+            }));
+        }
+
+        let mut results = Vec::with_capacity(tasks.len());
+        let mut first_error = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(r)) => results.push(r),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(RunError::Execution(format!(
+                        "a scoring task failed: {join}"
+                    )));
                 }
             }
-            if let Some(w) = writer.take() {
-                let t = Instant::now();
-                result.files.push(w.finish().await?);
-                result.write += t.elapsed();
-            }
-            Ok::<_, RunError>(result)
-        }));
-    }
-
-    let mut results = Vec::with_capacity(tasks.len());
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(r)) => results.push(r),
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(join) => {
-                first_error.get_or_insert(RunError::Execution(format!(
-                    "a scoring task failed: {join}"
-                )));
-            }
         }
-    }
-    if let Some(pb) = &progress {
-        pb.finish_and_clear();
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
+        if let Some(pb) = &progress {
+            pb.finish_and_clear();
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
 
-    let nulls = scorer
-        .stats
-        .nulls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if !nulls.is_empty() {
-        let lines: Vec<String> = nulls
-            .iter()
-            .map(|((input, sql), n)| {
+        let selected = scorer.stats.rows_in.load(Ordering::Relaxed);
+        let rejected_rows = scorer.stats.rows_unscored.load(Ordering::Relaxed);
+        if let Some(rate) = s.run.max_rejected_rate
+            && selected > 0
+            && rejected_rows as f64 > rate * selected as f64
+        {
+            return Err(budget_error(
+                &s.name,
+                &scorer,
                 format!(
-                    "job spec {}: [inputs.{input}]: column {sql:?} is null in {n} row{}, and [inputs.{input}] sets no fill_null",
-                    plan.spec.file.display(),
-                    if *n == 1 { "" } else { "s" }
-                )
-            })
+                    "{:.4}% of {selected} rows, more than [run] max_rejected_rate = {rate}",
+                    100.0 * rejected_rows as f64 / selected as f64
+                ),
+            ));
+        }
+
+        let mut files: Vec<PartFile> = results
+            .iter()
+            .flat_map(|r| r.files.iter().cloned())
             .collect();
-        return Err(RunError::NullFeatures {
-            message: format!("{}\nnothing was committed", lines.join("\n")),
-        });
-    }
+        let mut rejected_files: Vec<PartFile> = results
+            .iter()
+            .flat_map(|r| r.rejected_files.iter().cloned())
+            .collect();
+        rejected_files.sort_by(|a, b| a.path.cmp(&b.path));
+        if files.is_empty() {
+            // An empty input still commits an output whose schema readers can see.
+            let name = format!("part-00000-0000.{}", s.output.format.extension());
+            files.push(
+                staging
+                    .create_part(name, s.output.format, out_schema.clone())?
+                    .finish()
+                    .await?,
+            );
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
 
-    let mut files: Vec<PartFile> = results
-        .iter()
-        .flat_map(|r| r.files.iter().cloned())
-        .collect();
-    if files.is_empty() {
-        // An empty input still commits an output whose schema readers can see.
-        let name = format!("part-00000-0000.{}", s.output.format.extension());
-        files.push(
-            staging
-                .create_part(name, s.output.format, out_schema.clone())?
-                .finish()
-                .await?,
-        );
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-
-        Ok::<_, RunError>((physical, results, files))
+        Ok::<_, RunError>((physical, results, files, rejected_files))
     }
     .await;
-    let (physical, results, files) = match outcome {
+    let (physical, results, files, rejected_files) = match outcome {
         Ok(x) => x,
         Err(e) => {
             committer.abort().await;
@@ -452,6 +472,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         },
         output_files: files.len() as u64,
         output_bytes: files.iter().map(|f| f.bytes).sum(),
+        rejected_reasons: top_reasons(&scorer, 10),
     };
     let manifest = Manifest {
         run_id,
@@ -462,6 +483,8 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         format: s.output.format.extension().to_string(),
         files,
         rows: written,
+        rejected_rows: rejected_files.iter().map(|f| f.rows).sum(),
+        rejected_files,
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
     };
@@ -487,17 +510,69 @@ fn rows_read(plan: &dyn ExecutionPlan) -> Option<u64> {
     total
 }
 
-/// Turns `[passthrough..., predictions struct]` into the written columns.
-fn flatten(batch: &RecordBatch, n_pass: usize, schema: &SchemaRef) -> Result<RecordBatch, String> {
-    let mut cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
+/// Turns `[passthrough..., predictions struct]` into the written rows and, when some rows
+/// were rejected, the `_rejected/` rows (pass-through columns, `_stage`, `_reason`, `_value`).
+fn split(
+    batch: &RecordBatch,
+    n_pass: usize,
+    out_schema: &SchemaRef,
+    rej_schema: &SchemaRef,
+) -> Result<(RecordBatch, Option<RecordBatch>), String> {
+    use datafusion::arrow::compute::{filter_record_batch, is_not_null, is_null};
     let preds = batch.column(n_pass).as_struct();
-    cols.extend(preds.columns().iter().cloned());
-    if let Some(i) = cols.iter().position(|c| c.len() != batch.num_rows()) {
-        return Err(format!(
-            "column {i} has {} rows, expected {}",
-            cols[i].len(),
-            batch.num_rows()
-        ));
+    let n_out = preds.num_columns() - 2;
+    let (reason, value) = (preds.column(n_out), preds.column(n_out + 1));
+    let mut cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
+    cols.extend(preds.columns()[..n_out].iter().cloned());
+    let all = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| e.to_string())?;
+    if reason.null_count() == reason.len() {
+        return Ok((all, None));
     }
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())
+    let err = |e: datafusion::arrow::error::ArrowError| e.to_string();
+    let out = filter_record_batch(&all, &is_null(reason).map_err(err)?).map_err(err)?;
+    let stage: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
+        "features";
+        batch
+            .num_rows(
+            )
+    ]));
+    let mut rej_cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
+    rej_cols.extend([stage, reason.clone(), value.clone()]);
+    let rej = RecordBatch::try_new(rej_schema.clone(), rej_cols).map_err(|e| e.to_string())?;
+    let rej = filter_record_batch(&rej, &is_not_null(reason).map_err(err)?).map_err(err)?;
+    Ok((out, Some(rej)))
+}
+
+/// The most frequent reject reasons, at most `n`.
+fn top_reasons(scorer: &Scorer, n: usize) -> Vec<ReasonCount> {
+    let counts = scorer
+        .stats
+        .reject_reasons
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut v: Vec<ReasonCount> = counts
+        .iter()
+        .map(|(reason, count)| ReasonCount {
+            reason: reason.clone(),
+            count: *count,
+        })
+        .collect();
+    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
+    v.truncate(n);
+    v
+}
+
+/// The error for a run past its reject budget: how many, which limit, and the top reasons.
+fn budget_error(job: &str, scorer: &Scorer, limit: String) -> RunError {
+    let rejected = scorer.stats.rows_unscored.load(Ordering::Relaxed);
+    let reasons: Vec<String> = top_reasons(scorer, 5)
+        .iter()
+        .map(|r| format!("  {} x {}", r.count, r.reason))
+        .collect();
+    RunError::RejectBudget {
+        message: format!(
+            "job {job}: {rejected} rows rejected, {limit}; nothing was committed. Top reasons:\n{}",
+            reasons.join("\n")
+        ),
+    }
 }

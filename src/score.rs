@@ -35,6 +35,11 @@ use crate::features::{FeaturePacker, InputBinding};
 use crate::model::{ElemType, IoKind, Model, ModelIo, SessionPool};
 use crate::spec::{OutputFormat, OutputRef, Problem};
 
+/// The struct field that holds why a row was rejected (null for scored rows).
+pub const REJECT_REASON: &str = "__batchscore_reject_reason";
+/// The struct field that holds the rejected row's offending value, as text.
+pub const REJECT_VALUE: &str = "__batchscore_reject_value";
+
 /// One output column: a model output, whole or one element of its last axis.
 #[derive(Debug, Clone)]
 pub struct OutputBinding {
@@ -233,8 +238,8 @@ pub struct ScoreStats {
     pub batches: AtomicU64,
     pub features_ns: AtomicU64,
     pub inference_ns: AtomicU64,
-    /// Rows with a null, by model input name and the column's SQL.
-    pub nulls: Mutex<IndexMap<(String, String), u64>>,
+    /// Rejected rows by reason.
+    pub reject_reasons: Mutex<IndexMap<String, u64>>,
     /// Seconds per scored batch (features + inference).
     pub batch_latencies: Mutex<Vec<f64>>,
 }
@@ -260,6 +265,10 @@ impl Scorer {
         let return_fields: Fields = outputs
             .iter()
             .map(|o| Field::new(&o.column, o.data_type(), true))
+            .chain([
+                Field::new(REJECT_REASON, DataType::Utf8, true),
+                Field::new(REJECT_VALUE, DataType::Utf8, true),
+            ])
             .collect();
         Self {
             inputs,
@@ -282,24 +291,41 @@ impl Scorer {
             .rows_in
             .fetch_add(num_rows as u64, Ordering::Relaxed);
 
-        // Rows with a null in any feature are not scored; count them against their columns.
+        // A row with a null in a feature that has no fill rule is rejected, not scored; its
+        // reason names the first such column.
         let mut valid: Option<NullBuffer> = None;
+        let mut reasons: Vec<Option<String>> = Vec::new();
         let mut offset = 0;
         for binding in &self.inputs {
             for (j, sql) in binding.columns.iter().enumerate() {
                 let col = &args[offset + j];
                 if col.null_count() > 0 {
-                    *self
-                        .stats
-                        .nulls
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry((binding.name.clone(), sql.clone()))
-                        .or_default() += col.null_count() as u64;
+                    if reasons.is_empty() {
+                        reasons = vec![None; num_rows];
+                    }
+                    let reason = format!(
+                        "column {sql:?}: null, and [inputs.{}] sets no fill_null",
+                        binding.name
+                    );
+                    for (i, r) in reasons.iter_mut().enumerate() {
+                        if r.is_none() && col.is_null(i) {
+                            *r = Some(reason.clone());
+                        }
+                    }
                     valid = NullBuffer::union(valid.as_ref(), col.logical_nulls().as_ref());
                 }
             }
             offset += binding.columns.len();
+        }
+        if !reasons.is_empty() {
+            let mut counts = self
+                .stats
+                .reject_reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for r in reasons.iter().flatten() {
+                *counts.entry(r.clone()).or_default() += 1;
+            }
         }
         let scored_rows: Vec<usize> = match &valid {
             None => (0..num_rows).collect(),
@@ -363,6 +389,18 @@ impl Scorer {
             };
             columns.push(scatter(scored, &scored_rows, num_rows, valid.is_some())?);
         }
+        // The reject columns: the reason, and the offending value as text.
+        let (reason, value): (StringArray, StringArray) = if reasons.is_empty() {
+            (
+                StringArray::new_null(num_rows),
+                StringArray::new_null(num_rows),
+            )
+        } else {
+            let value = reasons.iter().map(|r| r.as_ref().map(|_| "null")).collect();
+            (reasons.into_iter().collect(), value)
+        };
+        columns.push(Arc::new(reason));
+        columns.push(Arc::new(value));
 
         self.stats
             .rows_scored

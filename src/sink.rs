@@ -121,7 +121,8 @@ impl Staging {
             Staging::Local(dir) => PartWriter::create_local(dir, name, format, schema),
             Staging::Store { store, prefix, uri } => {
                 let location = format!("{uri}{name}");
-                let out = ObjectBufWriter::new(store.clone(), prefix.clone().join(name.as_str()));
+                let path = name.split('/').fold(prefix.clone(), |p, seg| p.join(seg));
+                let out = ObjectBufWriter::new(store.clone(), path);
                 let inner = match format {
                     OutputFormat::Parquet => PartInner::StoreParquet(
                         AsyncArrowWriter::try_new(out, schema, Some(parquet_properties()))
@@ -154,6 +155,84 @@ fn parquet_properties() -> WriterProperties {
         .build()
 }
 
+/// Writes one partition's rows into parts named `<prefix>-<partition>-<seq>.<ext>`, starting
+/// a new part every `max_rows` rows.
+pub struct RollingWriter {
+    staging: Staging,
+    prefix: &'static str,
+    partition: usize,
+    format: OutputFormat,
+    schema: SchemaRef,
+    max_rows: u64,
+    current: Option<PartWriter>,
+    seq: usize,
+    files: Vec<PartFile>,
+}
+
+impl RollingWriter {
+    pub fn new(
+        staging: Staging,
+        prefix: &'static str,
+        partition: usize,
+        format: OutputFormat,
+        schema: SchemaRef,
+        max_rows: u64,
+    ) -> Self {
+        Self {
+            staging,
+            prefix,
+            partition,
+            format,
+            schema,
+            max_rows,
+            current: None,
+            seq: 0,
+            files: Vec::new(),
+        }
+    }
+
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let w = match &mut self.current {
+                Some(w) => w,
+                None => {
+                    let name = format!(
+                        "{}-{:05}-{:04}.{}",
+                        self.prefix,
+                        self.partition,
+                        self.seq,
+                        self.format.extension()
+                    );
+                    self.seq += 1;
+                    self.current.insert(self.staging.create_part(
+                        name,
+                        self.format,
+                        self.schema.clone(),
+                    )?)
+                }
+            };
+            let take = ((self.max_rows - w.rows()) as usize).min(batch.num_rows() - offset);
+            w.write(&batch.slice(offset, take)).await?;
+            offset += take;
+            if w.rows() >= self.max_rows
+                && let Some(w) = self.current.take()
+            {
+                self.files.push(w.finish().await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the open part; returns every part written.
+    pub async fn finish(mut self) -> Result<Vec<PartFile>, SinkError> {
+        if let Some(w) = self.current.take() {
+            self.files.push(w.finish().await?);
+        }
+        Ok(self.files)
+    }
+}
+
 /// Writes one output part file (Parquet or CSV) into the staging location.
 pub struct PartWriter {
     /// The file or object, for messages.
@@ -182,6 +261,9 @@ impl PartWriter {
         schema: SchemaRef,
     ) -> Result<Self, SinkError> {
         let path = dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
+        }
         let file = File::create(&path).map_err(io_err(&path, "create part"))?;
         let inner = match format {
             OutputFormat::Parquet => PartInner::Parquet(
@@ -550,16 +632,13 @@ impl StoreCommitter {
                     version: r.meta.version.clone(),
                 };
                 let bytes = r.bytes().await.map_err(store_err("read the manifest"))?;
-                let files = serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .ok()
-                    .and_then(|v| {
-                        v["files"].as_array().map(|a| {
-                            a.iter()
-                                .filter_map(|f| f["path"].as_str().map(String::from))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .unwrap_or_default();
+                let old: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                let files = ["files", "rejected_files"]
+                    .iter()
+                    .filter_map(|k| old[*k].as_array())
+                    .flatten()
+                    .filter_map(|f| f["path"].as_str().map(String::from))
+                    .collect::<Vec<_>>();
                 Some((version, files))
             }
             Err(object_store::Error::NotFound { .. }) => None,
@@ -637,24 +716,28 @@ impl StoreCommitter {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.err("delete the old _SUCCESS")(e)),
         }
-        let new: std::collections::HashSet<&str> =
-            manifest.files.iter().map(|f| f.path.as_str()).collect();
-        for f in &manifest.files {
+        // Part names may hold a folder (`_rejected/part-…`): one path segment each.
+        let under = |base: &ObjectPath, name: &str| {
+            name.split('/').fold(base.clone(), |p, seg| p.join(seg))
+        };
+        let parts: Vec<&PartFile> = manifest
+            .files
+            .iter()
+            .chain(&manifest.rejected_files)
+            .collect();
+        let new: std::collections::HashSet<&str> = parts.iter().map(|f| f.path.as_str()).collect();
+        for f in parts {
             self.store
                 .copy(
-                    &self.staging.clone().join(f.path.as_str()),
-                    &self.prefix.clone().join(f.path.as_str()),
+                    &under(&self.staging, &f.path),
+                    &under(&self.prefix, &f.path),
                 )
                 .await
                 .map_err(self.err("copy a part into place"))?;
         }
         if let Some((_, old)) = &self.prior {
             for f in old.iter().filter(|f| !new.contains(f.as_str())) {
-                match self
-                    .store
-                    .delete(&self.prefix.clone().join(f.as_str()))
-                    .await
-                {
+                match self.store.delete(&under(&self.prefix, f)).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(self.err("delete an old part")(e)),
                 }

@@ -240,6 +240,14 @@ pub struct RunSpec {
     /// one per core. Default: 0.
     #[serde(default)]
     pub workers: usize,
+    /// The most rows that may be rejected; past it the run stops, commits nothing and exits
+    /// with code 3. Default: none, no limit.
+    #[serde(default)]
+    pub max_rejected: Option<u64>,
+    /// The largest share of the selected rows that may be rejected (0.001 = 0.1%), checked
+    /// when the run ends; past it nothing is committed and the exit code is 3. Default: none.
+    #[serde(default)]
+    pub max_rejected_rate: Option<f64>,
 }
 
 impl Default for RunSpec {
@@ -247,6 +255,8 @@ impl Default for RunSpec {
         Self {
             batch_size: default_batch_size(),
             workers: 0,
+            max_rejected: None,
+            max_rejected_rate: None,
         }
     }
 }
@@ -266,6 +276,9 @@ fn default_batch_size() -> usize {
 fn default_max_rows_per_file() -> u64 {
     1_000_000
 }
+
+/// The columns `_rejected/` parts add after the pass-through columns.
+pub const REJECT_COLUMNS: [&str; 3] = ["_stage", "_reason", "_value"];
 
 /// One thing wrong with a spec: the key it concerns and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -502,6 +515,24 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
             p.push(Problem::new(
                 format!("output.passthrough[{i}]"),
                 format!("{c:?} is listed twice"),
+            ));
+        }
+    }
+    if let Some(r) = spec.run.max_rejected_rate
+        && !(0.0..=1.0).contains(&r)
+    {
+        p.push(Problem::new(
+            "run.max_rejected_rate",
+            format!("must be between 0 and 1, got {r}"),
+        ));
+    }
+    for (i, c) in spec.output.passthrough.iter().enumerate() {
+        if REJECT_COLUMNS.contains(&c.as_str()) {
+            p.push(Problem::new(
+                format!("output.passthrough[{i}]"),
+                format!(
+                    "{c:?} is a column name batchscore uses in _rejected/; rename it in the query"
+                ),
             ));
         }
     }

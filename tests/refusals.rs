@@ -271,41 +271,153 @@ fn validate_accepts_a_good_job_and_describes_it() {
     assert!(!s.path("out").exists(), "validate writes nothing");
 }
 
-#[test]
-fn a_null_without_fill_null_fails_naming_the_column_and_count() {
-    let s = Scratch::new();
-    let features = FEATURES.replace("fill_null = 0", "");
-    let job = s.job("nulls.toml", &churn_spec("", &features, ""));
-    let o = run(&["run", job.to_str().unwrap()]);
-    let err = assert_exit(&o, 1);
-    // The oracle: count the nulls in the sample files themselves.
-    let mut nulls = 0;
+/// The keys of the churn sample whose `total_charges` is null (the oracle for rejects).
+fn keys_with_null_total_charges() -> (std::collections::BTreeSet<i64>, usize) {
+    let (mut null_keys, mut all) = (std::collections::BTreeSet::new(), 0);
     for region in ["eu", "us", "apac"] {
         for part in 0..2 {
             let t = read_parquet(
                 &std::path::Path::new(&sample("churn/data"))
                     .join(format!("region={region}/part-{part}.parquet")),
             );
-            nulls += t["total_charges"]
-                .iter()
-                .filter(|c| **c == Cell::Null)
-                .count();
+            all += t["customer_id"].len();
+            for (k, v) in t["customer_id"].iter().zip(&t["total_charges"]) {
+                if *v == Cell::Null {
+                    let Cell::Int(k) = k else { panic!("{k:?}") };
+                    null_keys.insert(*k);
+                }
+            }
         }
     }
-    assert!(nulls > 0);
+    (null_keys, all)
+}
+
+#[test]
+fn null_features_go_to_the_dead_letter_output_with_key_and_reason() {
+    let s = Scratch::new();
+    let features = FEATURES.replace("fill_null = 0", "");
+    let job = s.job("nulls.toml", &churn_spec("", &features, ""));
+    let o = run(&["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    let (null_keys, all) = keys_with_null_total_charges();
+    assert!(!null_keys.is_empty());
+    let (stdout, _) = text(&o);
     assert!(
-        err.contains(&format!(
-            "[inputs.features]: column \"total_charges\" is null in {nulls} rows, and [inputs.features] sets no fill_null"
-        )),
-        "{err}"
+        stdout.contains(&format!(", {} rejected -> ", null_keys.len())),
+        "{stdout}"
     );
-    assert!(err.contains("nothing was committed"), "{err}");
-    assert!(!s.path("out/x").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(s.path("out"))
-        .map(|d| d.count())
-        .into_iter()
-        .collect();
-    assert!(leftovers.iter().all(|&n| n == 0), "no staging left behind");
+
+    let out = read_output(&s.path("out/x"));
+    let keys = |cells: &[Cell]| -> std::collections::BTreeSet<i64> {
+        cells
+            .iter()
+            .map(|c| {
+                if let Cell::Int(k) = c {
+                    *k
+                } else {
+                    panic!("{c:?}")
+                }
+            })
+            .collect()
+    };
+    let scored = keys(&out["customer_id"]);
+    assert_eq!(scored.len(), all - null_keys.len());
+    assert!(
+        scored.is_disjoint(&null_keys),
+        "a rejected row is not in the output"
+    );
+
+    // _rejected/ holds exactly the rows with a null, each with its key, stage and reason.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/x/_manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["rejected_rows"], null_keys.len() as u64);
+    let mut rejected = std::collections::BTreeMap::<String, Vec<Cell>>::new();
+    for f in manifest["rejected_files"].as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        assert!(path.starts_with("_rejected/part-"), "{path}");
+        for (k, v) in read_parquet(&s.path("out/x").join(path)) {
+            rejected.entry(k).or_default().extend(v);
+        }
+    }
+    assert_eq!(keys(&rejected["customer_id"]), null_keys);
+    let reason = "column \"total_charges\": null, and [inputs.features] sets no fill_null";
+    assert!(
+        rejected["_stage"]
+            .iter()
+            .all(|c| *c == Cell::Text("features".into()))
+    );
+    assert!(
+        rejected["_reason"]
+            .iter()
+            .all(|c| *c == Cell::Text(reason.into())),
+        "{:?}",
+        &rejected["_reason"][..3]
+    );
+    assert!(
+        rejected["_value"]
+            .iter()
+            .all(|c| *c == Cell::Text("null".into()))
+    );
+
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/x/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["rows"]["rejected"], null_keys.len() as u64);
+    assert_eq!(metrics["rejected_reasons"][0]["reason"], reason);
+    assert_eq!(
+        metrics["rejected_reasons"][0]["count"],
+        null_keys.len() as u64
+    );
+}
+
+#[test]
+fn past_the_reject_budget_nothing_is_committed_and_the_exit_code_is_3() {
+    let (null_keys, all) = keys_with_null_total_charges();
+    let features = FEATURES.replace("fill_null = 0", "");
+    for (budget, limit) in [
+        (
+            "max_rejected = 0".to_string(),
+            "more than [run] max_rejected = 0".to_string(),
+        ),
+        (
+            "max_rejected_rate = 0.001".to_string(),
+            format!("% of {all} rows, more than [run] max_rejected_rate = 0.001"),
+        ),
+    ] {
+        let s = Scratch::new();
+        let job = s.job(
+            "budget.toml",
+            &churn_spec("", &features, &format!("[run]\n{budget}")),
+        );
+        let o = run(&["run", job.to_str().unwrap()]);
+        let err = assert_exit(&o, 3);
+        assert!(
+            err.contains(" rows rejected, ") && err.contains(&limit),
+            "{err}"
+        );
+        assert!(
+            err.contains("nothing was committed. Top reasons:\n  "),
+            "{err}"
+        );
+        assert!(err.contains(" x column \"total_charges\": null"), "{err}");
+        assert!(!s.path("out/x").exists());
+        let left = std::fs::read_dir(s.path("out"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "no staging left behind");
+    }
+    // Within the budget the run commits.
+    let s = Scratch::new();
+    let job = s.job(
+        "within.toml",
+        &churn_spec(
+            "",
+            &features,
+            &format!("[run]\nmax_rejected = {}", null_keys.len()),
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
 }
 
 #[test]
