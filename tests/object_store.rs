@@ -863,3 +863,34 @@ fn moto_keys(bucket: &str) -> Vec<serde_json::Value> {
         .cloned()
         .collect()
 }
+
+#[test]
+fn rejected_rows_are_committed_in_the_bucket_too() {
+    let s = Scratch::new();
+    let (b, store) = bucket("rejects");
+    let text = churn_to_s3(&b, "error", "csv").replace("fill_null = 0.0\n", "");
+    let job = s.job("rej.toml", &text);
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let names = download(&store, "scores/ds=1", &s.path("got"));
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("_rejected/part-") && n.ends_with(".csv")),
+        "{names:?}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("got/_manifest.json")).unwrap())
+            .unwrap();
+    let rejected: u64 = manifest["rejected_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            read_csv(&s.path("got").join(f["path"].as_str().unwrap()))["customer_id"].len() as u64
+        })
+        .sum();
+    assert!(rejected > 0);
+    assert_eq!(manifest["rejected_rows"], rejected);
+    // Scored and rejected rows together are every selected row, each once.
+    assert_eq!(manifest["rows"].as_u64().unwrap() + rejected, 1941);
+}
