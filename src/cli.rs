@@ -13,7 +13,8 @@ use crate::spec::{self, parse_var};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
-the command line, the model or an existing output is wrong; nothing was read or written).
+the command line, the model or an existing output is wrong; nothing was read or written); 3 more
+rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
