@@ -1,16 +1,17 @@
 //! Scoring inside the DataFusion plan: the `predict` scalar function.
 //!
 //! [`PredictUdf`] takes the feature expressions of every model input as arguments and returns
-//! one struct column holding every output column of the job. Because it is an ordinary
+//! one struct column holding every output column of the job, plus two fields that say why a
+//! row was rejected ([`REJECT_REASON`], [`REJECT_VALUE`]). Because it is an ordinary
 //! DataFusion function, each partition of the plan scores its own batches on its own thread,
 //! and memory stays bounded by the batch size. Per batch, [`Scorer`]:
-//! 1. finds the rows whose features are all present (a null with no `fill_null` is counted
-//!    against its column and the row is left unscored),
+//! 1. finds the rows whose features are all present (a row with a null and no `fill_null`
+//!    is rejected with a reason naming the column, and left unscored),
 //! 2. packs those rows into tensors ([`crate::features::FeaturePacker`]), in chunks of the
 //!    model's fixed batch size when it has one (the last chunk padded, the padding dropped),
 //! 3. runs a pooled ONNX Runtime session, and
 //! 4. decodes each output ([`OutputBinding`]) into an Arrow column, scattering results back to
-//!    the batch's rows.
+//!    the batch's rows (rejected rows get nulls; the sink sends them to `_rejected/`).
 
 use std::sync::Arc;
 use std::sync::Mutex;
