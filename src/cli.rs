@@ -14,7 +14,8 @@ use crate::spec::{self, parse_var};
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
 the command line, the model or an existing output is wrong; nothing was read or written); 3 more
-rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed).
+rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
+130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
@@ -149,7 +150,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 pb
             });
-            let summary = execute(plan, bar).await?;
+            // A signal drops the run: its tasks stop and its staging is removed.
+            let summary = tokio::select! {
+                r = execute(plan, bar) => r?,
+                signal = shutdown_signal() => {
+                    tracing::error!(signal = signal.name, "interrupted: nothing was committed");
+                    return Err(Interrupted(signal).into());
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary.metrics)?);
             } else {
@@ -272,8 +280,41 @@ pub fn describe_model(m: &Model, json: bool) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// The exit code for an error: 2 when refused before any work, else 1.
+/// A signal that stopped a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Signal {
+    pub name: &'static str,
+    /// 128 + the signal number, as shells report it.
+    pub exit_code: i32,
+}
+
+/// The run was stopped by a signal before it committed.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {}: nothing was committed", .0.name)]
+pub struct Interrupted(pub Signal);
+
+/// Waits for SIGINT or SIGTERM.
+async fn shutdown_signal() -> Signal {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without signal handlers the default action (termination) applies; wait forever.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => Signal { name: "SIGINT", exit_code: 130 },
+        _ = term.recv() => Signal { name: "SIGTERM", exit_code: 143 },
+    }
+}
+
+/// The exit code for an error: 2 when refused before any work, 3 past the reject budget,
+/// 130/143 when stopped by SIGINT/SIGTERM, else 1.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+        return signal.exit_code;
+    }
     if let Some(r) = e.downcast_ref::<RunError>() {
         return r.exit_code();
     }

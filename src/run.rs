@@ -348,9 +348,11 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             }));
         }
 
-        let mut results = Vec::with_capacity(tasks.len());
+        // Dropping the run (a signal) aborts the partition tasks before the staging goes.
+        let mut tasks = AbortOnDrop(tasks);
+        let mut results = Vec::with_capacity(tasks.0.len());
         let mut first_error = None;
-        for t in tasks {
+        for t in tasks.0.iter_mut() {
             match t.await {
                 Ok(Ok(r)) => results.push(r),
                 Ok(Err(e)) => {
@@ -493,6 +495,17 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         .await?;
     tracing::info!(output = %output, rows = written, "committed");
     Ok(RunSummary { output, metrics })
+}
+
+/// Join handles that abort their tasks when dropped.
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// Rows the file scans produced, from the executed plan's metrics.

@@ -407,7 +407,7 @@ pub fn load_str(
     let mut spec: JobSpec = serde_path_to_error::deserialize(tree).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        SpecError::one(file, key, e.inner().to_string())
+        SpecError::one(file, key, with_suggestion(&e.inner().to_string()))
     })?;
 
     spec.input.uri = resolve_path(base, &spec.input.uri);
@@ -430,6 +430,27 @@ pub fn load_str(
         file: file.to_path_buf(),
         hash,
     })
+}
+
+/// Adds "did you mean" to serde's "unknown field `mdoe`, expected one of `uri`, `mode`".
+fn with_suggestion(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| (crate::features::edit_distance(field, cand), cand))
+        .filter(|(d, cand)| *d <= 2.max(cand.len() / 3))
+        .min();
+    match best {
+        Some((_, cand)) => format!("{message} (did you mean `{cand}`?)"),
+        None => message.to_string(),
+    }
 }
 
 /// Checks what the types alone cannot: values that parse but make no sense.
@@ -772,6 +793,11 @@ uri = "out/ds=${ds}/"
             msg.starts_with("job spec jobs/a.toml: [output.mdoe]: unknown field `mdoe`"),
             "{msg}"
         );
+        assert!(msg.ends_with("(did you mean `mode`?)"), "{msg}");
+        // Nothing close: no suggestion.
+        let text = MINIMAL.replace("[output]", "[output]\nzzzzzzzz = 1");
+        let msg = load_toml(&text, &[("ds", "x")]).unwrap_err().to_string();
+        assert!(!msg.contains("did you mean"), "{msg}");
     }
 
     #[test]

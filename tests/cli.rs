@@ -258,3 +258,57 @@ fn a_missing_onnx_runtime_is_a_clear_error() {
     );
     assert!(!s.path("out").exists());
 }
+
+#[test]
+fn sigint_and_sigterm_stop_cleanly_with_nothing_committed() {
+    let s = Scratch::new();
+    big_fraud_input(&s.path("big.parquet"), 1_500_000);
+    let job = fraud_job(
+        &s,
+        "error",
+        s.path("big.parquet").to_str().unwrap(),
+        "../out/big/",
+    );
+    for (signal, code, name) in [
+        (libc::SIGTERM, 143, "SIGTERM"),
+        (libc::SIGINT, 130, "SIGINT"),
+    ] {
+        let child = batchscore()
+            .args(["run", job.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("the run stages a part", || {
+            std::fs::read_dir(s.path("out"))
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read_dir(e.path())
+                        .map(|d| {
+                            d.flatten()
+                                .any(|f| f.file_name().to_string_lossy().starts_with("part-"))
+                        })
+                        .unwrap_or(false)
+                })
+        });
+        // SAFETY: signalling our own child process by its id.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{name}: {}", text(&o).1);
+        let err = text(&o).1;
+        assert!(
+            err.contains(&format!("interrupted by {name}: nothing was committed")),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(s.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{name}: no output and no staging left: {left:?}"
+        );
+    }
+}
