@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::model::Model;
-use crate::run::{RunError, execute, plan_job};
+use crate::run::{RunError, already_committed, execute, plan_job};
+use crate::spec::WriteMode;
 use crate::spec::{self, parse_var};
 
 const AFTER_HELP: &str = "\
@@ -135,6 +136,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let spec = spec::load(&job, &to_map(vars))?;
             let plan = plan_job(spec, ort_lib).await?;
+            if plan.spec.spec.output.mode == WriteMode::Skip
+                && let Some(run_id) = already_committed(&plan).await?
+            {
+                println!(
+                    "{}: already committed by run {run_id} with the same spec, model and input; nothing to do -> {}",
+                    plan.spec.spec.name, plan.spec.spec.output.uri
+                );
+                return Ok(());
+            }
             let show = match progress {
                 ProgressMode::Always => true,
                 ProgressMode::Never => false,

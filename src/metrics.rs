@@ -120,6 +120,8 @@ pub struct Manifest {
     pub job_name: String,
     /// SHA-256 of the job spec after templating and path resolution.
     pub spec_hash: String,
+    /// SHA-256 of the input files' paths, sizes and modification times.
+    pub input_fingerprint: String,
     pub model_uri: String,
     pub model_sha256: String,
     pub format: String,

@@ -74,6 +74,8 @@ pub struct JobPlan {
     pub outputs: Vec<OutputBinding>,
     passthrough: Vec<Expr>,
     stores: StoreFactory,
+    /// SHA-256 of the input files' listing (see `source::open_input`).
+    input_fingerprint: String,
     pub workers: usize,
 }
 
@@ -125,8 +127,12 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
     };
 
     let ctx = session_context(&s.run);
+    let mut input_fingerprint = String::new();
     let input = match open_input(&ctx, &s.input, &stores).await {
-        Ok(df) => Some(df),
+        Ok((df, fingerprint)) => {
+            input_fingerprint = fingerprint;
+            Some(df)
+        }
         Err(mut p) => {
             problems.append(&mut p);
             None
@@ -193,12 +199,26 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
             outputs,
             passthrough,
             stores,
+            input_fingerprint,
         }),
         _ => Err(RunError::Spec(SpecError {
             file: spec.file.clone(),
             problems,
         })),
     }
+}
+
+/// For `mode = "skip"`: the run id that already committed this output with the same spec,
+/// model and input files, if one did.
+pub async fn already_committed(plan: &JobPlan) -> Result<Option<String>, RunError> {
+    let Some(m) = Committer::committed_manifest(&plan.spec.spec.output.uri, &plan.stores).await?
+    else {
+        return Ok(None);
+    };
+    let same = m["spec_hash"] == plan.spec.hash.as_str()
+        && m["model_sha256"] == plan.model.sha256.as_str()
+        && m["input_fingerprint"] == plan.input_fingerprint.as_str();
+    Ok(same.then(|| m["run_id"].as_str().unwrap_or_default().to_string()))
 }
 
 /// What a finished run reports to the command line.
@@ -480,6 +500,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         run_id,
         job_name: s.name.clone(),
         spec_hash: plan.spec.hash.clone(),
+        input_fingerprint: plan.input_fingerprint.clone(),
         model_uri: plan.model.uri.clone(),
         model_sha256: plan.model.sha256.clone(),
         format: s.output.format.extension().to_string(),

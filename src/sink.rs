@@ -466,7 +466,7 @@ impl LocalCommitter {
             Self::check(&self.output, self.mode)?;
             // An empty directory: rename(2) replaces it.
         }
-        if exists && self.mode == WriteMode::Overwrite {
+        if exists && self.mode != WriteMode::Error {
             if exchange(&self.staging, &self.output).is_ok() {
                 // The old output now sits at the staging path.
                 let _ = std::fs::remove_dir_all(&self.staging);
@@ -565,6 +565,36 @@ impl Committer {
                 c.commit().map(|p| p.display().to_string())
             }
             Self::Store(c) => c.commit(manifest, metrics, started).await,
+        }
+    }
+
+    /// The manifest of the output committed at `uri`, when it has `_SUCCESS`.
+    pub async fn committed_manifest(
+        uri: &str,
+        stores: &StoreFactory,
+    ) -> Result<Option<serde_json::Value>, SinkError> {
+        if Scheme::of(uri).is_some_and(Scheme::is_remote) {
+            let c = StoreCommitter::open(uri, WriteMode::Overwrite, stores).await?;
+            match c.store.head(&c.prefix.clone().join(SUCCESS_FILE)).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(c.err("look for _SUCCESS")(e)),
+            }
+            let r = c
+                .store
+                .get(&c.prefix.clone().join(MANIFEST_FILE))
+                .await
+                .map_err(c.err("read the manifest"))?;
+            let bytes = r.bytes().await.map_err(c.err("read the manifest"))?;
+            Ok(serde_json::from_slice(&bytes).ok())
+        } else {
+            let dir = Path::new(uri);
+            if !dir.join(SUCCESS_FILE).exists() {
+                return Ok(None);
+            }
+            let path = dir.join(MANIFEST_FILE);
+            let text = std::fs::read(&path).map_err(io_err(&path, "read the manifest"))?;
+            Ok(serde_json::from_slice(&text).ok())
         }
     }
 

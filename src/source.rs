@@ -47,12 +47,13 @@ pub fn effective_workers(workers: usize) -> usize {
 }
 
 /// Registers the input as the table `input` and returns the job's data frame (`query`
-/// applied). Problems name the spec key they concern.
+/// applied) with the fingerprint of the files it reads. Problems name the spec key they
+/// concern.
 pub async fn open_input(
     ctx: &SessionContext,
     input: &InputSpec,
     stores: &StoreFactory,
-) -> Result<DataFrame, Vec<Problem>> {
+) -> Result<(DataFrame, String), Vec<Problem>> {
     let one = |key: &str, msg: String| vec![Problem::new(key, msg)];
     let uri = input.uri.as_str();
     let remote = Scheme::of(uri).is_some_and(Scheme::is_remote);
@@ -159,6 +160,9 @@ pub async fn open_input(
             .collect();
         options = options.with_table_partition_cols(cols);
     }
+    let fingerprint = listing_fingerprint(&state, &url, &options.file_extension)
+        .await
+        .map_err(|e| one("input.uri", format!("{uri}: cannot list: {e}")))?;
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .infer_schema(&state)
@@ -187,16 +191,44 @@ pub async fn open_input(
     ctx.register_table(INPUT_TABLE, Arc::new(table))
         .map_err(|e| one("input.uri", e.to_string()))?;
 
-    match &input.query {
+    let df = match &input.query {
         Some(sql) => ctx
             .sql(sql)
             .await
-            .map_err(|e| one("input.query", first_line(&e.to_string()).to_string())),
+            .map_err(|e| one("input.query", first_line(&e.to_string()).to_string()))?,
         None => ctx
             .table(INPUT_TABLE)
             .await
-            .map_err(|e| one("input.uri", e.to_string())),
-    }
+            .map_err(|e| one("input.uri", e.to_string()))?,
+    };
+    Ok((df, fingerprint))
+}
+
+/// SHA-256 over the files the table reads (path, size, modification time), in path order:
+/// what `mode = "skip"` compares to tell whether the input changed since the last commit.
+async fn listing_fingerprint(
+    state: &datafusion::execution::SessionState,
+    url: &ListingTableUrl,
+    extension: &str,
+) -> datafusion::common::Result<String> {
+    use futures::TryStreamExt;
+    use sha2::{Digest, Sha256};
+    let store = state.runtime_env().object_store(url)?;
+    let mut files: Vec<String> = url
+        .list_all_files(state, store.as_ref(), extension)
+        .await?
+        .map_ok(|m| {
+            format!(
+                "{} {} {}",
+                m.location,
+                m.size,
+                m.last_modified.timestamp_nanos_opt().unwrap_or_default()
+            )
+        })
+        .try_collect()
+        .await?;
+    files.sort();
+    Ok(hex::encode(Sha256::digest(files.join("\n").as_bytes())))
 }
 
 fn first_line(s: &str) -> &str {

@@ -193,7 +193,9 @@ pub struct OutputSpec {
     #[serde(default)]
     pub passthrough: Vec<String>,
     /// `"error"`: refuse to start when the output directory already holds anything;
-    /// `"overwrite"`: replace a committed output atomically. Default: "error".
+    /// `"overwrite"`: replace a committed output atomically; `"skip"`: exit 0 at once when
+    /// the same job (spec, model sha256 and input files) already committed it, otherwise
+    /// replace it as overwrite does. Default: "error".
     #[serde(default)]
     pub mode: WriteMode,
     /// Rows per output part file at most; a partition with more rows rolls over to a new part.
@@ -227,6 +229,7 @@ pub enum WriteMode {
     #[default]
     Error,
     Overwrite,
+    Skip,
 }
 
 /// Execution settings.

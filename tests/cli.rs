@@ -312,3 +312,59 @@ fn sigint_and_sigterm_stop_cleanly_with_nothing_committed() {
         );
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn skip_mode_does_nothing_when_the_same_job_committed_and_reruns_when_the_input_changed() {
+    let s = Scratch::new();
+    copy_dir(&repo().join("sample_data/churn/data"), &s.path("data"));
+    let spec = std::fs::read_to_string(repo().join("jobs/churn.toml"))
+        .unwrap()
+        .replace("../sample_data/churn/data/", "../data/")
+        .replace("mode = \"overwrite\"", "mode = \"skip\"");
+    let job = s.job("skip.toml", &spec);
+    let manifest = || -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(s.path("out/churn/ds=1/_manifest.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--var", "ds=1"]));
+    let first = manifest();
+    assert_eq!(first["input_fingerprint"].as_str().unwrap().len(), 64);
+
+    // The scheduler's retry: same spec, model and files.
+    let o = run(&["run", job.to_str().unwrap(), "--var", "ds=1"]);
+    assert_ok(&o);
+    let run_id = first["run_id"].as_str().unwrap();
+    assert!(
+        text(&o).0.starts_with(&format!("churn-nightly: already committed by run {run_id} with the same spec, model and input; nothing to do")),
+        "{}",
+        text(&o).0
+    );
+    assert_eq!(manifest(), first, "untouched");
+
+    // A new file in the input: scored again, replacing the output.
+    std::fs::copy(
+        s.path("data/region=eu/part-0.parquet"),
+        s.path("data/region=eu/part-9.parquet"),
+    )
+    .unwrap();
+    let o = run(&["run", job.to_str().unwrap(), "--var", "ds=1"]);
+    assert_ok(&o);
+    assert!(text(&o).0.contains(" rows scored in "), "{}", text(&o).0);
+    let second = manifest();
+    assert_ne!(second["run_id"], first["run_id"]);
+    assert_ne!(second["input_fingerprint"], first["input_fingerprint"]);
+    assert!(second["rows"].as_u64().unwrap() > first["rows"].as_u64().unwrap());
+}
