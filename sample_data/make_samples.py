@@ -12,6 +12,7 @@ batchscore run. Everything is seeded: rerunning the script gives the same files.
 import gzip
 import io
 import os
+import sys
 from decimal import Decimal
 
 import numpy as np
@@ -382,10 +383,51 @@ def make_synthetic():
     write_parquet(exp, os.path.join(d, "expected.parquet"))
 
 
+# --------------------------------------------------------------------------------------------
+# lookup: a model ONNX Runtime fails on for some rows (Gather with an out-of-range index)
+# --------------------------------------------------------------------------------------------
+def make_lookup():
+    d = os.path.join(HERE, "synthetic")
+    os.makedirs(d, exist_ok=True)
+    r = np.random.default_rng(11)  # its own generator: makes no difference to the others
+    table = r.normal(size=(10,)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["value"], axis=0)],
+        "lookup",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N"])],
+        [onnx.numpy_helper.from_array(table, "table")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="batchscore-samples")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    save_model(m, os.path.join(d, "lookup.onnx"))
+    n = 300
+    idx = r.integers(0, 10, n).astype(np.int64)
+    poisoned = np.array([17, 123, 250])
+    idx[poisoned] = [99, -20, 10]  # out of [-10, 9]: ONNX Runtime refuses the whole batch
+    key = np.arange(n, dtype=np.int64)
+    write_parquet(pa.table({"row_id": key, "idx": idx}), os.path.join(d, "lookup.parquet"))
+    ok = np.setdiff1d(key, poisoned)
+    (value,) = session(os.path.join(d, "lookup.onnx")).run(None, {"idx": idx[ok]})
+    write_parquet(
+        pa.table({"row_id": key[ok], "value": pa.array(value)}),
+        os.path.join(d, "lookup_expected.parquet"),
+    )
+
+
+MAKERS = {
+    "churn": make_churn,
+    "plans": make_plans,
+    "houses": make_houses,
+    "xgb": make_xgb,
+    "synthetic": make_synthetic,
+    "lookup": make_lookup,
+}
+
 if __name__ == "__main__":
-    make_churn()
-    make_plans()
-    make_houses()
-    make_xgb()
-    make_synthetic()
+    # `make_samples.py lookup` remakes one data set; no argument remakes them all (in this
+    # order: the shared generator makes each depend on those before it).
+    for name in sys.argv[1:] or list(MAKERS):
+        MAKERS[name]()
     print("sample data written to", HERE)

@@ -383,6 +383,15 @@ fn is_identifier(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 
+/// How a `columns` entry is shown in messages and `_rejected/`: a quoted identifier
+/// (`"age"`, as inputs bound by default carry) shows as the bare name.
+pub fn display_sql(sql: &str) -> &str {
+    match sql.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(name) if !name.contains('"') => name,
+        _ => sql,
+    }
+}
+
 /// Quotes a column name for SQL so that names with capitals or odd characters work.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -539,6 +548,13 @@ mod tests {
             ))),
             &DataType::Float32
         ));
+    }
+
+    #[test]
+    fn quoted_identifiers_show_bare() {
+        assert_eq!(display_sql(&quote_ident("age")), "age");
+        assert_eq!(display_sql("ln(1 + x)"), "ln(1 + x)");
+        assert_eq!(display_sql(r#""a""b""#), r#""a""b""#);
     }
 
     #[test]

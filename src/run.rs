@@ -554,8 +554,12 @@ fn split(
 ) -> Result<(RecordBatch, Option<RecordBatch>), String> {
     use datafusion::arrow::compute::{filter_record_batch, is_not_null, is_null};
     let preds = batch.column(n_pass).as_struct();
-    let n_out = preds.num_columns() - 2;
-    let (reason, value) = (preds.column(n_out), preds.column(n_out + 1));
+    let n_out = preds.num_columns() - 3;
+    let (stage, reason, value) = (
+        preds.column(n_out),
+        preds.column(n_out + 1),
+        preds.column(n_out + 2),
+    );
     let mut cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
     cols.extend(preds.columns()[..n_out].iter().cloned());
     let all = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| e.to_string())?;
@@ -564,14 +568,8 @@ fn split(
     }
     let err = |e: datafusion::arrow::error::ArrowError| e.to_string();
     let out = filter_record_batch(&all, &is_null(reason).map_err(err)?).map_err(err)?;
-    let stage: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec![
-        "features";
-        batch
-            .num_rows(
-            )
-    ]));
     let mut rej_cols: Vec<ArrayRef> = batch.columns()[..n_pass].to_vec();
-    rej_cols.extend([stage, reason.clone(), value.clone()]);
+    rej_cols.extend([stage.clone(), reason.clone(), value.clone()]);
     let rej = RecordBatch::try_new(rej_schema.clone(), rej_cols).map_err(|e| e.to_string())?;
     let rej = filter_record_batch(&rej, &is_not_null(reason).map_err(err)?).map_err(err)?;
     Ok((out, Some(rej)))

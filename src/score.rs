@@ -36,6 +36,8 @@ use crate::features::{FeaturePacker, InputBinding};
 use crate::model::{ElemType, IoKind, Model, ModelIo, SessionPool};
 use crate::spec::{OutputFormat, OutputRef, Problem};
 
+/// The struct field that holds the stage a row was rejected at (null for scored rows).
+pub const REJECT_STAGE: &str = "__batchscore_reject_stage";
 /// The struct field that holds why a row was rejected (null for scored rows).
 pub const REJECT_REASON: &str = "__batchscore_reject_reason";
 /// The struct field that holds the rejected row's offending value, as text.
@@ -267,6 +269,7 @@ impl Scorer {
             .iter()
             .map(|o| Field::new(&o.column, o.data_type(), true))
             .chain([
+                Field::new(REJECT_STAGE, DataType::Utf8, true),
                 Field::new(REJECT_REASON, DataType::Utf8, true),
                 Field::new(REJECT_VALUE, DataType::Utf8, true),
             ])
@@ -305,7 +308,8 @@ impl Scorer {
                         reasons = vec![None; num_rows];
                     }
                     let reason = format!(
-                        "column {sql:?}: null, and [inputs.{}] sets no fill_null",
+                        "column {:?}: null, and [inputs.{}] sets no fill_null",
+                        crate::features::display_sql(sql),
                         binding.name
                     );
                     for (i, r) in reasons.iter_mut().enumerate() {
@@ -332,51 +336,55 @@ impl Scorer {
             None => (0..num_rows).collect(),
             Some(v) => (0..num_rows).filter(|&i| v.is_valid(i)).collect(),
         };
-        let unscored = num_rows - scored_rows.len();
-
         let chunk = self.fixed_batch.unwrap_or(scored_rows.len().max(1));
-        let mut per_output: Vec<Vec<ArrayRef>> = vec![Vec::new(); self.outputs.len()];
-        let mut features_ns = 0u64;
-        let mut inference_ns = 0u64;
+        let mut run = BatchRun {
+            per_output: vec![Vec::new(); self.outputs.len()],
+            ok_rows: Vec::with_capacity(scored_rows.len()),
+            failed: Vec::new(),
+            features_ns: 0,
+            inference_ns: 0,
+        };
         for rows in scored_rows.chunks(chunk) {
-            let t0 = Instant::now();
-            let real = rows.len();
-            let padded: Vec<usize>;
-            let rows = if real < chunk && self.fixed_batch.is_some() {
-                // The model takes exactly `chunk` rows: repeat the last row, drop its outputs.
-                padded = rows
-                    .iter()
-                    .copied()
-                    .chain(std::iter::repeat_n(rows[real - 1], chunk - real))
-                    .collect();
-                &padded[..]
-            } else {
-                rows
-            };
-            let mut tensors: Vec<(String, DynValue)> = Vec::with_capacity(self.inputs.len());
-            let mut offset = 0;
-            for binding in &self.inputs {
-                let cols = &args[offset..offset + binding.columns.len()];
-                offset += binding.columns.len();
-                let packer = FeaturePacker {
-                    binding,
-                    columns: cols,
-                };
-                tensors.push((binding.name.clone(), packer.pack(rows)?));
+            self.infer_isolating(args, rows, &mut run)?;
+        }
+        let BatchRun {
+            per_output,
+            ok_rows: scored_rows,
+            failed,
+            features_ns,
+            inference_ns,
+        } = run;
+        // Rows ONNX Runtime failed on alone are rejected at the inference stage, with their
+        // feature values as text.
+        let mut stages: Vec<Option<&str>> = reasons
+            .iter()
+            .map(|r| r.as_ref().map(|_| "features"))
+            .collect();
+        let mut values: Vec<Option<String>> = reasons
+            .iter()
+            .map(|r| r.as_ref().map(|_| "null".to_string()))
+            .collect();
+        if !failed.is_empty() {
+            if reasons.is_empty() {
+                reasons = vec![None; num_rows];
+                stages = vec![None; num_rows];
+                values = vec![None; num_rows];
             }
-            let t1 = Instant::now();
-            features_ns += (t1 - t0).as_nanos() as u64;
-            let decoded = self.sessions.with_session(|session: &mut Session| {
-                let outputs = session.run(tensors).map_err(|e| {
-                    format!("ONNX Runtime failed on a batch of {} rows: {e}", rows.len())
-                })?;
-                self.decode(&outputs, rows.len(), real)
-            })?;
-            inference_ns += t1.elapsed().as_nanos() as u64;
-            for (acc, arr) in per_output.iter_mut().zip(decoded) {
-                acc.push(arr);
+            let mut counts = self
+                .stats
+                .reject_reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (row, message) in failed {
+                let reason = format!("ONNX Runtime failed on this row: {message}");
+                *counts.entry(reason.clone()).or_default() += 1;
+                reasons[row] = Some(reason);
+                stages[row] = Some("inference");
+                values[row] = Some(self.row_text(args, row));
             }
         }
+        let has_gaps = scored_rows.len() < num_rows;
+        let unscored = num_rows - scored_rows.len();
 
         let mut columns = Vec::with_capacity(self.outputs.len());
         for (binding, parts) in self.outputs.iter().zip(per_output) {
@@ -388,20 +396,18 @@ impl Scorer {
             } else {
                 datafusion::arrow::compute::concat(&refs).map_err(|e| e.to_string())?
             };
-            columns.push(scatter(scored, &scored_rows, num_rows, valid.is_some())?);
+            columns.push(scatter(scored, &scored_rows, num_rows, has_gaps)?);
         }
-        // The reject columns: the reason, and the offending value as text.
-        let (reason, value): (StringArray, StringArray) = if reasons.is_empty() {
-            (
-                StringArray::new_null(num_rows),
-                StringArray::new_null(num_rows),
-            )
+        // The reject columns: the stage, the reason, and the offending values as text.
+        if reasons.is_empty() {
+            for _ in 0..3 {
+                columns.push(Arc::new(StringArray::new_null(num_rows)));
+            }
         } else {
-            let value = reasons.iter().map(|r| r.as_ref().map(|_| "null")).collect();
-            (reasons.into_iter().collect(), value)
-        };
-        columns.push(Arc::new(reason));
-        columns.push(Arc::new(value));
+            columns.push(Arc::new(stages.into_iter().collect::<StringArray>()));
+            columns.push(Arc::new(reasons.into_iter().collect::<StringArray>()));
+            columns.push(Arc::new(values.into_iter().collect::<StringArray>()));
+        }
 
         self.stats
             .rows_scored
@@ -425,6 +431,93 @@ impl Scorer {
         StructArray::try_new(self.return_fields.clone(), columns, None).map_err(|e| e.to_string())
     }
 
+    /// Scores `rows`; when ONNX Runtime fails, splits them in halves and retries each, so
+    /// that only the rows it fails on alone are lost (recorded in `run.failed`).
+    fn infer_isolating(
+        &self,
+        args: &[ArrayRef],
+        rows: &[usize],
+        run: &mut BatchRun,
+    ) -> Result<(), String> {
+        match self.infer(args, rows, run)? {
+            Ok(decoded) => {
+                for (acc, arr) in run.per_output.iter_mut().zip(decoded) {
+                    acc.push(arr);
+                }
+                run.ok_rows.extend_from_slice(rows);
+            }
+            Err(message) if rows.len() == 1 => run.failed.push((rows[0], message)),
+            Err(_) => {
+                let (left, right) = rows.split_at(rows.len() / 2);
+                self.infer_isolating(args, left, run)?;
+                self.infer_isolating(args, right, run)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One ONNX Runtime run over `rows` (padded to the model's fixed batch size). The outer
+    /// error is fatal (packing, decoding); the inner one is ONNX Runtime refusing the rows.
+    fn infer(
+        &self,
+        args: &[ArrayRef],
+        rows: &[usize],
+        run: &mut BatchRun,
+    ) -> Result<Result<Vec<ArrayRef>, String>, String> {
+        let t0 = Instant::now();
+        let real = rows.len();
+        let padded: Vec<usize>;
+        let rows = match self.fixed_batch {
+            // The model takes exactly `b` rows: repeat the last row, drop its outputs.
+            Some(b) if real < b => {
+                padded = rows
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(rows[real - 1], b - real))
+                    .collect();
+                &padded[..]
+            }
+            _ => rows,
+        };
+        let mut tensors: Vec<(String, DynValue)> = Vec::with_capacity(self.inputs.len());
+        let mut offset = 0;
+        for binding in &self.inputs {
+            let columns = &args[offset..offset + binding.columns.len()];
+            offset += binding.columns.len();
+            tensors.push((
+                binding.name.clone(),
+                FeaturePacker { binding, columns }.pack(rows)?,
+            ));
+        }
+        let t1 = Instant::now();
+        run.features_ns += (t1 - t0).as_nanos() as u64;
+        let result =
+            self.sessions
+                .with_session(|session: &mut Session| match session.run(tensors) {
+                    Ok(outputs) => self.decode(&outputs, rows.len(), real).map(Ok),
+                    Err(e) => Ok(Err(e.to_string())),
+                });
+        run.inference_ns += t1.elapsed().as_nanos() as u64;
+        result
+    }
+
+    /// A row's feature values as text: `sql=value, ...`.
+    fn row_text(&self, args: &[ArrayRef], row: usize) -> String {
+        use datafusion::arrow::util::display::array_value_to_string;
+        let sqls = self.inputs.iter().flat_map(|b| b.columns.iter());
+        sqls.zip(args)
+            .map(|(sql, col)| {
+                let v = if col.is_null(row) {
+                    "null".to_string()
+                } else {
+                    array_value_to_string(col, row).unwrap_or_else(|_| "?".into())
+                };
+                format!("{}={v}", crate::features::display_sql(sql))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Decodes every output column from one run of `rows` rows, keeping the first `keep`.
     fn decode(
         &self,
@@ -442,6 +535,18 @@ impl Scorer {
             })
             .collect()
     }
+}
+
+/// What scoring one batch produced, chunk by chunk.
+struct BatchRun {
+    /// Decoded arrays per output column, one per successful run, in row order.
+    per_output: Vec<Vec<ArrayRef>>,
+    /// The rows those arrays hold, in order.
+    ok_rows: Vec<usize>,
+    /// Rows ONNX Runtime failed on alone, with its message.
+    failed: Vec<(usize, String)>,
+    features_ns: u64,
+    inference_ns: u64,
 }
 
 /// Puts `scored` (one value per scored row) back at the rows it came from; other rows are null.

@@ -56,7 +56,7 @@ pub enum SinkError {
         "output {path}: already holds {what}; [output] mode = \"error\" refuses to write there (use mode = \"overwrite\" to replace it)"
     )]
     OutputExists { path: PathBuf, what: String },
-    #[error("output {path}: is not a directory")]
+    #[error("output {}: is not a directory", path.display())]
     NotADirectory { path: PathBuf },
     #[error("output {path}: {op}: {source}")]
     Io {
@@ -384,6 +384,16 @@ pub struct LocalCommitter {
 impl LocalCommitter {
     /// Checks `mode` against what is at `output` (without creating anything).
     pub fn check(output: &Path, mode: WriteMode) -> Result<(), SinkError> {
+        // The nearest existing ancestor must be a directory, or nothing can be created there.
+        let mut ancestor = absolute(output);
+        while !ancestor.exists() {
+            if !ancestor.pop() {
+                break;
+            }
+        }
+        if ancestor.exists() && !ancestor.is_dir() && ancestor != absolute(output) {
+            return Err(SinkError::NotADirectory { path: ancestor });
+        }
         match std::fs::metadata(output) {
             Ok(m) if !m.is_dir() => Err(SinkError::NotADirectory {
                 path: output.to_path_buf(),

@@ -154,6 +154,104 @@ fn a_killed_run_commits_nothing_and_a_rerun_succeeds() {
     );
 }
 
+/// The keys of a committed output, sorted.
+fn committed_keys(dir: &Path) -> Vec<i64> {
+    let got = read_output(dir);
+    let mut keys: Vec<i64> = got["txn_id"]
+        .iter()
+        .map(|c| {
+            if let Cell::Int(k) = c {
+                *k
+            } else {
+                panic!("{c:?}")
+            }
+        })
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+#[test]
+fn killed_at_twenty_random_moments_the_output_is_absent_or_the_previous_one() {
+    let s = Scratch::new();
+    let rows = 200_000;
+    big_fraud_input(&s.path("big.parquet"), rows);
+    let job = fraud_job(
+        &s,
+        "overwrite",
+        s.path("big.parquet").to_str().unwrap(),
+        "../out/big/",
+    );
+    let job = job.to_str().unwrap();
+    let out = s.path("out/big");
+    // How long an uninterrupted run takes bounds the moments to kill at.
+    let started = Instant::now();
+    assert_ok(&run(&["run", job]));
+    let full = started.elapsed();
+    // A small linear congruential generator; the seed is printed to replay a failure.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    for round in 0..20 {
+        let previous = std::fs::read_to_string(out.join("_manifest.json")).ok();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = full.mul_f64((seed >> 11) as f64 / (1u64 << 53) as f64 * 1.2);
+        let mut child = batchscore().args(["run", job]).spawn().unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        // Absent, the previous commit, or (when the kill came after the end) a whole new one.
+        let now = std::fs::read_to_string(out.join("_manifest.json")).ok();
+        if now != previous {
+            assert!(
+                status.success(),
+                "round {round} ({at:?}): the output changed, but the run did not finish"
+            );
+        }
+        if now.is_some() {
+            assert_eq!(committed_keys(&out).len(), rows, "round {round} ({at:?})");
+        }
+        // The rerun commits every key once and leaves nothing beside the output.
+        assert_ok(&run(&["run", job]));
+        let keys = committed_keys(&out);
+        assert!(
+            keys.len() == rows && keys.iter().enumerate().all(|(i, &k)| k == i as i64),
+            "round {round}"
+        );
+        let beside: Vec<_> = std::fs::read_dir(s.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, ["big"], "round {round}: no staging left");
+    }
+}
+
+#[test]
+fn an_output_location_that_cannot_be_written_is_refused_before_any_work() {
+    let s = Scratch::new();
+    std::fs::write(s.path("a-file"), "not a directory").unwrap();
+    let job = fraud_job(
+        &s,
+        "error",
+        &sample("fraud/transactions.parquet"),
+        "../a-file/out/",
+    );
+    let o = run(&["run", job.to_str().unwrap()]);
+    let err = assert_exit(&o, 2);
+    assert!(
+        err.contains("[output.uri]: output ") && err.contains("a-file: is not a directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("a-file")).unwrap(),
+        "not a directory"
+    );
+}
+
 #[test]
 fn inspect_describes_a_model() {
     let model = sample("synthetic/fixed_batch.onnx");

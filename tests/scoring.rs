@@ -419,3 +419,78 @@ fn a_value_that_cannot_be_cast_fails_the_run_and_commits_nothing() {
     assert!(err.contains("abc"), "{err}");
     assert!(!s.path("out/b").exists());
 }
+
+#[test]
+fn rows_onnx_runtime_fails_on_are_isolated_and_rejected_alone() {
+    // The model gathers from a table of 10; rows 17, 123 and 250 hold indexes out of range,
+    // and ONNX Runtime refuses any batch that holds one of them.
+    let s = Scratch::new();
+    let job = s.job(
+        "lookup.toml",
+        &format!(
+            r#"
+name = "lookup"
+[input]
+uri = "{}"
+[model]
+uri = "{}"
+[output]
+uri = "../out/l/"
+passthrough = ["row_id"]
+[run]
+batch_size = 64
+"#,
+            sample("synthetic/lookup.parquet"),
+            sample("synthetic/lookup.onnx")
+        ),
+    );
+    let o = run(&["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(text(&o).0.contains(", 3 rejected -> "), "{}", text(&o).0);
+    let expected = read_parquet(std::path::Path::new(&sample(
+        "synthetic/lookup_expected.parquet",
+    )));
+    assert_matches(
+        &read_output(&s.path("out/l")),
+        &expected,
+        "row_id",
+        &["value"],
+    );
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/l/_manifest.json")).unwrap())
+            .unwrap();
+    let mut rejected = Table::new();
+    for f in manifest["rejected_files"].as_array().unwrap() {
+        for (k, v) in read_parquet(&s.path("out/l").join(f["path"].as_str().unwrap())) {
+            rejected.entry(k).or_default().extend(v);
+        }
+    }
+    let mut rows: Vec<(i64, String, String)> = (0..rejected["row_id"].len())
+        .map(|i| {
+            let Cell::Int(k) = rejected["row_id"][i] else {
+                panic!()
+            };
+            let Cell::Text(reason) = &rejected["_reason"][i] else {
+                panic!()
+            };
+            let Cell::Text(value) = &rejected["_value"][i] else {
+                panic!()
+            };
+            assert_eq!(rejected["_stage"][i], Cell::Text("inference".into()));
+            (k, reason.clone(), value.clone())
+        })
+        .collect();
+    rows.sort();
+    assert_eq!(
+        rows.iter().map(|r| (r.0, r.2.as_str())).collect::<Vec<_>>(),
+        [(17, "idx=99"), (123, "idx=-20"), (250, "idx=10")]
+    );
+    for (_, reason, _) in &rows {
+        assert!(
+            reason.starts_with("ONNX Runtime failed on this row: ")
+                && reason.contains("indices element out of data bounds"),
+            "{reason}"
+        );
+    }
+}
