@@ -135,18 +135,7 @@ fn a_killed_run_commits_nothing_and_a_rerun_succeeds() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(beside, ["big"], "the dead run's staging is gone");
-    let got = read_output(&s.path("out/big"));
-    let mut keys: Vec<i64> = got["txn_id"]
-        .iter()
-        .map(|c| {
-            if let Cell::Int(k) = c {
-                *k
-            } else {
-                panic!("{c:?}")
-            }
-        })
-        .collect();
-    keys.sort_unstable();
+    let keys = committed_keys(&s.path("out/big"));
     assert_eq!(keys.len(), rows);
     assert!(
         keys.iter().enumerate().all(|(i, &k)| k == i as i64),
