@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 };
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit};
+use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit, try_cast, when};
 use datafusion::prelude::DataFrame;
 use ort::value::{DynValue, Tensor};
 
@@ -28,8 +28,9 @@ pub struct InputBinding {
     pub shape: Vec<i64>,
     /// The SQL text of each expression, as written in the spec.
     pub columns: Vec<String>,
-    /// Whether nulls are filled (so none reach the packer).
-    pub fills_nulls: bool,
+    /// Per column: the index in the scoring function's arguments of the column's value before
+    /// a cast that can fail on it (a string to a number, say), or `None` when no cast can fail.
+    pub raw_args: Vec<Option<usize>>,
     /// The spec key this binding came from, for messages.
     pub key: String,
 }
@@ -54,7 +55,8 @@ impl InputBinding {
 pub struct BoundInputs {
     pub inputs: Vec<InputBinding>,
     /// One expression per column of every input, in order: `inputs[0].columns`, then
-    /// `inputs[1].columns`, and so on.
+    /// `inputs[1].columns`, and so on; then the source values of fallible casts
+    /// ([`InputBinding::raw_args`] points at them).
     pub exprs: Vec<Expr>,
 }
 
@@ -79,6 +81,8 @@ pub fn bind_inputs(
     let mut problems = Vec::new();
     let mut inputs = Vec::new();
     let mut exprs = Vec::new();
+    // Source values of fallible casts, passed after every input's expressions.
+    let mut raw_exprs: Vec<Expr> = Vec::new();
     let schema = df.schema();
 
     for name in spec.inputs.keys() {
@@ -176,6 +180,7 @@ pub fn bind_inputs(
         };
 
         let mut ok = true;
+        let mut raw_args: Vec<Option<usize>> = Vec::with_capacity(columns.len());
         for (i, sql) in columns.iter().enumerate() {
             let ckey = if explicit {
                 format!("{key}.columns[{i}]")
@@ -209,16 +214,28 @@ pub fn bind_inputs(
                 ok = false;
                 continue;
             }
-            let typed = if source == target {
-                expr
+            // A cast that can fail on a value is a TRY_CAST with the source value passed
+            // beside it, so that the scorer can reject that row (null after the cast, present
+            // before) instead of failing the batch. `fill_null` fills only real nulls.
+            let (typed, raw) = if source == target {
+                (expr, None)
             } else {
-                cast(expr, target.clone())
+                (try_cast(expr.clone(), target.clone()), Some(expr))
             };
-            let typed = match &fill_expr {
-                Some(f) => datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()]),
-                None => typed,
+            let typed = match (&fill_expr, &raw) {
+                (Some(f), Some(raw)) => when(raw.clone().is_null(), f.clone())
+                    .otherwise(typed)
+                    .map_err(|e| vec![Problem::new(ckey.clone(), e.to_string())])?,
+                (Some(f), None) => {
+                    datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()])
+                }
+                (None, _) => typed,
             };
             exprs.push(typed.alias(format!("__batchscore_in_{}_{i}", inputs.len())));
+            raw_args.push(raw.map(|r| {
+                raw_exprs.push(r.alias(format!("__batchscore_raw_{}", raw_exprs.len())));
+                raw_exprs.len() - 1
+            }));
         }
         if ok {
             inputs.push(InputBinding {
@@ -226,7 +243,7 @@ pub fn bind_inputs(
                 dtype: *dtype,
                 shape: shape.clone(),
                 columns,
-                fills_nulls: fill_expr.is_some(),
+                raw_args: std::mem::take(&mut raw_args),
                 key,
             });
         }
@@ -248,6 +265,13 @@ pub fn bind_inputs(
     }
 
     if problems.is_empty() {
+        let typed = exprs.len();
+        for b in &mut inputs {
+            for slot in b.raw_args.iter_mut().flatten() {
+                *slot += typed;
+            }
+        }
+        exprs.extend(raw_exprs);
         Ok(BoundInputs { inputs, exprs })
     } else {
         Err(problems)
@@ -569,7 +593,7 @@ mod tests {
             dtype,
             shape,
             columns: columns.iter().map(|c| c.to_string()).collect(),
-            fills_nulls: false,
+            raw_args: vec![None; columns.len()],
             key: "inputs.x".into(),
         }
     }

@@ -299,26 +299,45 @@ impl Scorer {
         // reason names the first such column.
         let mut valid: Option<NullBuffer> = None;
         let mut reasons: Vec<Option<String>> = Vec::new();
+        let mut stages: Vec<Option<&str>> = Vec::new();
+        let mut values: Vec<Option<String>> = Vec::new();
         let mut offset = 0;
         for binding in &self.inputs {
             for (j, sql) in binding.columns.iter().enumerate() {
                 let col = &args[offset + j];
-                if col.null_count() > 0 {
-                    if reasons.is_empty() {
-                        reasons = vec![None; num_rows];
-                    }
-                    let reason = format!(
-                        "column {:?}: null, and [inputs.{}] sets no fill_null",
-                        crate::features::display_sql(sql),
-                        binding.name
-                    );
-                    for (i, r) in reasons.iter_mut().enumerate() {
-                        if r.is_none() && col.is_null(i) {
-                            *r = Some(reason.clone());
-                        }
-                    }
-                    valid = NullBuffer::union(valid.as_ref(), col.logical_nulls().as_ref());
+                if col.null_count() == 0 {
+                    continue;
                 }
+                if reasons.is_empty() {
+                    reasons = vec![None; num_rows];
+                    stages = vec![None; num_rows];
+                    values = vec![None; num_rows];
+                }
+                let name = crate::features::display_sql(sql);
+                let null_reason = format!(
+                    "column {name:?}: null, and [inputs.{}] sets no fill_null",
+                    binding.name
+                );
+                let cast_reason = format!("column {name:?}: cannot be cast to {}", binding.dtype);
+                let raw = binding.raw_args.get(j).copied().flatten().map(|r| &args[r]);
+                for i in 0..num_rows {
+                    if reasons[i].is_some() || !col.is_null(i) {
+                        continue;
+                    }
+                    // Null after a TRY_CAST but present before: the cast failed on the value.
+                    let (reason, value) = match raw {
+                        Some(raw) if raw.is_valid(i) => (
+                            cast_reason.clone(),
+                            datafusion::arrow::util::display::array_value_to_string(raw, i)
+                                .unwrap_or_else(|_| "?".into()),
+                        ),
+                        _ => (null_reason.clone(), "null".to_string()),
+                    };
+                    reasons[i] = Some(reason);
+                    stages[i] = Some("features");
+                    values[i] = Some(value);
+                }
+                valid = NullBuffer::union(valid.as_ref(), col.logical_nulls().as_ref());
             }
             offset += binding.columns.len();
         }
@@ -356,14 +375,6 @@ impl Scorer {
         } = run;
         // Rows ONNX Runtime failed on alone are rejected at the inference stage, with their
         // feature values as text.
-        let mut stages: Vec<Option<&str>> = reasons
-            .iter()
-            .map(|r| r.as_ref().map(|_| "features"))
-            .collect();
-        let mut values: Vec<Option<String>> = reasons
-            .iter()
-            .map(|r| r.as_ref().map(|_| "null".to_string()))
-            .collect();
         if !failed.is_empty() {
             if reasons.is_empty() {
                 reasons = vec![None; num_rows];

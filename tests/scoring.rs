@@ -404,20 +404,78 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
-fn a_value_that_cannot_be_cast_fails_the_run_and_commits_nothing() {
+fn values_that_cannot_be_cast_are_rejected_row_by_row() {
+    // Row 1's `a` is not a number; row 3's `b` overflows the model's int32.
     let s = Scratch::new();
-    std::fs::write(s.path("bad.csv"), "row_id,a,b\n0,1,2\n1,abc,3\n").unwrap();
+    std::fs::write(
+        s.path("bad.csv"),
+        "row_id,a,b\n0,1,2\n1,abc,3\n2,4,5\n3,6,3000000000\n",
+    )
+    .unwrap();
     let job = s.job(
         "bad.toml",
         &format!(
-            "name = \"bad\"\n[input]\nuri = \"../bad.csv\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/b/\"\n",
+            "name = \"bad\"\n[input]\nuri = \"../bad.csv\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/b/\"\npassthrough = [\"row_id\"]\n",
             sample("synthetic/rank1_int.onnx")
         ),
     );
     let o = run(&["run", job.to_str().unwrap()]);
-    let err = assert_exit(&o, 1);
-    assert!(err.contains("abc"), "{err}");
-    assert!(!s.path("out/b").exists());
+    assert_ok(&o);
+    assert!(text(&o).0.contains(", 2 rejected -> "), "{}", text(&o).0);
+    let got = read_output(&s.path("out/b"));
+    let mut scored: Vec<(Cell, Cell)> = got["row_id"]
+        .iter()
+        .cloned()
+        .zip(got["y"].iter().cloned())
+        .collect();
+    scored.sort_by_key(|(k, _)| format!("{k:?}"));
+    // y = 0.5 a + b
+    assert_eq!(
+        scored,
+        vec![
+            (Cell::Int(0), Cell::Float(2.5)),
+            (Cell::Int(2), Cell::Float(7.0))
+        ]
+    );
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/b/_manifest.json")).unwrap())
+            .unwrap();
+    let mut rejected = Table::new();
+    for f in manifest["rejected_files"].as_array().unwrap() {
+        for (k, v) in read_parquet(&s.path("out/b").join(f["path"].as_str().unwrap())) {
+            rejected.entry(k).or_default().extend(v);
+        }
+    }
+    let mut rows: Vec<(Cell, Cell, Cell, Cell)> = (0..rejected["row_id"].len())
+        .map(|i| {
+            (
+                rejected["row_id"][i].clone(),
+                rejected["_stage"][i].clone(),
+                rejected["_reason"][i].clone(),
+                rejected["_value"][i].clone(),
+            )
+        })
+        .collect();
+    rows.sort_by_key(|r| format!("{:?}", r.0));
+    let t = |s: &str| Cell::Text(s.into());
+    assert_eq!(
+        rows,
+        vec![
+            (
+                Cell::Int(1),
+                t("features"),
+                t("column \"a\": cannot be cast to int64"),
+                t("abc")
+            ),
+            (
+                Cell::Int(3),
+                t("features"),
+                t("column \"b\": cannot be cast to int32"),
+                t("3000000000")
+            ),
+        ]
+    );
 }
 
 #[test]
