@@ -16,7 +16,7 @@ use datafusion::prelude::DataFrame;
 use ort::value::{DynValue, Tensor};
 
 use crate::model::{ElemType, IoKind, Model};
-use crate::spec::{FillValue, JobSpec, Problem, TensorDtype};
+use crate::spec::{FillValue, JobSpec, NonFinite, Problem, TensorDtype};
 
 /// One model input and the expressions that feed it.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct InputBinding {
     /// Per column: the index in the scoring function's arguments of the column's value before
     /// a cast that can fail on it (a string to a number, say), or `None` when no cast can fail.
     pub raw_args: Vec<Option<usize>>,
+    /// Whether rows with NaN or ±infinity in this (float) input are rejected.
+    pub reject_non_finite: bool,
     /// The spec key this binding came from, for messages.
     pub key: String,
 }
@@ -244,6 +246,10 @@ pub fn bind_inputs(
                 shape: shape.clone(),
                 columns,
                 raw_args: std::mem::take(&mut raw_args),
+                reject_non_finite: spec
+                    .inputs
+                    .get(&io.name)
+                    .is_some_and(|s| s.on_non_finite == NonFinite::Reject),
                 key,
             });
         }
@@ -594,6 +600,7 @@ mod tests {
             shape,
             columns: columns.iter().map(|c| c.to_string()).collect(),
             raw_args: vec![None; columns.len()],
+            reject_non_finite: false,
             key: "inputs.x".into(),
         }
     }

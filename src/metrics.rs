@@ -31,6 +31,8 @@ pub struct RunMetrics {
     pub model: ModelReport,
     pub output_files: u64,
     pub output_bytes: u64,
+    /// NaN or ±infinity values the model produced in float output columns.
+    pub non_finite_outputs: u64,
     /// Why rows were rejected, most frequent first (at most 10 reasons).
     pub rejected_reasons: Vec<ReasonCount>,
 }

@@ -495,6 +495,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         output_files: files.len() as u64,
         output_bytes: files.iter().map(|f| f.bytes).sum(),
         rejected_reasons: top_reasons(&scorer, 10),
+        non_finite_outputs: scorer.stats.non_finite_outputs.load(Ordering::Relaxed),
     };
     let manifest = Manifest {
         run_id,

@@ -22,7 +22,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
     StringArray, StructArray, UInt32Array,
 };
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{
@@ -241,6 +241,8 @@ pub struct ScoreStats {
     pub batches: AtomicU64,
     pub features_ns: AtomicU64,
     pub inference_ns: AtomicU64,
+    /// NaN or ±infinity values in float output columns.
+    pub non_finite_outputs: AtomicU64,
     /// Rejected rows by reason.
     pub reject_reasons: Mutex<IndexMap<String, u64>>,
     /// Seconds per scored batch (features + inference).
@@ -297,7 +299,6 @@ impl Scorer {
 
         // A row with a null in a feature that has no fill rule is rejected, not scored; its
         // reason names the first such column.
-        let mut valid: Option<NullBuffer> = None;
         let mut reasons: Vec<Option<String>> = Vec::new();
         let mut stages: Vec<Option<&str>> = Vec::new();
         let mut values: Vec<Option<String>> = Vec::new();
@@ -305,7 +306,12 @@ impl Scorer {
         for binding in &self.inputs {
             for (j, sql) in binding.columns.iter().enumerate() {
                 let col = &args[offset + j];
-                if col.null_count() == 0 {
+                let non_finite = if binding.reject_non_finite {
+                    non_finite_rows(col)
+                } else {
+                    Vec::new()
+                };
+                if col.null_count() == 0 && non_finite.is_empty() {
                     continue;
                 }
                 if reasons.is_empty() {
@@ -320,6 +326,16 @@ impl Scorer {
                 );
                 let cast_reason = format!("column {name:?}: cannot be cast to {}", binding.dtype);
                 let raw = binding.raw_args.get(j).copied().flatten().map(|r| &args[r]);
+                for (i, text) in non_finite {
+                    if reasons[i].is_none() {
+                        reasons[i] = Some(format!(
+                            "column {name:?}: not finite, and [inputs.{}] sets on_non_finite = \"reject\"",
+                            binding.name
+                        ));
+                        stages[i] = Some("features");
+                        values[i] = Some(text);
+                    }
+                }
                 for i in 0..num_rows {
                     if reasons[i].is_some() || !col.is_null(i) {
                         continue;
@@ -337,7 +353,6 @@ impl Scorer {
                     stages[i] = Some("features");
                     values[i] = Some(value);
                 }
-                valid = NullBuffer::union(valid.as_ref(), col.logical_nulls().as_ref());
             }
             offset += binding.columns.len();
         }
@@ -351,9 +366,10 @@ impl Scorer {
                 *counts.entry(r.clone()).or_default() += 1;
             }
         }
-        let scored_rows: Vec<usize> = match &valid {
-            None => (0..num_rows).collect(),
-            Some(v) => (0..num_rows).filter(|&i| v.is_valid(i)).collect(),
+        let scored_rows: Vec<usize> = if reasons.is_empty() {
+            (0..num_rows).collect()
+        } else {
+            (0..num_rows).filter(|&i| reasons[i].is_none()).collect()
         };
         let chunk = self.fixed_batch.unwrap_or(scored_rows.len().max(1));
         let mut run = BatchRun {
@@ -407,6 +423,12 @@ impl Scorer {
             } else {
                 datafusion::arrow::compute::concat(&refs).map_err(|e| e.to_string())?
             };
+            if matches!(binding.elem, ElemType::Float32 | ElemType::Float64) {
+                let n = count_non_finite(scored.as_ref());
+                self.stats
+                    .non_finite_outputs
+                    .fetch_add(n, Ordering::Relaxed);
+            }
             columns.push(scatter(scored, &scored_rows, num_rows, has_gaps)?);
         }
         // The reject columns: the stage, the reason, and the offending values as text.
@@ -545,6 +567,52 @@ impl Scorer {
                 decode_output(b, value, rows, keep)
             })
             .collect()
+    }
+}
+
+/// Rows of a float column holding NaN or ±infinity, with the value as text.
+fn non_finite_rows(col: &ArrayRef) -> Vec<(usize, String)> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float32Type, Float64Type};
+    let pick = |i: usize, v: f64| (!v.is_finite() && col.is_valid(i)).then(|| (i, v.to_string()));
+    match col.data_type() {
+        DataType::Float32 => col
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| pick(i, f64::from(*v)))
+            .collect(),
+        DataType::Float64 => col
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| pick(i, *v))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// NaN and ±infinity values in a float column or a list of floats.
+fn count_non_finite(a: &dyn Array) -> u64 {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float32Type, Float64Type};
+    match a.data_type() {
+        DataType::Float32 => a
+            .as_primitive::<Float32Type>()
+            .values()
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count() as u64,
+        DataType::Float64 => a
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .filter(|v| !v.is_finite())
+            .count() as u64,
+        DataType::List(_) => count_non_finite(a.as_list::<i32>().values().as_ref()),
+        _ => 0,
     }
 }
 

@@ -144,6 +144,19 @@ pub struct ModelInputSpec {
     /// has another type is refused.
     #[serde(default)]
     pub dtype: Option<TensorDtype>,
+    /// What to do with NaN and ±infinity in a float input: `"keep"` scores them, as
+    /// onnxruntime would; `"reject"` sends the row to `_rejected/`. Default: "keep".
+    #[serde(default)]
+    pub on_non_finite: NonFinite,
+}
+
+/// Handling of NaN and ±infinity in float inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinite {
+    #[default]
+    Keep,
+    Reject,
 }
 
 /// A fill value: a number, a string or a boolean.

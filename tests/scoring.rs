@@ -552,3 +552,91 @@ batch_size = 64
         );
     }
 }
+
+#[test]
+fn non_finite_inputs_are_kept_or_rejected_and_non_finite_outputs_counted() {
+    use datafusion::arrow::array::{ArrayRef, Float32Array, Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let s = Scratch::new();
+    let mut fields = vec![Field::new("row_id", DataType::Int64, false)];
+    fields.extend((0..4).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(0..6))];
+    for j in 0..4 {
+        let mut v: Vec<f32> = (0..6).map(|i| (i * 4 + j) as f32 / 10.0).collect();
+        if j == 2 {
+            v[1] = f32::NAN;
+        }
+        if j == 0 {
+            v[4] = f32::INFINITY;
+        }
+        cols.push(Arc::new(Float32Array::from(v)));
+    }
+    let file = std::fs::File::create(s.path("nf.parquet")).unwrap();
+    let mut w =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), None).unwrap();
+    w.write(&RecordBatch::try_new(schema, cols).unwrap())
+        .unwrap();
+    w.close().unwrap();
+    let spec = |name: &str, extra: &str| {
+        format!(
+            "name = \"nf\"\n[input]\nuri = \"../nf.parquet\"\n[model]\nuri = \"{}\"\n[inputs.x]\ncolumns = [\"x0\", \"x1\", \"x2\", \"x3\"]\n{extra}\n[output]\nuri = \"../out/{name}/\"\npassthrough = [\"row_id\"]\n[outputs]\nscore_2 = \"scores[2]\"\n",
+            sample("synthetic/fixed_batch.onnx")
+        )
+    };
+    let metrics = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(s.path(&format!("out/{name}/_metrics.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+
+    // reject: the NaN and the +inf rows go to _rejected/ with the value.
+    let job = s.job("reject.toml", &spec("r", "on_non_finite = \"reject\""));
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let m = metrics("r");
+    assert_eq!(m["rows"]["rejected"], 2);
+    assert_eq!(m["non_finite_outputs"], 0);
+    let reasons: Vec<&str> = m["rejected_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "column \"x0\": not finite, and [inputs.x] sets on_non_finite = \"reject\"",
+            "column \"x2\": not finite, and [inputs.x] sets on_non_finite = \"reject\""
+        ]
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/r/_manifest.json")).unwrap())
+            .unwrap();
+    let mut values = Vec::new();
+    for f in manifest["rejected_files"].as_array().unwrap() {
+        let t = read_parquet(&s.path("out/r").join(f["path"].as_str().unwrap()));
+        values.extend(t["row_id"].iter().cloned().zip(t["_value"].iter().cloned()));
+    }
+    values.sort_by_key(|v| format!("{:?}", v.0));
+    assert_eq!(
+        values,
+        [
+            (Cell::Int(1), Cell::Text("NaN".into())),
+            (Cell::Int(4), Cell::Text("inf".into()))
+        ]
+    );
+
+    // keep (the default): every row is scored, as onnxruntime would, and the NaN outputs counted.
+    let job = s.job("keep.toml", &spec("k", ""));
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let m = metrics("k");
+    assert_eq!(m["rows"]["rejected"], 0);
+    assert_eq!(m["rows"]["scored"], 6);
+    assert!(
+        m["non_finite_outputs"].as_u64().unwrap() >= 2,
+        "{}",
+        m["non_finite_outputs"]
+    );
+}
