@@ -387,9 +387,16 @@ pub fn nearest_columns(schema: &DFSchema, name: &str) -> String {
         .filter(|(d, n)| *d <= 2.max(n.len() / 3))
         .min();
     let list = names.join(", ");
+    // One column whose name holds a likely delimiter: the CSV was split on the wrong one.
+    let hint = match names.as_slice() {
+        [only] if only.contains([';', '|', '\t', ',']) => {
+            "; the input has a single column: is [input.csv] delimiter right?"
+        }
+        _ => "",
+    };
     match best {
-        Some((_, n)) => format!(" (did you mean {n:?}? columns: {list})"),
-        None => format!(" (columns: {list})"),
+        Some((_, n)) => format!(" (did you mean {n:?}? columns: {list}{hint})"),
+        None => format!(" (columns: {list}{hint})"),
     }
 }
 

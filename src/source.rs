@@ -17,6 +17,9 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 
+use datafusion::arrow::datatypes::SchemaRef;
+use object_store::ObjectMeta;
+
 use crate::spec::{CsvCompression, InputFormat, InputSpec, Problem, RunSpec};
 use crate::storage::{Scheme, StoreFactory};
 
@@ -160,9 +163,13 @@ pub async fn open_input(
             .collect();
         options = options.with_table_partition_cols(cols);
     }
-    let fingerprint = listing_fingerprint(&state, &url, &options.file_extension)
+    let files = list_files(&state, &url, &options.file_extension)
         .await
         .map_err(|e| one("input.uri", format!("{uri}: cannot list: {e}")))?;
+    check_files(&state, &url, &options, &files, format)
+        .await
+        .map_err(|m| one("input.uri", m))?;
+    let fingerprint = listing_fingerprint(&files);
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .infer_schema(&state)
@@ -204,20 +211,109 @@ pub async fn open_input(
     Ok((df, fingerprint))
 }
 
-/// SHA-256 over the files the table reads (path, size, modification time), in path order:
-/// what `mode = "skip"` compares to tell whether the input changed since the last commit.
-async fn listing_fingerprint(
+/// The files the table reads, in path order.
+async fn list_files(
     state: &datafusion::execution::SessionState,
     url: &ListingTableUrl,
     extension: &str,
-) -> datafusion::common::Result<String> {
+) -> datafusion::common::Result<Vec<ObjectMeta>> {
     use futures::TryStreamExt;
-    use sha2::{Digest, Sha256};
     let store = state.runtime_env().object_store(url)?;
-    let mut files: Vec<String> = url
+    let mut files: Vec<ObjectMeta> = url
         .list_all_files(state, store.as_ref(), extension)
         .await?
-        .map_ok(|m| {
+        .try_collect()
+        .await?;
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(files)
+}
+
+/// A listed file as the user knows it: a local path, or the object's URL.
+fn file_name(url: &ListingTableUrl, meta: &ObjectMeta) -> String {
+    match url::Url::parse(url.as_str()) {
+        Ok(u) if u.scheme() == "file" => format!("/{}", meta.location),
+        Ok(u) => format!(
+            "{}://{}/{}",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            meta.location
+        ),
+        Err(_) => meta.location.to_string(),
+    }
+}
+
+/// Refuses, naming the file, an input with an empty file, a file that cannot be read, or
+/// files whose columns differ (names and, for Parquet, types; CSV types are guessed per file).
+async fn check_files(
+    state: &datafusion::execution::SessionState,
+    url: &ListingTableUrl,
+    options: &ListingOptions,
+    files: &[ObjectMeta],
+    format: InputFormat,
+) -> Result<(), String> {
+    let store = state
+        .runtime_env()
+        .object_store(url)
+        .map_err(|e| e.to_string())?;
+    let mut first: Option<(String, SchemaRef)> = None;
+    for meta in files {
+        let name = file_name(url, meta);
+        if meta.size == 0 {
+            return Err(format!("{name}: the file is empty (0 bytes)"));
+        }
+        let schema = options
+            .format
+            .infer_schema(state, &store, std::slice::from_ref(meta))
+            .await
+            .map_err(|e| {
+                format!(
+                    "{name}: cannot read it: {}",
+                    e.to_string().replace('\n', "; ")
+                )
+            })?;
+        match &first {
+            None => first = Some((name, schema)),
+            Some((first_name, first_schema)) => {
+                let describe = |s: &SchemaRef| -> Vec<String> {
+                    s.fields()
+                        .iter()
+                        .map(|f| match format {
+                            InputFormat::Parquet => format!("{}: {}", f.name(), f.data_type()),
+                            InputFormat::Csv => f.name().clone(),
+                        })
+                        .collect()
+                };
+                let (a, b) = (describe(first_schema), describe(&schema));
+                if a != b {
+                    let missing: Vec<&String> = a.iter().filter(|c| !b.contains(c)).collect();
+                    let extra: Vec<&String> = b.iter().filter(|c| !a.contains(c)).collect();
+                    return Err(format!(
+                        "{name}: its columns differ from those of {first_name} (missing: [{}]; not in {first_name}: [{}]); every input file must have the same columns",
+                        missing
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        extra
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 over the files the table reads (path, size, modification time), in path order:
+/// what `mode = "skip"` compares to tell whether the input changed since the last commit.
+fn listing_fingerprint(files: &[ObjectMeta]) -> String {
+    use sha2::{Digest, Sha256};
+    let lines: Vec<String> = files
+        .iter()
+        .map(|m| {
             format!(
                 "{} {} {}",
                 m.location,
@@ -225,10 +321,8 @@ async fn listing_fingerprint(
                 m.last_modified.timestamp_nanos_opt().unwrap_or_default()
             )
         })
-        .try_collect()
-        .await?;
-    files.sort();
-    Ok(hex::encode(Sha256::digest(files.join("\n").as_bytes())))
+        .collect();
+    hex::encode(Sha256::digest(lines.join("\n").as_bytes()))
 }
 
 fn first_line(s: &str) -> &str {

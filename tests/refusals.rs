@@ -456,3 +456,133 @@ fn an_input_the_model_does_not_have() {
         &["[inputs.feature]: the model has no input \"feature\" (its inputs: features)"],
     );
 }
+
+/// A Parquet case: its name, the files of the input folder, what the message must say.
+type ParquetCase<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, Vec<&'a str>);
+/// A CSV case: its name, the file, and `Ok(rows scored)` or `Err(what the message must say)`.
+type CsvCase<'a> = (&'a str, Vec<u8>, Result<u64, Vec<&'a str>>);
+
+/// The bad-input matrix: each input is refused before any work (exit 2) with a message that
+/// names the file and what is wrong with it, or, where it is readable after all, scored.
+#[test]
+fn bad_input_files_are_refused_naming_the_file_and_the_reason() {
+    let fraud = std::fs::read(sample("fraud/transactions.parquet")).unwrap();
+    let rows = std::fs::read(sample("synthetic/rows.parquet")).unwrap();
+    let mut footer = fraud[..fraud.len() - 8].to_vec();
+    footer.extend_from_slice(b"XXXXXXXX");
+    let parquet_cases: Vec<ParquetCase> = vec![
+        (
+            "truncated",
+            vec![("t.parquet", fraud[..fraud.len() / 2].to_vec())],
+            vec!["t.parquet: cannot read it: ", "Corrupt footer"],
+        ),
+        (
+            "zero-byte",
+            vec![("z.parquet", Vec::new())],
+            vec!["z.parquet: the file is empty (0 bytes)"],
+        ),
+        (
+            "bad-footer",
+            vec![("f.parquet", footer)],
+            vec!["f.parquet: cannot read it: ", "Corrupt footer"],
+        ),
+        (
+            "mixed-schemas",
+            vec![("a.parquet", fraud.clone()), ("b.parquet", rows)],
+            vec![
+                "b.parquet: its columns differ from those of ",
+                "a.parquet (missing: [txn_id: Int64, x4: Float32, x5: Float32]",
+            ],
+        ),
+    ];
+    for (case, files, expected) in parquet_cases {
+        let s = Scratch::new();
+        std::fs::create_dir(s.path("in")).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(s.path("in").join(name), bytes).unwrap();
+        }
+        let job = s.job(
+            "bad.toml",
+            &format!(
+                "name = \"bad\"\n[input]\nuri = \"../in/\"\n[model]\nuri = \"{}\"\n[inputs.input]\ncolumns = [\"x0\", \"x1\", \"x2\", \"x3\", \"x4\", \"x5\"]\n[output]\nuri = \"../out/x/\"\n",
+                sample("fraud/fraud_xgb.onnx")
+            ),
+        );
+        let err = assert_exit(&run(&["run", job.to_str().unwrap()]), 2);
+        for e in expected {
+            assert!(err.contains(e), "{case}: expected {e:?} in:\n{err}");
+        }
+        assert!(err.contains("[input.uri]: "), "{case}: {err}");
+        assert!(!s.path("out").exists(), "{case}: nothing written");
+    }
+
+    let mut big = b"row_id,a,b,note\n0,1,2,".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+    big.extend_from_slice(b"\n1,2,3,ok\n");
+    let csv_cases: Vec<CsvCase> = vec![
+        (
+            "ragged",
+            b"row_id,a,b\n0,1,2\n1,2\n2,3,4\n".to_vec(),
+            Err(vec![
+                "d.csv: cannot read it: ",
+                "Expected 3 records, found 2 records at line 3",
+            ]),
+        ),
+        (
+            "non-utf8",
+            b"row_id,a,b,note\n0,1,2,caf\xe9\n1,2,3,ok\n".to_vec(),
+            Err(vec![
+                "d.csv: cannot read it: ",
+                "invalid UTF-8 in field 3",
+                "at line 2",
+            ]),
+        ),
+        (
+            "wrong-delimiter",
+            b"row_id;a;b\n0;1;2\n".to_vec(),
+            Err(vec![
+                "unknown column \"a\" (columns: row_id;a;b; the input has a single column: is [input.csv] delimiter right?)",
+            ]),
+        ),
+        (
+            "quoted-newlines",
+            b"row_id,a,b,note\n0,1,2,\"line one\nline two\"\n1,2,3,plain\n".to_vec(),
+            Ok(2),
+        ),
+        (
+            "utf8-bom",
+            b"\xef\xbb\xbfrow_id,a,b\n0,1,2\n1,2,3\n".to_vec(),
+            Ok(2),
+        ),
+        ("10-mb-field", big, Ok(2)),
+    ];
+    for (case, bytes, outcome) in csv_cases {
+        let s = Scratch::new();
+        std::fs::write(s.path("d.csv"), bytes).unwrap();
+        let job = s.job(
+            "csv.toml",
+            &format!(
+                "name = \"csv\"\n[input]\nuri = \"../d.csv\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/x/\"\npassthrough = [\"row_id\"]\n",
+                sample("synthetic/rank1_int.onnx")
+            ),
+        );
+        let o = run(&["run", job.to_str().unwrap()]);
+        match outcome {
+            Ok(n) => {
+                assert_ok(&o);
+                let m: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(s.path("out/x/_metrics.json")).unwrap(),
+                )
+                .unwrap();
+                assert_eq!(m["rows"]["scored"], n, "{case}");
+            }
+            Err(expected) => {
+                let err = assert_exit(&o, 2);
+                for e in expected {
+                    assert!(err.contains(e), "{case}: expected {e:?} in:\n{err}");
+                }
+                assert!(!s.path("out").exists(), "{case}: nothing written");
+            }
+        }
+    }
+}
