@@ -221,8 +221,10 @@ pub fn bind_inputs(
             // before) instead of failing the batch. `fill_null` fills only real nulls.
             let (typed, raw) = if source == target {
                 (expr, None)
-            } else {
+            } else if cast_can_fail(&source, &target) {
                 (try_cast(expr.clone(), target.clone()), Some(expr))
+            } else {
+                (cast(expr, target.clone()), None)
             };
             let typed = match (&fill_expr, &raw) {
                 (Some(f), Some(raw)) => when(raw.clone().is_null(), f.clone())
@@ -461,6 +463,42 @@ pub fn castable(from: &DataType, to: &DataType) -> bool {
     scalar_source && datafusion::arrow::compute::can_cast_types(from, to)
 }
 
+/// Whether casting `from` to `to` can fail on a value: text to anything else, and into an
+/// integer type from a float, a decimal or a wider integer. Other casts (int to float,
+/// float64 to float32, bool to number) always succeed and need no per-row check.
+pub fn cast_can_fail(from: &DataType, to: &DataType) -> bool {
+    let from = match from {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    };
+    let text = matches!(
+        from,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    let bits = |t: &DataType| match t {
+        DataType::Int8 | DataType::UInt8 => 8,
+        DataType::Int16 | DataType::UInt16 => 16,
+        DataType::Int32 | DataType::UInt32 => 32,
+        DataType::Int64 => 63,
+        _ => 64,
+    };
+    match to {
+        DataType::Utf8 => false,
+        DataType::Int32 | DataType::Int64 => {
+            let fractional = from.is_floating()
+                || matches!(
+                    from,
+                    DataType::Decimal32(..)
+                        | DataType::Decimal64(..)
+                        | DataType::Decimal128(..)
+                        | DataType::Decimal256(..)
+                );
+            text || fractional || from.is_integer() && bits(from) > bits(to)
+        }
+        _ => text,
+    }
+}
+
 /// Packs evaluated columns into one model input tensor.
 #[derive(Debug)]
 pub struct FeaturePacker<'a> {
@@ -592,6 +630,23 @@ mod tests {
         assert_eq!(display_sql(&quote_ident("age")), "age");
         assert_eq!(display_sql("ln(1 + x)"), "ln(1 + x)");
         assert_eq!(display_sql(r#""a""b""#), r#""a""b""#);
+    }
+
+    #[test]
+    fn only_casts_that_can_fail_are_checked_per_row() {
+        use DataType::*;
+        assert!(cast_can_fail(&Utf8, &Float32));
+        assert!(cast_can_fail(&Utf8View, &Int64));
+        assert!(cast_can_fail(&Int64, &Int32));
+        assert!(cast_can_fail(&UInt64, &Int64));
+        assert!(cast_can_fail(&Float64, &Int64));
+        assert!(cast_can_fail(&Decimal128(8, 2), &Int32));
+        assert!(!cast_can_fail(&Float64, &Float32));
+        assert!(!cast_can_fail(&Int64, &Float32));
+        assert!(!cast_can_fail(&Int16, &Int64));
+        assert!(!cast_can_fail(&UInt32, &Int64));
+        assert!(!cast_can_fail(&Boolean, &Int32));
+        assert!(!cast_can_fail(&Int64, &Utf8));
     }
 
     #[test]
