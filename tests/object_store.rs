@@ -81,6 +81,19 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A bucket holding the churn sample: its hive-partitioned data under `churn/data/` and its
+/// model at `models/churn.onnx`.
+fn churn_bucket(name: &str) -> String {
+    let (b, store) = bucket(name);
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(
+        &store,
+        &sample("churn/churn_lgbm.onnx"),
+        "models/churn.onnx",
+    );
+    b
+}
+
 fn upload_file(store: &impl ObjectStore, file: &str, key: &str) {
     let bytes = std::fs::read(file).unwrap();
     rt().block_on(store.put(&key.into(), PutPayload::from(bytes)))
@@ -157,13 +170,7 @@ batch_size = 1024
 #[test]
 fn hive_partitions_and_a_model_in_a_bucket_give_the_same_rows_as_local_files() {
     let s = Scratch::new();
-    let (b, store) = bucket("churn");
-    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
-    upload_file(
-        &store,
-        &sample("churn/churn_lgbm.onnx"),
-        "models/churn.onnx",
-    );
+    let b = churn_bucket("churn");
     let job = s.job(
         "c.toml",
         &churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true)),
@@ -311,13 +318,7 @@ fn a_missing_bucket_and_a_missing_model_fail_fast_naming_the_url() {
 #[test]
 fn credentials_never_appear_in_logs_metrics_or_manifests() {
     let s = Scratch::new();
-    let (b, store) = bucket("secrets");
-    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
-    upload_file(
-        &store,
-        &sample("churn/churn_lgbm.onnx"),
-        "models/churn.onnx",
-    );
+    let b = churn_bucket("secrets");
     let job = s.job(
         "s.toml",
         &churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true)),
@@ -774,13 +775,7 @@ fn a_model_over_http_needs_allow_http_and_is_cached() {
 #[test]
 fn throttling_and_server_errors_are_retried() {
     let s = Scratch::new();
-    let (b, store) = bucket("flaky");
-    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
-    upload_file(
-        &store,
-        &sample("churn/churn_lgbm.onnx"),
-        "models/churn.onnx",
-    );
+    let b = churn_bucket("flaky");
     // The first three connections are throttled; the store's retries get past them.
     let proxy = Proxy::start_flaky(endpoint().trim_start_matches("http://").to_string(), 3);
     let text = churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true))
