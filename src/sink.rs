@@ -681,7 +681,19 @@ impl StoreCommitter {
                     .collect::<Vec<_>>();
                 Some((version, files))
             }
-            Err(object_store::Error::NotFound { .. }) => None,
+            Err(object_store::Error::NotFound { .. }) => {
+                // A missing bucket or container also reads as "no manifest"; a listing tells
+                // them apart, so that the run is refused before any work rather than at its
+                // first write.
+                if mode != WriteMode::Error {
+                    located
+                        .store
+                        .list_with_delimiter(Some(&prefix))
+                        .await
+                        .map_err(store_err("list"))?;
+                }
+                None
+            }
             Err(e) => return Err(store_err("read the manifest")(e)),
         };
         let uri = uri.trim_end_matches('/').to_string();
