@@ -416,6 +416,31 @@ def make_lookup():
     )
 
 
+# --------------------------------------------------------------------------------------------
+# future_opset: a valid graph that imports an operator set no ONNX Runtime release knows
+# --------------------------------------------------------------------------------------------
+def make_future_opset():
+    d = os.path.join(HERE, "synthetic")
+    os.makedirs(d, exist_ok=True)
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "future_opset",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 99)], producer_name="batchscore-samples")
+    m.ir_version = 8
+    path = os.path.join(d, "future_opset.onnx")
+    save_model(m, path)
+    # The oracle: onnxruntime's Python API refuses it too.
+    try:
+        session(path)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+        assert "opset" in str(e).lower(), e
+    else:
+        raise AssertionError("onnxruntime accepted opset 99")
+
+
 MAKERS = {
     "churn": make_churn,
     "plans": make_plans,
@@ -423,6 +448,7 @@ MAKERS = {
     "xgb": make_xgb,
     "synthetic": make_synthetic,
     "lookup": make_lookup,
+    "future_opset": make_future_opset,
 }
 
 if __name__ == "__main__":

@@ -162,7 +162,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             // A signal drops the run: its tasks stop and its staging is removed.
             let summary = tokio::select! {
-                r = execute(plan, bar) => r?,
+                r = execute(plan, bar) => r.inspect_err(|_| {
+                    // The staging is gone by now: say so, for whoever reads the log at 3 a.m.
+                    tracing::error!("run failed: nothing was committed");
+                })?,
                 signal = shutdown_signal() => {
                     tracing::error!(signal = signal.name, "interrupted: nothing was committed");
                     return Err(Interrupted(signal).into());

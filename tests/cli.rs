@@ -456,3 +456,43 @@ fn skip_mode_does_nothing_when_the_same_job_committed_and_reruns_when_the_input_
     assert_ne!(second["input_fingerprint"], first["input_fingerprint"]);
     assert!(second["rows"].as_u64().unwrap() > first["rows"].as_u64().unwrap());
 }
+
+#[test]
+fn a_full_disk_fails_naming_the_path_and_commits_nothing() {
+    let s = Scratch::new();
+    let disk = s.path("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let input = s.path("big.parquet");
+    big_fraud_input(&input, 200_000);
+    let out = disk.join("out/");
+    let job = fraud_job(&s, "error", input.to_str().unwrap(), out.to_str().unwrap());
+    // A 64 KiB file system of the run's own, which its parts overflow: a tmpfs mounted in a
+    // private mount namespace (a user namespace stands in for root), listed before it goes.
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs '{disk}' || exit 99; '{bin}' run '{job}'; rc=$?; \
+         echo LISTING; ls -A '{disk}'; exit $rc",
+        disk = disk.display(),
+        bin = env!("CARGO_BIN_EXE_batchscore"),
+        job = job.display(),
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--mount", "--map-root-user", "sh", "-c", &script])
+        .env(
+            "ORT_DYLIB_PATH",
+            std::env::var_os("ORT_DYLIB_PATH")
+                .unwrap_or_else(|| repo().join(".ort/lib/libonnxruntime.so.1.31.1").into()),
+        )
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&o);
+    assert_ne!(o.status.code(), Some(99), "cannot mount a tmpfs: {stderr}");
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&disk.display().to_string()) && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was committed"), "{stderr}");
+    let listing = stdout.split("LISTING").nth(1).unwrap_or_default();
+    assert_eq!(listing.trim(), "", "staging removed, nothing committed");
+}

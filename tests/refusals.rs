@@ -213,6 +213,40 @@ fn a_file_that_is_not_onnx_or_is_truncated() {
 }
 
 #[test]
+fn a_model_of_an_opset_onnx_runtime_does_not_support() {
+    // A valid graph stamped with ai.onnx opset 99: onnxruntime's Python API refuses it too
+    // (make_samples.py checks that when it writes the file).
+    let s = Scratch::new();
+    let job = s.job(
+        "o.toml",
+        &format!(
+            r#"
+name = "future"
+[input]
+uri = "{}"
+[model]
+uri = "{}"
+[inputs.x]
+columns = ["x0", "x1", "x2", "x3"]
+[output]
+uri = "out/"
+passthrough = ["row_id"]
+[outputs]
+y = "y"
+"#,
+            sample("synthetic/rows.parquet"),
+            sample("synthetic/future_opset.onnx")
+        ),
+    );
+    let err = refused(
+        &s,
+        &job,
+        &["[model.uri]: model ", "future_opset.onnx", "Opset 99"],
+    );
+    assert!(!err.contains("onnxruntime_src"), "{err}");
+}
+
+#[test]
 fn input_that_matches_nothing_and_a_bad_query() {
     let s = Scratch::new();
     let job = s.job(
