@@ -6,6 +6,7 @@
 //! and [`cli`] the command line.
 
 pub mod cli;
+pub mod csv_input;
 pub mod features;
 pub mod metrics;
 pub mod model;

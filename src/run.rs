@@ -23,6 +23,7 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
+use crate::csv_input::MalformedRow;
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::metrics::{
     Latency, Manifest, ModelReport, ReasonCount, RowCounts, RunMetrics, StageSeconds,
@@ -30,7 +31,7 @@ use crate::metrics::{
 use crate::model::{Model, ModelError};
 use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
 use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
-use crate::source::{effective_workers, open_input, session_context};
+use crate::source::{CsvScanReport, effective_workers, open_input, session_context};
 use crate::spec::{LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
 
@@ -76,6 +77,8 @@ pub struct JobPlan {
     stores: StoreFactory,
     /// SHA-256 of the input files' listing (see `source::open_input`).
     input_fingerprint: String,
+    /// For CSV inputs: the malformed rows the scan sets aside, and the rows it read.
+    csv_report: Option<CsvScanReport>,
     pub workers: usize,
 }
 
@@ -128,10 +131,12 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
 
     let ctx = session_context(&s.run);
     let mut input_fingerprint = String::new();
-    let input = match open_input(&ctx, &s.input, &stores).await {
-        Ok((df, fingerprint)) => {
-            input_fingerprint = fingerprint;
-            Some(df)
+    let mut csv_report = None;
+    let input = match open_input(&ctx, &s.input, &stores, s.run.batch_size).await {
+        Ok(opened) => {
+            input_fingerprint = opened.fingerprint;
+            csv_report = opened.csv;
+            Some(opened.frame)
         }
         Err(mut p) => {
             problems.append(&mut p);
@@ -200,6 +205,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
             passthrough,
             stores,
             input_fingerprint,
+            csv_report,
         }),
         _ => Err(RunError::Spec(SpecError {
             file: spec.file.clone(),
@@ -240,7 +246,10 @@ struct PartitionResult {
 }
 
 /// Runs a planned job and commits its output.
-pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<RunSummary, RunError> {
+pub async fn execute(
+    mut plan: JobPlan,
+    progress: Option<ProgressBar>,
+) -> Result<RunSummary, RunError> {
     let started_at = chrono::Utc::now();
     let started = Instant::now();
     let run_id = uuid::Uuid::now_v7().to_string();
@@ -294,6 +303,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
     tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
 
     let staging = committer.staging();
+    let csv_rows_read = plan.csv_report.as_ref().map(|r| r.rows_read.clone());
     let outcome = async {
         let physical = df.create_physical_plan().await.map_err(|e| exec_err(&e))?;
         if let Some(pb) = &progress
@@ -307,6 +317,29 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             .map_err(|e| exec_err(&e))?;
 
         let mut tasks = Vec::with_capacity(streams.len());
+        let mut malformed_task = None;
+        let (scan_done, scan_done_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(report) = plan.csv_report.take() {
+            // Malformed CSV rows go to `_rejected/` through parts of their own, numbered
+            // after the scoring partitions' parts.
+            let writer = RollingWriter::new(
+                staging.clone(),
+                "_rejected/part",
+                streams.len(),
+                s.output.format,
+                rej_schema.clone(),
+                s.output.max_rows_per_file,
+            );
+            malformed_task = Some(tokio::spawn(write_malformed(
+                report.malformed,
+                scan_done_rx,
+                writer,
+                rej_schema.clone(),
+                scorer.clone(),
+                s.run.max_rejected,
+                s.name.clone(),
+            )));
+        }
         for (partition, mut stream) in streams.into_iter().enumerate() {
             let mut writer = RollingWriter::new(
                 staging.clone(),
@@ -370,7 +403,8 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
 
         // Dropping the run (a signal) aborts the partition tasks before the staging goes.
         let mut tasks = AbortOnDrop(tasks);
-        let mut results = Vec::with_capacity(tasks.0.len());
+        let mut malformed_task = AbortOnDrop(malformed_task.into_iter().collect());
+        let mut results = Vec::with_capacity(tasks.0.len() + 1);
         let mut first_error = None;
         for t in tasks.0.iter_mut() {
             match t.await {
@@ -385,6 +419,21 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
                 }
             }
         }
+        // Every scan has ended, so every malformed row has been sent.
+        let _ = scan_done.send(());
+        for t in malformed_task.0.iter_mut() {
+            match t.await {
+                Ok(Ok(r)) => results.push(r),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(RunError::Execution(format!(
+                        "the rejected-rows task failed: {join}"
+                    )));
+                }
+            }
+        }
         if let Some(pb) = &progress {
             pb.finish_and_clear();
         }
@@ -392,7 +441,9 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
             return Err(e);
         }
 
-        let selected = scorer.stats.rows_in.load(Ordering::Relaxed);
+        // Malformed rows never reach the query: they count as considered, and as rejected.
+        let selected = scorer.stats.rows_in.load(Ordering::Relaxed)
+            + scorer.stats.rows_malformed.load(Ordering::Relaxed);
         let rejected_rows = scorer.stats.rows_unscored.load(Ordering::Relaxed);
         if let Some(rate) = s.run.max_rejected_rate
             && selected > 0
@@ -440,6 +491,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         }
     };
     let written: u64 = files.iter().map(|f| f.rows).sum();
+    let csv_rows_read = csv_rows_read.map(|n| n.load(Ordering::Relaxed));
 
     let stats = &scorer.stats;
     let secs = |ns: u64| ns as f64 / 1e9;
@@ -456,7 +508,7 @@ pub async fn execute(plan: JobPlan, progress: Option<ProgressBar>) -> Result<Run
         batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         rows: RowCounts {
-            read: rows_read(physical.as_ref()),
+            read: csv_rows_read.or_else(|| rows_read(physical.as_ref())),
             selected: stats.rows_in.load(Ordering::Relaxed),
             scored,
             rejected: stats.rows_unscored.load(Ordering::Relaxed),
@@ -608,4 +660,87 @@ fn budget_error(job: &str, scorer: &Scorer, limit: String) -> RunError {
             reasons.join("\n")
         ),
     }
+}
+
+/// Writes the malformed rows of a CSV scan to `_rejected/` (stage `read`, the file and line
+/// in `_reason`, the record in `_value`, pass-through columns null) and counts them as
+/// rejected, stopping the run past `max_rejected` as the scoring tasks do.
+async fn write_malformed(
+    mut malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
+    mut scan_done: tokio::sync::oneshot::Receiver<()>,
+    mut writer: RollingWriter,
+    schema: SchemaRef,
+    scorer: Arc<Scorer>,
+    max_rejected: Option<u64>,
+    job_name: String,
+) -> Result<PartitionResult, RunError> {
+    use datafusion::arrow::array::{StringArray, new_null_array};
+    let mut result = PartitionResult::default();
+    let mut rows: Vec<MalformedRow> = Vec::new();
+    let mut closed = false;
+    loop {
+        // The table (and so a sender) lives as long as the plan: the run says when the scans
+        // are over, and what is queued by then is the rest.
+        let n = tokio::select! {
+            n = malformed.recv_many(&mut rows, 1024) => n,
+            _ = &mut scan_done, if !closed => {
+                closed = true;
+                malformed.close();
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let t = Instant::now();
+        let n_pass = schema.fields().len() - crate::spec::REJECT_COLUMNS.len();
+        let mut columns: Vec<ArrayRef> = schema.fields()[..n_pass]
+            .iter()
+            .map(|f| new_null_array(f.data_type(), n))
+            .collect();
+        columns.push(Arc::new(StringArray::from(vec!["read"; n])));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.to_string()),
+        )));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.text.as_str()),
+        )));
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| RunError::Execution(e.to_string()))?;
+        writer.write(&batch).await?;
+        result.write += t.elapsed();
+        {
+            let mut reasons = scorer
+                .stats
+                .reject_reasons
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for r in &rows {
+                *reasons.entry(r.reason.clone()).or_default() += 1;
+            }
+        }
+        scorer
+            .stats
+            .rows_malformed
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let so_far = scorer
+            .stats
+            .rows_unscored
+            .fetch_add(n as u64, Ordering::Relaxed)
+            + n as u64;
+        rows.clear();
+        if let Some(max) = max_rejected
+            && so_far > max
+        {
+            return Err(budget_error(
+                &job_name,
+                &scorer,
+                format!("more than [run] max_rejected = {max}"),
+            ));
+        }
+    }
+    let t = Instant::now();
+    result.rejected_files = writer.finish().await?;
+    result.write += t.elapsed();
+    Ok(result)
 }

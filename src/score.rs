@@ -237,7 +237,10 @@ fn bind_output(
 pub struct ScoreStats {
     pub rows_in: AtomicU64,
     pub rows_scored: AtomicU64,
+    /// Rejected rows: unscored ones and malformed CSV records.
     pub rows_unscored: AtomicU64,
+    /// Malformed CSV records (rejected before the query; not in `rows_in`).
+    pub rows_malformed: AtomicU64,
     pub batches: AtomicU64,
     pub features_ns: AtomicU64,
     pub inference_ns: AtomicU64,

@@ -20,6 +20,12 @@ use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::arrow::datatypes::SchemaRef;
 use object_store::ObjectMeta;
 
+use std::sync::atomic::AtomicU64;
+
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::physical_plan::streaming::PartitionStream;
+
+use crate::csv_input::{CsvDialect, CsvFile, CsvPartition, MalformedRow, ReadLog};
 use crate::spec::{CsvCompression, InputFormat, InputSpec, Problem, RunSpec};
 use crate::storage::{Scheme, StoreFactory};
 
@@ -49,6 +55,21 @@ pub fn effective_workers(workers: usize) -> usize {
     }
 }
 
+/// The job's input, opened: the queried data frame, the fingerprint of the files it reads,
+/// and, for CSV, the malformed rows the scan sets aside.
+pub struct OpenedInput {
+    pub frame: DataFrame,
+    pub fingerprint: String,
+    pub csv: Option<CsvScanReport>,
+}
+
+/// What a CSV scan reports besides its rows.
+#[derive(Debug)]
+pub struct CsvScanReport {
+    pub malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
+    pub rows_read: Arc<AtomicU64>,
+}
+
 /// Registers the input as the table `input` and returns the job's data frame (`query`
 /// applied) with the fingerprint of the files it reads. Problems name the spec key they
 /// concern.
@@ -56,7 +77,8 @@ pub async fn open_input(
     ctx: &SessionContext,
     input: &InputSpec,
     stores: &StoreFactory,
-) -> Result<(DataFrame, String), Vec<Problem>> {
+    batch_size: usize,
+) -> Result<OpenedInput, Vec<Problem>> {
     let one = |key: &str, msg: String| vec![Problem::new(key, msg)];
     let uri = input.uri.as_str();
     let remote = Scheme::of(uri).is_some_and(Scheme::is_remote);
@@ -166,6 +188,35 @@ pub async fn open_input(
     let files = list_files(&state, &url, &options.file_extension)
         .await
         .map_err(|e| one("input.uri", format!("{uri}: cannot list: {e}")))?;
+    if format == InputFormat::Csv {
+        let fingerprint = listing_fingerprint(&files);
+        let (table, report) = csv_table(
+            &state,
+            &url,
+            &options,
+            files,
+            input,
+            compression,
+            batch_size,
+        )
+        .await
+        .map_err(|m| one("input.uri", format!("{uri}{m}")))?;
+        ctx.register_table(INPUT_TABLE, Arc::new(table))
+            .map_err(|e| one("input.uri", e.to_string()))?;
+        let frame = query_frame(ctx, input).await?;
+        // One file is read by one thread: spread its rows over the workers that score them.
+        let workers = state.config().target_partitions();
+        let frame = frame
+            .repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(
+                workers,
+            ))
+            .map_err(|e| one("input.uri", e.to_string()))?;
+        return Ok(OpenedInput {
+            frame,
+            fingerprint,
+            csv: Some(report),
+        });
+    }
     check_files(&state, &url, &options, &files, format)
         .await
         .map_err(|m| one("input.uri", m))?;
@@ -197,18 +248,127 @@ pub async fn open_input(
         ListingTable::try_new(config).map_err(|e| one("input.uri", format!("{uri}: {e}")))?;
     ctx.register_table(INPUT_TABLE, Arc::new(table))
         .map_err(|e| one("input.uri", e.to_string()))?;
+    Ok(OpenedInput {
+        frame: query_frame(ctx, input).await?,
+        fingerprint,
+        csv: None,
+    })
+}
 
-    let df = match &input.query {
+/// The table `input`, or the job's `query` over it.
+async fn query_frame(ctx: &SessionContext, input: &InputSpec) -> Result<DataFrame, Vec<Problem>> {
+    match &input.query {
         Some(sql) => ctx
             .sql(sql)
             .await
-            .map_err(|e| one("input.query", first_line(&e.to_string()).to_string()))?,
+            .map_err(|e| vec![Problem::new("input.query", first_line(&e.to_string()))]),
         None => ctx
             .table(INPUT_TABLE)
             .await
-            .map_err(|e| one("input.uri", e.to_string()))?,
+            .map_err(|e| vec![Problem::new("input.uri", e.to_string())]),
+    }
+}
+
+/// The CSV files as a streaming table of [`CsvPartition`]s, one per worker (files dealt out
+/// in turn), with the hive partition columns the listing options name. Errors start with
+/// `: ` or a file's name, to follow the input's URI.
+async fn csv_table(
+    state: &datafusion::execution::SessionState,
+    url: &ListingTableUrl,
+    options: &ListingOptions,
+    files: Vec<ObjectMeta>,
+    input: &InputSpec,
+    compression: CsvCompression,
+    batch_size: usize,
+) -> Result<(StreamingTable, CsvScanReport), String> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let store = state
+        .runtime_env()
+        .object_store(url)
+        .map_err(|e| format!(": {e}"))?;
+    let partition_cols: Vec<&(String, datafusion::arrow::datatypes::DataType)> =
+        options.table_partition_cols.iter().collect();
+    let files: Vec<CsvFile> = files
+        .into_iter()
+        .map(|meta| CsvFile {
+            store: store.clone(),
+            name: file_name(url, &meta),
+            partition_values: partition_values(&meta.location, &partition_cols),
+            meta,
+        })
+        .collect();
+    let csv = &input.csv;
+    let dialect = CsvDialect {
+        has_header: csv.has_header,
+        delimiter: csv.delimiter.as_bytes()[0],
+        quote: csv.quote.as_bytes()[0],
+        compression: file_compression(compression),
     };
-    Ok((df, fingerprint))
+    let file_schema = crate::csv_input::infer_file_schema(&files, dialect)
+        .await
+        .map_err(|m| format!(": {m}"))?;
+    if file_schema.fields().is_empty() {
+        return Err(": matches no .csv files".to_string());
+    }
+    let mut fields: Vec<Field> = file_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(
+        partition_cols
+            .iter()
+            .map(|(name, t)| Field::new(name, t.clone(), false)),
+    );
+    let schema = Arc::new(Schema::new(fields));
+    let file_schema = Arc::new(file_schema);
+    let (log, malformed) = ReadLog::new();
+    let n = state.config().target_partitions().min(files.len()).max(1);
+    let mut dealt: Vec<Vec<CsvFile>> = vec![Vec::new(); n];
+    for (i, f) in files.into_iter().enumerate() {
+        dealt[i % n].push(f);
+    }
+    let partitions: Vec<Arc<dyn PartitionStream>> = dealt
+        .into_iter()
+        .map(|files| {
+            Arc::new(CsvPartition {
+                schema: schema.clone(),
+                file_schema: file_schema.clone(),
+                files,
+                dialect,
+                batch_size,
+                log: log.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    let table = StreamingTable::try_new(schema, partitions).map_err(|e| format!(": {e}"))?;
+    Ok((
+        table,
+        CsvScanReport {
+            malformed,
+            rows_read: log.rows_read.clone(),
+        },
+    ))
+}
+
+/// The values of the `key=value` folders in an object's path, in the order of `cols`.
+fn partition_values(
+    location: &object_store::path::Path,
+    cols: &[&(String, datafusion::arrow::datatypes::DataType)],
+) -> Vec<String> {
+    cols.iter()
+        .map(|(name, _)| {
+            location
+                .parts()
+                .find_map(|p| {
+                    p.as_ref()
+                        .strip_prefix(name.as_str())
+                        .and_then(|rest| rest.strip_prefix('='))
+                        .map(String::from)
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// The files the table reads, in path order.

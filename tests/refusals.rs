@@ -493,8 +493,9 @@ fn an_input_the_model_does_not_have() {
 
 /// A Parquet case: its name, the files of the input folder, what the message must say.
 type ParquetCase<'a> = (&'a str, Vec<(&'a str, Vec<u8>)>, Vec<&'a str>);
-/// A CSV case: its name, the file, and `Ok(rows scored)` or `Err(what the message must say)`.
-type CsvCase<'a> = (&'a str, Vec<u8>, Result<u64, Vec<&'a str>>);
+/// A CSV case: its name, the file, and `Ok((rows scored, the `_reason`s of the rows rejected))`
+/// or `Err(what the message must say)`.
+type CsvCase<'a> = (&'a str, Vec<u8>, Result<(u64, Vec<&'a str>), Vec<&'a str>>);
 
 /// The bad-input matrix: each input is refused before any work (exit 2) with a message that
 /// names the file and what is wrong with it, or, where it is readable after all, scored.
@@ -557,20 +558,29 @@ fn bad_input_files_are_refused_naming_the_file_and_the_reason() {
         (
             "ragged",
             b"row_id,a,b\n0,1,2\n1,2\n2,3,4\n".to_vec(),
-            Err(vec![
-                "d.csv: cannot read it: ",
-                "Expected 3 records, found 2 records at line 3",
-            ]),
+            Ok((
+                2,
+                vec!["d.csv line 3: malformed CSV record: expected 3 fields, found 2"],
+            )),
         ),
         (
             "non-utf8",
             b"row_id,a,b,note\n0,1,2,caf\xe9\n1,2,3,ok\n".to_vec(),
-            Err(vec![
-                "d.csv: cannot read it: ",
-                "invalid UTF-8 in field 3",
-                "at line 2",
-            ]),
+            Ok((
+                1,
+                vec!["d.csv line 2: malformed CSV record: field 4 (\"note\") is not valid UTF-8"],
+            )),
         ),
+        (
+            "bad-quoting",
+            // An unterminated quote runs to the end of the file: one record, too many fields.
+            b"row_id,a,b,note\n0,1,2,ok\n1,2,3,\"open\n2,3,4,x\n".to_vec(),
+            Ok((
+                1,
+                vec!["d.csv line 3: malformed CSV record: a quoted field is never closed"],
+            )),
+        ),
+        ("header-only", b"row_id,a,b\n".to_vec(), Ok((0, vec![]))),
         (
             "wrong-delimiter",
             b"row_id;a;b\n0;1;2\n".to_vec(),
@@ -581,14 +591,14 @@ fn bad_input_files_are_refused_naming_the_file_and_the_reason() {
         (
             "quoted-newlines",
             b"row_id,a,b,note\n0,1,2,\"line one\nline two\"\n1,2,3,plain\n".to_vec(),
-            Ok(2),
+            Ok((2, vec![])),
         ),
         (
             "utf8-bom",
             b"\xef\xbb\xbfrow_id,a,b\n0,1,2\n1,2,3\n".to_vec(),
-            Ok(2),
+            Ok((2, vec![])),
         ),
-        ("10-mb-field", big, Ok(2)),
+        ("10-mb-field", big, Ok((2, vec![]))),
     ];
     for (case, bytes, outcome) in csv_cases {
         let s = Scratch::new();
@@ -602,13 +612,20 @@ fn bad_input_files_are_refused_naming_the_file_and_the_reason() {
         );
         let o = run(&["run", job.to_str().unwrap()]);
         match outcome {
-            Ok(n) => {
+            Ok((n, reasons)) => {
                 assert_ok(&o);
                 let m: serde_json::Value = serde_json::from_str(
                     &std::fs::read_to_string(s.path("out/x/_metrics.json")).unwrap(),
                 )
                 .unwrap();
                 assert_eq!(m["rows"]["scored"], n, "{case}");
+                assert_eq!(m["rows"]["rejected"], reasons.len(), "{case}");
+                let rejected = read_rejected(&s.path("out/x"));
+                let got = texts(rejected.get("_reason").map_or(&[][..], Vec::as_slice));
+                assert_eq!(got.len(), reasons.len(), "{case}: {got:?}");
+                for (g, want) in got.iter().zip(&reasons) {
+                    assert!(g.ends_with(want), "{case}: {g:?} should end with {want:?}");
+                }
             }
             Err(expected) => {
                 let err = assert_exit(&o, 2);
@@ -619,4 +636,96 @@ fn bad_input_files_are_refused_naming_the_file_and_the_reason() {
             }
         }
     }
+}
+
+/// Malformed CSV records across several chunks of a file: each is rejected with its file and
+/// line, every other row is scored once, and the budget counts them.
+#[test]
+fn malformed_csv_rows_are_rejected_with_their_line_numbers() {
+    let s = Scratch::new();
+    let n = 500_000u64; // about 6 MB: more than one 4 MiB chunk
+    let mut csv = b"row_id,a,b\n".to_vec();
+    // Row i is on line i + 2. The bad ones, with what the reason must end with.
+    let bad: Vec<(u64, &[u8], &str)> = vec![
+        (10, b"10,1\n", "expected 3 fields, found 2"),
+        (
+            300_000,
+            b"300000,x7,3\n",
+            // Past the 1000 records types are inferred from: `a` is an integer column.
+            "column \"a\": cannot parse as Int64",
+        ),
+        (
+            400_000,
+            b"400000,1,\xff\n",
+            "field 3 (\"b\") is not valid UTF-8",
+        ),
+        (n - 1, b"499999,1,\"2\n", "a quoted field is never closed"),
+    ];
+    for i in 0..n {
+        match bad.iter().find(|(row, ..)| *row == i) {
+            Some((_, line, _)) => csv.extend_from_slice(line),
+            None => csv.extend_from_slice(format!("{i},{},{}\n", i % 50, i % 20).as_bytes()),
+        }
+    }
+    std::fs::write(s.path("d.csv"), &csv).unwrap();
+    let spec = |extra: &str| {
+        format!(
+            "name = \"csv\"\n[input]\nuri = \"../d.csv\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/x/\"\npassthrough = [\"row_id\"]\n{extra}",
+            sample("synthetic/rank1_int.onnx")
+        )
+    };
+    let job = s.job("csv.toml", &spec(""));
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+
+    let out = read_output(&s.path("out/x"));
+    let keys: std::collections::BTreeSet<i64> = out["row_id"]
+        .iter()
+        .map(|c| match c {
+            Cell::Int(k) => *k,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(keys.len(), out["row_id"].len(), "each row once");
+    let expected: std::collections::BTreeSet<i64> = (0..n as i64)
+        .filter(|i| !bad.iter().any(|(row, ..)| *row as i64 == *i))
+        .collect();
+    assert!(keys == expected, "every good row is scored");
+
+    let rejected = read_rejected(&s.path("out/x"));
+    let reasons = texts(&rejected["_reason"]);
+    assert_eq!(reasons.len(), bad.len(), "{reasons:?}");
+    for (row, _, why) in &bad {
+        let at = format!("d.csv line {}: ", row + 2);
+        assert!(
+            reasons.iter().any(|r| r.contains(&at) && r.ends_with(why)),
+            "{at}{why} in {reasons:?}"
+        );
+    }
+    assert!(texts(&rejected["_stage"]).iter().all(|s| s == "read"));
+    assert!(texts(&rejected["_value"]).contains(&"300000,x7,3".to_string()));
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/x/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["rows"]["read"], n);
+    assert_eq!(m["rows"]["rejected"], bad.len());
+    assert_eq!(m["rows"]["scored"], n - bad.len() as u64);
+
+    // The budget counts them: past it, exit 3 and nothing committed.
+    std::fs::remove_dir_all(s.path("out")).unwrap();
+    let job = s.job("budget.toml", &spec("[run]\nmax_rejected = 3\n"));
+    let err = assert_exit(&run(&["run", job.to_str().unwrap()]), 3);
+    assert!(
+        err.contains("4 rows rejected, more than [run] max_rejected = 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 x malformed CSV record: expected 3 fields, found 2"),
+        "{err}"
+    );
+    assert!(!s.path("out/x").exists(), "nothing committed");
+    assert_eq!(
+        std::fs::read_dir(s.path("out")).unwrap().count(),
+        0,
+        "staging removed"
+    );
 }

@@ -268,6 +268,38 @@ pub fn read_output(dir: &Path) -> Table {
     all
 }
 
+/// The `_rejected/` rows of a committed output, read through its manifest.
+pub fn read_rejected(dir: &Path) -> Table {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
+            .unwrap();
+    let mut all = Table::new();
+    for f in manifest["rejected_files"].as_array().unwrap() {
+        let p = dir.join(f["path"].as_str().unwrap());
+        let t = if p.extension().is_some_and(|e| e == "csv") {
+            read_csv(&p)
+        } else {
+            read_parquet(&p)
+        };
+        for (k, v) in t {
+            all.entry(k).or_default().extend(v);
+        }
+    }
+    all
+}
+
+/// The text cells of a column, in order (nulls as empty strings).
+pub fn texts(cells: &[Cell]) -> Vec<String> {
+    cells
+        .iter()
+        .map(|c| match c {
+            Cell::Text(t) => t.clone(),
+            Cell::Null => String::new(),
+            other => panic!("not text: {other:?}"),
+        })
+        .collect()
+}
+
 /// numpy.allclose's rule: |a - b| <= atol + rtol * |b|, with rtol = 1e-5. The small absolute
 /// floor keeps probabilities near zero from failing on a float32 ulp.
 pub fn close(a: f64, b: f64) -> bool {
