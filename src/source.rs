@@ -1,7 +1,9 @@
 //! The source: the input files as the DataFusion table `input`, and the job's `query` over it.
 //!
-//! The input is a DataFusion `ListingTable`, so files are read in parallel partitions, in
-//! batches of `run.batch_size` rows, with projection and predicate push-down into Parquet.
+//! A Parquet input is a DataFusion `ListingTable`, so files are read in parallel partitions,
+//! in batches of `run.batch_size` rows, with projection and predicate push-down. A CSV input
+//! is a streaming table of `csv_input` scans, which set malformed records aside as rejected
+//! rows instead of failing the run (DataFusion's CSV scan stops at the first one).
 //! A directory is read recursively; folders named `key=value` become string partition columns
 //! (hive layout), which a `query` can filter on without opening the other folders' files.
 
