@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `inspect`, `schema`. The only place `anyhow` is used.
+//! The command line: `run`, `validate`, `inspect`, `bench`, `schema`. The only place `anyhow` is used.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -21,7 +21,8 @@ rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing c
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore validate jobs/churn.toml --var ds=2026-11-27
-  batchscore inspect sample_data/churn/churn_lgbm.onnx";
+  batchscore inspect sample_data/churn/churn_lgbm.onnx
+  batchscore bench sample_data/churn/churn_lgbm.onnx";
 
 /// Score Parquet and CSV data with ONNX models, offline and in bulk.
 #[derive(Debug, Parser)]
@@ -85,6 +86,30 @@ beside the output parts, _SUCCESS last."
     Inspect {
         model: PathBuf,
         /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure ONNX Runtime's inference-only throughput for a model on this machine, over
+    /// batch sizes and thread layouts, and print the [run] settings to use.
+    #[command(
+        after_help = "Example:\n  batchscore bench sample_data/churn/churn_lgbm.onnx --batch-sizes 1024,65536\n\n\
+Inputs are synthetic (zeros for integers, values in [0, 1) for floats), already in memory:\n\
+the figure is the ceiling a run of this model can approach here."
+    )]
+    Bench {
+        model: PathBuf,
+        /// Rows scored per measurement.
+        #[arg(long, default_value_t = 131_072)]
+        rows: usize,
+        /// Batch sizes to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 8192, 65536])]
+        batch_sizes: Vec<usize>,
+        /// Layouts to try as SESSIONSxTHREADS, comma-separated (e.g. 2x1,1x2). Default: one
+        /// session per core with one thread each, one session with every core, and (with 4+
+        /// cores) half as many sessions with two threads.
+        #[arg(long, value_delimiter = ',', value_parser = parse_layout)]
+        layouts: Vec<crate::bench::Layout>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -215,6 +240,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let m = Model::open(&model.to_string_lossy(), None)?;
             print!("{}", describe_model(&m, json)?);
         }
+        Command::Bench {
+            model,
+            rows,
+            batch_sizes,
+            layouts,
+            json,
+        } => {
+            crate::model::init_runtime(ort_lib)?;
+            let m = Model::open(&model.to_string_lossy(), None)?;
+            let layouts = if layouts.is_empty() {
+                crate::bench::default_layouts(crate::source::effective_workers(0))
+            } else {
+                layouts
+            };
+            let report = crate::bench::bench(&m, rows.max(1), &batch_sizes, &layouts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", crate::bench::describe(&report));
+            }
+        }
         Command::Schema { kind } => {
             let name = match kind {
                 SchemaKind::Job => "job.schema.json",
@@ -228,6 +274,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `2x1`: two sessions of one intra-op thread each.
+fn parse_layout(s: &str) -> Result<crate::bench::Layout, String> {
+    let (a, b) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected SESSIONSxTHREADS, e.g. 2x1"))?;
+    let n = |t: &str| {
+        t.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{s:?}: {t:?} is not a positive number"))
+    };
+    Ok(crate::bench::Layout {
+        sessions: n(a)?,
+        intra_op_threads: n(b)?,
+    })
 }
 
 fn to_map(vars: Vec<(String, String)>) -> BTreeMap<String, String> {

@@ -5,6 +5,7 @@
 //! ONNX model and its sessions, [`metrics`] what a run reports, [`run`] the orchestration,
 //! and [`cli`] the command line.
 
+pub mod bench;
 pub mod cli;
 pub mod csv_input;
 pub mod features;

@@ -297,7 +297,7 @@ impl Model {
             uri: uri.to_string(),
             reason,
         })?;
-        let session = new_session(uri, &bytes)?;
+        let session = new_session(uri, &bytes, 1)?;
         let inputs = session
             .inputs()
             .iter()
@@ -355,19 +355,25 @@ impl Model {
         self.outputs.iter().find(|o| o.name == name)
     }
 
-    /// A pool of `size` sessions (at least one), reusing the session opened to describe the model.
-    pub fn session_pool(&self, size: usize) -> Result<SessionPool, ModelError> {
+    /// A pool of `size` sessions (at least one) with `intra_op_threads` threads each,
+    /// reusing the session opened to describe the model when it has one thread.
+    pub fn session_pool(
+        &self,
+        size: usize,
+        intra_op_threads: usize,
+    ) -> Result<SessionPool, ModelError> {
         let mut sessions = Vec::with_capacity(size.max(1));
-        if let Some(s) = self
-            .first_session
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        if intra_op_threads <= 1
+            && let Some(s) = self
+                .first_session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
         {
             sessions.push(s);
         }
         while sessions.len() < size.max(1) {
-            sessions.push(new_session(&self.uri, &self.bytes)?);
+            sessions.push(new_session(&self.uri, &self.bytes, intra_op_threads)?);
         }
         Ok(SessionPool {
             sessions: Mutex::new(sessions),
@@ -376,14 +382,22 @@ impl Model {
     }
 }
 
-fn new_session(uri: &str, bytes: &[u8]) -> Result<Session, ModelError> {
+impl Model {
+    /// A new session of this model with `intra_op_threads` threads.
+    pub fn new_session(&self, intra_op_threads: usize) -> Result<Session, ModelError> {
+        new_session(&self.uri, &self.bytes, intra_op_threads)
+    }
+}
+
+fn new_session(uri: &str, bytes: &[u8], intra_op_threads: usize) -> Result<Session, ModelError> {
     let env = init_runtime(None)?;
     let err = |e: ort::Error<_>| ModelError::Session {
         uri: uri.to_string(),
         message: e.to_string(),
     };
-    // One intra-op thread per session: parallelism comes from one session per worker, each
-    // scoring its own partition, which keeps every core busy without oversubscription.
+    // One intra-op thread per session by default: parallelism comes from one session per
+    // worker, each scoring its own partition, which keeps every core busy without
+    // oversubscription. `batchscore bench` measures the alternatives.
     Session::builder(env)
         .map_err(|e| ModelError::Session {
             uri: uri.to_string(),
@@ -391,7 +405,7 @@ fn new_session(uri: &str, bytes: &[u8]) -> Result<Session, ModelError> {
         })?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(err)?
-        .with_intra_threads(1)
+        .with_intra_threads(intra_op_threads.max(1))
         .map_err(err)?
         .with_inter_threads(1)
         .map_err(err)?

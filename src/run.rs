@@ -258,7 +258,7 @@ pub async fn execute(
 
     let sessions = plan
         .model
-        .session_pool(plan.workers)
+        .session_pool(plan.workers, s.run.intra_op_threads)
         .map_err(RunError::Runtime)?;
     let scorer = Arc::new(Scorer::new(
         plan.bound.inputs.clone(),

@@ -256,6 +256,10 @@ pub struct RunSpec {
     /// one per core. Default: 0.
     #[serde(default)]
     pub workers: usize,
+    /// ONNX Runtime intra-op threads per worker's session; `batchscore bench MODEL` says when
+    /// more than one pays. Default: 1.
+    #[serde(default = "default_intra_op_threads")]
+    pub intra_op_threads: usize,
     /// The most rows that may be rejected; past it the run stops, commits nothing and exits
     /// with code 3. Default: none, no limit.
     #[serde(default)]
@@ -271,10 +275,15 @@ impl Default for RunSpec {
         Self {
             batch_size: default_batch_size(),
             workers: 0,
+            intra_op_threads: default_intra_op_threads(),
             max_rejected: None,
             max_rejected_rate: None,
         }
     }
+}
+
+fn default_intra_op_threads() -> usize {
+    1
 }
 
 fn default_true() -> bool {
@@ -575,6 +584,9 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
     }
     if spec.run.batch_size == 0 {
         p.push(Problem::new("run.batch_size", "must be at least 1"));
+    }
+    if spec.run.intra_op_threads == 0 {
+        p.push(Problem::new("run.intra_op_threads", "must be at least 1"));
     }
     if spec.output.max_rows_per_file == 0 {
         p.push(Problem::new(

@@ -496,3 +496,68 @@ fn a_full_disk_fails_naming_the_path_and_commits_nothing() {
     let listing = stdout.split("LISTING").nth(1).unwrap_or_default();
     assert_eq!(listing.trim(), "", "staging removed, nothing committed");
 }
+
+#[test]
+fn bench_measures_every_batch_size_and_layout_and_suggests_the_best() {
+    let model = sample("synthetic/rank1_int.onnx");
+    let o = run(&[
+        "bench",
+        &model,
+        "--rows",
+        "2000",
+        "--batch-sizes",
+        "10,100",
+        "--layouts",
+        "1x1,2x1",
+        "--json",
+    ]);
+    assert_ok(&o);
+    let report: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    let results = report["results"].as_array().unwrap();
+    let measured: Vec<(u64, u64, u64)> = results
+        .iter()
+        .map(|r| {
+            assert!(r["rows_per_second"].as_f64().unwrap() > 0.0, "{r}");
+            (
+                r["batch_size"].as_u64().unwrap(),
+                r["sessions"].as_u64().unwrap(),
+                r["intra_op_threads"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        measured,
+        vec![(10, 1, 1), (100, 1, 1), (10, 2, 1), (100, 2, 1)]
+    );
+    let best = report["best"]["rows_per_second"].as_f64().unwrap();
+    assert!(
+        results
+            .iter()
+            .all(|r| r["rows_per_second"].as_f64().unwrap() <= best)
+    );
+
+    // A fixed batch dimension is what is measured, whatever was asked; the table names it.
+    let o = run(&[
+        "bench",
+        &sample("synthetic/fixed_batch.onnx"),
+        "--rows",
+        "50",
+        "--batch-sizes",
+        "64",
+        "--layouts",
+        "1x1",
+    ]);
+    assert_ok(&o);
+    let out = text(&o).0;
+    assert!(
+        out.contains("best: ") && out.contains("with batch 1, 1 session(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  batch_size = 1\n  workers = 1\n  intra_op_threads = 1"),
+        "{out}"
+    );
+
+    let err = assert_exit(&run(&["bench", &model, "--layouts", "2y1"]), 2);
+    assert!(err.contains("expected SESSIONSxTHREADS"), "{err}");
+}

@@ -1,0 +1,227 @@
+//! `batchscore bench MODEL`: ONNX Runtime's inference-only throughput on this machine, over
+//! batch sizes and thread layouts, and the settings a job should use.
+//!
+//! This is the "performance test" step of a deployment done by the tool: the same library,
+//! the same session options and the same layout `run` uses (one session per worker), with
+//! tensors already in memory, so the figure is the ceiling a `run` can approach. Inputs are
+//! synthetic: zeros for integers (valid indexes for any lookup), values in [0, 1) for floats,
+//! empty strings for text.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+use serde::Serialize;
+
+use crate::model::{ElemType, IoKind, Model, ModelError};
+
+/// How many sessions run at once, and the intra-op threads each has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Layout {
+    pub sessions: usize,
+    pub intra_op_threads: usize,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub batch_size: usize,
+    #[serde(flatten)]
+    pub layout: Layout,
+    pub rows_per_second: f64,
+}
+
+/// Every measurement and the best.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub cores: usize,
+    pub rows_per_measurement: usize,
+    pub results: Vec<BenchResult>,
+    pub best: BenchResult,
+}
+
+/// The layouts worth trying on `cores` cores: a session per core with one thread each (what
+/// `run` does), one session with every core, and halfway between.
+pub fn default_layouts(cores: usize) -> Vec<Layout> {
+    let mut v = vec![Layout {
+        sessions: cores,
+        intra_op_threads: 1,
+    }];
+    if cores > 1 {
+        v.push(Layout {
+            sessions: 1,
+            intra_op_threads: cores,
+        });
+    }
+    if cores >= 4 {
+        v.push(Layout {
+            sessions: cores / 2,
+            intra_op_threads: 2,
+        });
+    }
+    v
+}
+
+/// Measures every batch size under every layout, about `rows` rows each.
+pub fn bench(
+    model: &Model,
+    rows: usize,
+    batch_sizes: &[usize],
+    layouts: &[Layout],
+) -> Result<BenchReport, ModelError> {
+    let err = |message: String| ModelError::Session {
+        uri: model.uri.clone(),
+        message,
+    };
+    let mut results = Vec::new();
+    for layout in layouts {
+        let mut sessions = (0..layout.sessions.max(1))
+            .map(|_| model.new_session(layout.intra_op_threads.max(1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for &batch in batch_sizes {
+            let (inputs, per_run) = synthetic_inputs(model, batch).map_err(err)?;
+            let inputs = Arc::new(inputs);
+            let runs_each = rows.div_ceil(per_run * sessions.len()).max(1);
+            // One warm-up run per session: the first run allocates ORT's arenas.
+            for s in sessions.iter_mut() {
+                run_once(s, &inputs).map_err(err)?;
+            }
+            let started = Instant::now();
+            std::thread::scope(|scope| -> Result<(), String> {
+                let handles: Vec<_> = sessions
+                    .iter_mut()
+                    .map(|s| {
+                        let inputs = inputs.clone();
+                        scope.spawn(move || {
+                            for _ in 0..runs_each {
+                                run_once(s, &inputs)?;
+                            }
+                            Ok::<(), String>(())
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    h.join()
+                        .map_err(|_| "a benchmark thread panicked".to_string())??;
+                }
+                Ok(())
+            })
+            .map_err(err)?;
+            let seconds = started.elapsed().as_secs_f64();
+            let done = runs_each * per_run * sessions.len();
+            results.push(BenchResult {
+                batch_size: per_run,
+                layout: *layout,
+                rows_per_second: done as f64 / seconds.max(1e-9),
+            });
+        }
+    }
+    let best = results
+        .iter()
+        .max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second))
+        .cloned()
+        .ok_or_else(|| err("nothing was measured".into()))?;
+    Ok(BenchReport {
+        model: model.uri.clone(),
+        cores: crate::source::effective_workers(0),
+        rows_per_measurement: rows,
+        results,
+        best,
+    })
+}
+
+fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<(), String> {
+    let refs: Vec<(&str, &DynValue)> = inputs.iter().map(|(n, v)| (n.as_str(), v)).collect();
+    session.run(refs).map(drop).map_err(|e| e.to_string())
+}
+
+/// A batch of synthetic inputs; the rows per run are `batch` unless the model fixes its batch
+/// dimension.
+fn synthetic_inputs(
+    model: &Model,
+    batch: usize,
+) -> Result<(Vec<(String, DynValue)>, usize), String> {
+    let mut per_run = batch;
+    let mut out = Vec::new();
+    for input in &model.inputs {
+        let IoKind::Tensor { dtype, shape } = &input.kind else {
+            return Err(format!(
+                "input {:?} is not a tensor ({})",
+                input.name, input.kind
+            ));
+        };
+        let mut dims: Vec<i64> = shape.clone();
+        if dims.is_empty() {
+            dims.push(batch as i64);
+        }
+        if dims[0] < 0 {
+            dims[0] = batch as i64;
+        } else {
+            per_run = dims[0] as usize;
+        }
+        for d in dims.iter_mut().skip(1) {
+            if *d < 0 {
+                *d = 1;
+            }
+        }
+        let n: usize = dims.iter().map(|&d| d as usize).product();
+        let value = match dtype {
+            ElemType::Float32 => {
+                let data: Vec<f32> = (0..n).map(|i| (i % 97) as f32 / 97.0).collect();
+                Tensor::from_array((dims, data)).map(|t| t.into_dyn())
+            }
+            ElemType::Float64 => {
+                let data: Vec<f64> = (0..n).map(|i| (i % 97) as f64 / 97.0).collect();
+                Tensor::from_array((dims, data)).map(|t| t.into_dyn())
+            }
+            ElemType::Int64 => Tensor::from_array((dims, vec![0i64; n])).map(|t| t.into_dyn()),
+            ElemType::Int32 => Tensor::from_array((dims, vec![0i32; n])).map(|t| t.into_dyn()),
+            ElemType::Bool => Tensor::from_array((dims, vec![false; n])).map(|t| t.into_dyn()),
+            ElemType::String => {
+                let data = vec![String::new(); n];
+                Tensor::from_string_array((dims, data.as_slice())).map(|t| t.into_dyn())
+            }
+            ElemType::Other(name) => {
+                return Err(format!("input {:?} is of type {name}", input.name));
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        out.push((input.name.clone(), value));
+    }
+    Ok((out, per_run))
+}
+
+/// The report as a table, with the settings it suggests.
+pub fn describe(report: &BenchReport) -> String {
+    let mut s = format!(
+        "model: {}\ncores: {}\nrows per measurement: {}\n\n{:>10}  {:>8}  {:>17}  {:>12}\n",
+        report.model,
+        report.cores,
+        report.rows_per_measurement,
+        "batch",
+        "sessions",
+        "intra-op threads",
+        "rows/s"
+    );
+    for r in &report.results {
+        s.push_str(&format!(
+            "{:>10}  {:>8}  {:>17}  {:>12.0}\n",
+            r.batch_size, r.layout.sessions, r.layout.intra_op_threads, r.rows_per_second
+        ));
+    }
+    let b = &report.best;
+    s.push_str(&format!(
+        "\nbest: {:.0} rows/s with batch {}, {} session(s) x {} intra-op thread(s)\n\
+         suggested:\n  [run]\n  batch_size = {}\n  workers = {}\n  intra_op_threads = {}\n",
+        b.rows_per_second,
+        b.batch_size,
+        b.layout.sessions,
+        b.layout.intra_op_threads,
+        b.batch_size,
+        b.layout.sessions,
+        b.layout.intra_op_threads
+    ));
+    s
+}
