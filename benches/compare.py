@@ -1,19 +1,30 @@
-"""Compare batchscore with its peers on the shared workload, in one run, and print a table.
+"""Issue 5's benchmark: batchscore against its peers and two ceilings, in one run, as tables.
 
-    python3 benches/compare.py --workload /tmp/w --python /tmp/peers/bin/python
+    python3 benches/compare.py --python /tmp/peers/bin/python [--workload /tmp/w]
 
---python is an interpreter with ../shared/bench/requirements.txt installed (onnxruntime,
-pyarrow, lightgbm, scikit-learn, skl2onnx, onnxmltools, ...). The workload is made with
-../shared/bench/make_workload.py when --workload holds no data.parquet. batchscore is
-target/release/batchscore unless --batchscore says otherwise (build it with
-`cargo build --release`).
+--python is an interpreter with onnxruntime==1.31.1, pyarrow, polars, pyspark, pandas and
+numpy (../shared/bench/requirements.txt has them all; lightgbm, scikit-learn, skl2onnx and
+onnxmltools too if the workload must be made). The workload (2M rows, 28 float64 features
+with nulls, gbdt.onnx and mlp.onnx) is made with ../shared/bench/make_workload.py when
+--workload holds no data.parquet; an 8M-row copy for the memory check goes to
+--workload-8m (made the same way when missing). batchscore is target/release/batchscore
+unless --batchscore says otherwise (`cargo build --release`).
 
-Each row: rows per second and peak RSS of batchscore, of the pyarrow + onnxruntime peer, and
-the inference-only ceiling (onnxruntime on tensors already in memory), with the ratios. Only
-ratios from one run on one machine mean anything: these machines are noisy.
+What it runs, each as its own process, one after the other, on the same machine:
+  - batchscore run, Parquet in and out, default settings (and the CSV version for the MLP);
+  - the peers of ../shared/bench/peers.py: pyarrow + onnxruntime, polars + onnxruntime,
+    PySpark mapInPandas, pyarrow's CSV reader + onnxruntime;
+  - the ceilings: `batchscore bench` (ONNX Runtime inference-only on tensors in memory,
+    through the same library, best batch size and thread layout) and Parquet decode-only
+    (peers.py read-only);
+  - batchscore on the 8M-row workload (peak RSS must stay within 20% of the 2M-row run);
+  - batchscore on a 10-row input (start-up), best of five.
+
+Only ratios from one run on one machine mean anything: these machines are noisy.
 """
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -24,30 +35,32 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BENCH = os.path.join(REPO, "..", "shared", "bench")
+PEERS = os.path.join(BENCH, "peers.py")
 FEATURES = [f"f{j:02d}" for j in range(28)]
 MODEL_INPUT = {"gbdt": "features", "mlp": "X"}
 
 
-def timed(cmd, env=None):
-    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+def run_measured(cmd, env=None):
+    """Runs cmd; returns (seconds, its peak RSS in MiB, stdout)."""
     start = time.time()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     _, status, usage = os.wait4(p.pid, 0)
+    secs = time.time() - start
     out = p.stdout.read()
     err = p.stderr.read()
-    p.wait()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{out}\n{err}")
-    return time.time() - start, usage.ru_maxrss / 1024, out
+    return secs, usage.ru_maxrss / 1024, out
 
 
-def job_spec(workload, model, out):
+def job_spec(data, model_path, model, out, fmt="parquet"):
     cols = ", ".join(f'"{c}"' for c in FEATURES)
     return f"""name = "bench-{model}"
 [input]
-uri = "{workload}/data.parquet"
+uri = "{data}"
+format = "{fmt}"
 [model]
-uri = "{workload}/{model}.onnx"
+uri = "{model_path}"
 [inputs.{MODEL_INPUT[model]}]
 columns = [{cols}]
 fill_null = 0
@@ -60,41 +73,130 @@ score = "probabilities[1]"
 """
 
 
+def batchscore_run(a, env, tmp, data, model, workload, fmt="parquet"):
+    spec = os.path.join(tmp, f"{model}-{fmt}-{os.path.basename(workload)}.toml")
+    with open(spec, "w") as f:
+        f.write(job_spec(data, os.path.join(workload, f"{model}.onnx"), model, os.path.join(tmp, "out"), fmt))
+    secs, rss, out = run_measured([a.batchscore, "run", spec], env)
+    scored = int(re.search(r": (\d+) rows scored", out).group(1))
+    return scored / secs, rss
+
+
+def peer(a, mode, data, model_path, tmp):
+    secs, rss, out = run_measured([a.python, PEERS, mode, data, model_path, os.path.join(tmp, f"peer-{mode}")])
+    m = re.search(r"rows (\d+) seconds [\d.]+ rows/s (\d+)", out)
+    return float(m.group(2)), rss
+
+
+def ensure_workload(a, path, rows):
+    if not os.path.exists(os.path.join(path, "data.parquet")):
+        print(f"making the {rows:,}-row workload in {path} …", file=sys.stderr)
+        subprocess.run([a.python, os.path.join(BENCH, "make_workload.py"), path, str(rows)], check=True)
+
+
+def verdict(ok):
+    return "met" if ok else "NOT MET"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", default="/tmp/w")
+    ap.add_argument("--workload-8m", default="/tmp/w8m")
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--batchscore", default=os.path.join(REPO, "target/release/batchscore"))
     ap.add_argument("--models", default="gbdt,mlp")
+    ap.add_argument("--skip", default="", help="comma-separated: spark, 8m, csv")
     a = ap.parse_args()
-    if not os.path.exists(os.path.join(a.workload, "data.parquet")):
-        subprocess.run([a.python, os.path.join(BENCH, "make_workload.py"), a.workload, str(a.rows)], check=True)
+    skip = set(filter(None, a.skip.split(",")))
+    ensure_workload(a, a.workload, a.rows)
     env = dict(os.environ)
     env.setdefault("ORT_DYLIB_PATH", os.path.join(REPO, ".ort/lib/libonnxruntime.so.1.31.1"))
     env["RUST_LOG"] = "error"
-    rows = a.rows
-    print(f"| model | batchscore rows/s | peak RSS MiB | pyarrow+ORT rows/s | ratio | inference-only rows/s | ratio |")
-    print(f"|---|---|---|---|---|---|---|")
+    data = os.path.join(a.workload, "data.parquet")
+    started = time.time()
+    targets = []
+    rss_2m = {}
     with tempfile.TemporaryDirectory() as tmp:
+        print("| model | batchscore rows/s | peak RSS MiB | pyarrow+ORT | polars+ORT | PySpark | inference-only ceiling | Parquet decode-only |")
+        print("|---|---|---|---|---|---|---|---|")
         for model in a.models.split(","):
-            spec = os.path.join(tmp, f"{model}.toml")
-            with open(spec, "w") as f:
-                f.write(job_spec(a.workload, model, os.path.join(tmp, f"out-{model}")))
-            secs, rss, out = timed([a.batchscore, "run", spec], env)
-            scored = int(re.search(r": (\d+) rows scored", out).group(1))
-            ours = scored / secs
-            peers = os.path.join(BENCH, "peers.py")
             model_path = os.path.join(a.workload, f"{model}.onnx")
-            data = os.path.join(a.workload, "data.parquet")
-            psecs, _, _ = timed([a.python, peers, "pyarrow", data, model_path, os.path.join(tmp, "p")])
-            peer = rows / psecs
-            _, _, raw = timed([a.python, peers, "raw-ort", data, model_path, os.path.join(tmp, "r")])
-            ceiling = float(re.search(r"inference-only rows/s (\d+)", raw).group(1))
-            print(
-                f"| {model} | {ours:,.0f} | {rss:,.0f} | {peer:,.0f} | {ours / peer:.2f}x "
-                f"| {ceiling:,.0f} | {ours / ceiling:.2f}x |"
-            )
+            ours, rss = batchscore_run(a, env, tmp, data, model, a.workload)
+            rss_2m[model] = rss
+            pa, _ = peer(a, "pyarrow", data, model_path, tmp)
+            pl, _ = peer(a, "polars", data, model_path, tmp)
+            sp = None if "spark" in skip else peer(a, "spark", data, model_path, tmp)[0]
+            _, _, out = run_measured([a.batchscore, "bench", model_path, "--json", "--rows", "262144",
+                                      "--batch-sizes", "8192,65536"], env)
+            ceiling = json.loads(out)["best"]["rows_per_second"]
+            dec, _ = peer(a, "read-only", data, model_path, tmp)
+            cell = lambda v: "—" if v is None else f"{v:,.0f} ({ours / v:.2f}x)"
+            print(f"| {model} | {ours:,.0f} | {rss:,.0f} | {cell(pa)} | {cell(pl)} | {cell(sp)} | {cell(ceiling)} | {dec:,.0f} |")
+            if model == "gbdt":
+                targets += [("gbdt vs pyarrow+ORT >= 1.15x", ours / pa, 1.15),
+                            ("gbdt vs polars+ORT >= 1.15x", ours / pl, 1.15),
+                            ("gbdt vs inference-only >= 0.92x", ours / ceiling, 0.92)]
+                if sp:
+                    targets.append(("gbdt vs PySpark >= 3.5x", ours / sp, 3.5))
+            if model == "mlp":
+                targets += [("mlp vs pyarrow+ORT >= 2.0x", ours / pa, 2.0),
+                            ("mlp vs polars+ORT >= 1.6x", ours / pl, 1.6)]
+                if sp:
+                    targets.append(("mlp vs PySpark >= 10x", ours / sp, 10.0))
+            targets.append((f"{model} peak RSS <= 512 MiB (MiB)", rss, None))
+
+        if "csv" not in skip and "mlp" in a.models:
+            csv = os.path.join(a.workload, "data.csv")
+            model_path = os.path.join(a.workload, "mlp.onnx")
+            ours, rss = batchscore_run(a, env, tmp, csv, "mlp", a.workload, "csv")
+            pc, _ = peer(a, "pyarrow-csv", csv, model_path, tmp)
+            print()
+            print("| CSV in (mlp) | batchscore rows/s | peak RSS MiB | pyarrow CSV reader + ORT |")
+            print("|---|---|---|---|")
+            print(f"| mlp | {ours:,.0f} | {rss:,.0f} | {pc:,.0f} ({ours / pc:.2f}x) |")
+            targets.append(("mlp CSV vs pyarrow CSV+ORT >= 1.5x", ours / pc, 1.5))
+
+        if "8m" not in skip:
+            ensure_workload(a, a.workload_8m, 8_000_000)
+            data8 = os.path.join(a.workload_8m, "data.parquet")
+            print()
+            print("| model | peak RSS MiB, 2M rows | peak RSS MiB, 8M rows | growth |")
+            print("|---|---|---|---|")
+            for model in a.models.split(","):
+                _, rss8 = batchscore_run(a, env, tmp, data8, model, a.workload_8m)
+                growth = rss8 / rss_2m[model] - 1
+                print(f"| {model} | {rss_2m[model]:,.0f} | {rss8:,.0f} | {growth * 100:+.0f}% |")
+                targets.append((f"{model} RSS growth 2M -> 8M <= 20%", 1 + growth, None))
+
+        # Start-up: a 10-row input, best of five.
+        tiny = os.path.join(tmp, "tiny.parquet")
+        subprocess.run([a.python, "-c", f"import pyarrow.parquet as pq; pq.write_table(pq.read_table({data!r}).slice(0, 10), {tiny!r})"], check=True)
+        best = min(
+            run_measured([a.batchscore, "run", spec_file(tmp, tiny, a.workload)], env)[0] for _ in range(5)
+        )
+        print()
+        print(f"start-up: a 10-row job (gbdt) takes {best:.3f} s, best of five")
+
+    print()
+    print("| target | measured | verdict |")
+    print("|---|---|---|")
+    for name, value, floor in targets:
+        if floor is not None:
+            print(f"| {name} | {value:.2f}x | {verdict(value >= floor)} |")
+        elif "RSS <=" in name:
+            print(f"| {name} | {value:,.0f} | {verdict(value <= 512)} |")
+        else:
+            print(f"| {name} | {(value - 1) * 100:+.0f}% | {verdict(value <= 1.2)} |")
+    print(f"| start-up < 0.3 s | {best:.3f} s | {verdict(best < 0.3)} |")
+    print(f"\nthe benchmark took {time.time() - started:.0f} s")
+
+
+def spec_file(tmp, data, workload):
+    path = os.path.join(tmp, "tiny.toml")
+    with open(path, "w") as f:
+        f.write(job_spec(data, os.path.join(workload, "gbdt.onnx"), "gbdt", os.path.join(tmp, "tiny-out")))
+    return path
 
 
 if __name__ == "__main__":

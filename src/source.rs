@@ -205,16 +205,8 @@ pub async fn open_input(
         .map_err(|m| one("input.uri", format!("{uri}{m}")))?;
         ctx.register_table(INPUT_TABLE, Arc::new(table))
             .map_err(|e| one("input.uri", e.to_string()))?;
-        let frame = query_frame(ctx, input).await?;
-        // One file is read by one thread: spread its rows over the workers that score them.
-        let workers = state.config().target_partitions();
-        let frame = frame
-            .repartition(datafusion::logical_expr::Partitioning::RoundRobinBatch(
-                workers,
-            ))
-            .map_err(|e| one("input.uri", e.to_string()))?;
         return Ok(OpenedInput {
-            frame,
+            frame: query_frame(ctx, input).await?,
             fingerprint,
             csv: Some(report),
         });
@@ -325,18 +317,28 @@ async fn csv_table(
     let schema = Arc::new(Schema::new(fields));
     let file_schema = Arc::new(file_schema);
     let (log, malformed) = ReadLog::new();
-    let n = state.config().target_partitions().min(files.len()).max(1);
-    let mut dealt: Vec<Vec<CsvFile>> = vec![Vec::new(); n];
-    for (i, f) in files.into_iter().enumerate() {
-        dealt[i % n].push(f);
-    }
-    let partitions: Vec<Arc<dyn PartitionStream>> = dealt
+    // As many files as workers or more: files are dealt out. Fewer: every partition reads
+    // every file and decodes every n-th chunk of it.
+    let workers = state.config().target_partitions().max(1);
+    let shares: Vec<(Vec<CsvFile>, (usize, usize))> = if files.len() >= workers {
+        let mut dealt: Vec<Vec<CsvFile>> = vec![Vec::new(); workers];
+        for (i, f) in files.into_iter().enumerate() {
+            dealt[i % workers].push(f);
+        }
+        dealt.into_iter().map(|f| (f, (0, 1))).collect()
+    } else {
+        (0..workers)
+            .map(|i| (files.clone(), (i, workers)))
+            .collect()
+    };
+    let partitions: Vec<Arc<dyn PartitionStream>> = shares
         .into_iter()
-        .map(|files| {
+        .map(|(files, stride)| {
             Arc::new(CsvPartition {
                 schema: schema.clone(),
                 file_schema: file_schema.clone(),
                 files,
+                stride,
                 dialect,
                 batch_size,
                 log: log.clone(),
