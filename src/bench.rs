@@ -16,7 +16,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 use serde::Serialize;
 
-use crate::model::{ElemType, IoKind, Model, ModelError};
+use crate::model::{ElemType, ExecutionDevice, IoKind, Model, ModelError};
 
 /// How many sessions run at once, and the intra-op threads each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +38,8 @@ pub struct BenchResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
     pub cores: usize,
     pub rows_per_measurement: usize,
     pub results: Vec<BenchResult>,
@@ -72,6 +74,7 @@ pub fn bench(
     rows: usize,
     batch_sizes: &[usize],
     layouts: &[Layout],
+    device: ExecutionDevice,
 ) -> Result<BenchReport, ModelError> {
     let err = |message: String| ModelError::Session {
         uri: model.uri.clone(),
@@ -80,7 +83,7 @@ pub fn bench(
     let mut results = Vec::new();
     for layout in layouts {
         let mut sessions = (0..layout.sessions.max(1))
-            .map(|_| model.new_session(layout.intra_op_threads.max(1)))
+            .map(|_| model.new_session(layout.intra_op_threads.max(1), device))
             .collect::<Result<Vec<_>, _>>()?;
         for &batch in batch_sizes {
             let (inputs, per_run) = synthetic_inputs(model, batch).map_err(err)?;
@@ -127,6 +130,7 @@ pub fn bench(
         .ok_or_else(|| err("nothing was measured".into()))?;
     Ok(BenchReport {
         model: model.uri.clone(),
+        device: device.to_string(),
         cores: crate::source::effective_workers(0),
         rows_per_measurement: rows,
         results,
@@ -211,8 +215,9 @@ fn normal_values(n: usize) -> impl Iterator<Item = f64> {
 /// The report as a table, with the settings it suggests.
 pub fn describe(report: &BenchReport) -> String {
     let mut s = format!(
-        "model: {}\ncores: {}\nrows per measurement: {}\n\n{:>10}  {:>8}  {:>17}  {:>12}\n",
+        "model: {}\ndevice: {}\ncores: {}\nrows per measurement: {}\n\n{:>10}  {:>8}  {:>17}  {:>12}\n",
         report.model,
+        report.device,
         report.cores,
         report.rows_per_measurement,
         "batch",

@@ -109,6 +109,12 @@ the figure is the ceiling a run of this model can approach here."
         /// cores) half as many sessions with two threads.
         #[arg(long, value_delimiter = ',', value_parser = parse_layout)]
         layouts: Vec<crate::bench::Layout>,
+        /// Where to run: cpu, or cuda (with the onnxruntime-gpu wheel's library).
+        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
+        device: BenchDevice,
+        /// The GPU for --device cuda.
+        #[arg(long, default_value_t = 0)]
+        device_id: u32,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -119,6 +125,12 @@ the figure is the ceiling a run of this model can approach here."
         #[arg(value_enum, default_value_t = SchemaKind::Job)]
         kind: SchemaKind,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchDevice {
+    Cpu,
+    Cuda,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,16 +257,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rows,
             batch_sizes,
             layouts,
+            device,
+            device_id,
             json,
         } => {
             crate::model::init_runtime(ort_lib)?;
+            let device = match device {
+                BenchDevice::Cpu => crate::model::ExecutionDevice::Cpu,
+                BenchDevice::Cuda => crate::model::ExecutionDevice::Cuda { device_id },
+            };
+            device
+                .check()
+                .map_err(|e| anyhow::anyhow!("{device}: ONNX Runtime cannot use it: {e}"))?;
             let m = Model::open(&model.to_string_lossy(), None)?;
             let layouts = if layouts.is_empty() {
                 crate::bench::default_layouts(crate::source::effective_workers(0))
             } else {
                 layouts
             };
-            let report = crate::bench::bench(&m, rows.max(1), &batch_sizes, &layouts)?;
+            let report = crate::bench::bench(&m, rows.max(1), &batch_sizes, &layouts, device)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -28,6 +28,8 @@ pub struct RunMetrics {
     pub batch_latency_seconds: Latency,
     pub workers: usize,
     pub batch_size: usize,
+    /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
+    pub device: String,
     pub model: ModelReport,
     pub output_files: u64,
     pub output_bytes: u64,

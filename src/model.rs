@@ -355,15 +355,17 @@ impl Model {
         self.outputs.iter().find(|o| o.name == name)
     }
 
-    /// A pool of `size` sessions (at least one) with `intra_op_threads` threads each,
-    /// reusing the session opened to describe the model when it has one thread.
+    /// A pool of `size` sessions (at least one) with `intra_op_threads` threads each on
+    /// `device`, reusing the session opened to describe the model when it has one CPU thread.
     pub fn session_pool(
         &self,
         size: usize,
         intra_op_threads: usize,
+        device: ExecutionDevice,
     ) -> Result<SessionPool, ModelError> {
         let mut sessions = Vec::with_capacity(size.max(1));
         if intra_op_threads <= 1
+            && device == ExecutionDevice::Cpu
             && let Some(s) = self
                 .first_session
                 .lock()
@@ -373,7 +375,12 @@ impl Model {
             sessions.push(s);
         }
         while sessions.len() < size.max(1) {
-            sessions.push(new_session(&self.uri, &self.bytes, intra_op_threads)?);
+            sessions.push(new_session_on(
+                &self.uri,
+                &self.bytes,
+                intra_op_threads,
+                device,
+            )?);
         }
         Ok(SessionPool {
             sessions: Mutex::new(sessions),
@@ -383,13 +390,71 @@ impl Model {
 }
 
 impl Model {
-    /// A new session of this model with `intra_op_threads` threads.
-    pub fn new_session(&self, intra_op_threads: usize) -> Result<Session, ModelError> {
-        new_session(&self.uri, &self.bytes, intra_op_threads)
+    /// A new session of this model with `intra_op_threads` threads on `device`.
+    pub fn new_session(
+        &self,
+        intra_op_threads: usize,
+        device: ExecutionDevice,
+    ) -> Result<Session, ModelError> {
+        new_session_on(&self.uri, &self.bytes, intra_op_threads, device)
+    }
+}
+
+/// Where sessions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionDevice {
+    Cpu,
+    Cuda { device_id: u32 },
+}
+
+impl std::fmt::Display for ExecutionDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+        }
+    }
+}
+
+impl ExecutionDevice {
+    fn providers(self) -> Vec<ort::ep::ExecutionProviderDispatch> {
+        match self {
+            Self::Cpu => Vec::new(),
+            // Registration fails loudly: a session that quietly ran on the CPU instead would
+            // be the silent fallback the spec forbids.
+            Self::Cuda { device_id } => vec![
+                ort::ep::CUDA::default()
+                    .with_device_id(device_id as i32)
+                    .build()
+                    .error_on_failure(),
+            ],
+        }
+    }
+
+    /// Whether ONNX Runtime can open sessions on this device, and if not, its reason.
+    pub fn check(self) -> Result<(), String> {
+        if self == Self::Cpu {
+            return Ok(());
+        }
+        let env = init_runtime(None).map_err(|e| e.to_string())?;
+        Session::builder(env)
+            .map_err(|e| e.to_string())?
+            .with_execution_providers(self.providers())
+            .map(drop)
+            .map_err(|e| readable_ort_message(e.to_string().trim_end()))
     }
 }
 
 fn new_session(uri: &str, bytes: &[u8], intra_op_threads: usize) -> Result<Session, ModelError> {
+    new_session_on(uri, bytes, intra_op_threads, ExecutionDevice::Cpu)
+}
+
+fn new_session_on(
+    uri: &str,
+    bytes: &[u8],
+    intra_op_threads: usize,
+    device: ExecutionDevice,
+) -> Result<Session, ModelError> {
     let env = init_runtime(None)?;
     let err = |e: ort::Error<_>| ModelError::Session {
         uri: uri.to_string(),
@@ -408,6 +473,8 @@ fn new_session(uri: &str, bytes: &[u8], intra_op_threads: usize) -> Result<Sessi
         .with_intra_threads(intra_op_threads.max(1))
         .map_err(err)?
         .with_inter_threads(1)
+        .map_err(err)?
+        .with_execution_providers(device.providers())
         .map_err(err)?
         .commit_from_memory(bytes)
         .map_err(|e| ModelError::Session {

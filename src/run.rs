@@ -28,11 +28,11 @@ use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::metrics::{
     Latency, Manifest, ModelReport, ReasonCount, RowCounts, RunMetrics, StageSeconds,
 };
-use crate::model::{Model, ModelError};
+use crate::model::{ExecutionDevice, Model, ModelError};
 use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
 use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
 use crate::source::{CsvScanReport, effective_workers, open_input, session_context};
-use crate::spec::{LoadedSpec, Problem, SpecError};
+use crate::spec::{Device, Fallback, LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
@@ -80,6 +80,8 @@ pub struct JobPlan {
     /// For CSV inputs: the malformed rows the scan sets aside, and the rows it read.
     csv_report: Option<CsvScanReport>,
     pub workers: usize,
+    /// Where sessions run, after any fallback.
+    pub device: ExecutionDevice,
 }
 
 impl std::fmt::Debug for JobPlan {
@@ -189,6 +191,32 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
         }
     }
 
+    let device = match s.run.device {
+        Device::Cpu => ExecutionDevice::Cpu,
+        Device::Cuda => ExecutionDevice::Cuda {
+            device_id: s.run.device_id,
+        },
+    };
+    let device = match device.check() {
+        Ok(()) => device,
+        Err(reason) if s.run.fallback == Fallback::Cpu => {
+            tracing::warn!(device = %device, reason = %reason, "the device cannot be had: running on the CPU, as [run] fallback = \"cpu\" allows");
+            ExecutionDevice::Cpu
+        }
+        Err(reason) => {
+            problems.push(Problem::new(
+                "run.device",
+                format!(
+                    "{device}: ONNX Runtime cannot use it ({reason}); the library ({}) must be the onnxruntime-gpu wheel's (scripts/fetch-ort --gpu), with CUDA 13 and cuDNN 9 where the loader finds them, or set [run] fallback = \"cpu\"",
+                    crate::model::runtime_library()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
+            ));
+            ExecutionDevice::Cpu
+        }
+    };
+
     if let Err(e) = Committer::check(&s.output.uri, s.output.mode, &stores).await {
         problems.push(Problem::new("output.uri", e.to_string()));
     }
@@ -196,6 +224,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
     match (model, input, bound) {
         (Some(model), Some(input), Some(bound)) if problems.is_empty() => Ok(JobPlan {
             workers: effective_workers(s.run.workers),
+            device,
             spec,
             model,
             ctx,
@@ -258,7 +287,7 @@ pub async fn execute(
 
     let sessions = plan
         .model
-        .session_pool(plan.workers, s.run.intra_op_threads)
+        .session_pool(plan.workers, s.run.intra_op_threads, plan.device)
         .map_err(RunError::Runtime)?;
     let scorer = Arc::new(Scorer::new(
         plan.bound.inputs.clone(),
@@ -537,6 +566,7 @@ pub async fn execute(
         ),
         workers: plan.workers,
         batch_size: s.run.batch_size,
+        device: plan.device.to_string(),
         model: ModelReport {
             uri: plan.model.uri.clone(),
             sha256: plan.model.sha256.clone(),

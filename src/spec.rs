@@ -245,6 +245,27 @@ pub enum WriteMode {
     Skip,
 }
 
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider (the `onnxruntime-gpu` wheel's library).
+    Cuda,
+}
+
+/// What to do when `device` cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Refuse the job before any work (exit code 2).
+    #[default]
+    None,
+    /// Run on the CPU, with a warning, and say so in `_metrics.json`.
+    Cpu,
+}
+
 /// Execution settings.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +282,16 @@ pub struct RunSpec {
     /// more than one pays. Default: 1.
     #[serde(default = "default_intra_op_threads")]
     pub intra_op_threads: usize,
+    /// Where the model runs: `"cpu"` or `"cuda"`. Default: `"cpu"`.
+    #[serde(default)]
+    pub device: Device,
+    /// The GPU for `device = "cuda"`. Default: 0.
+    #[serde(default)]
+    pub device_id: u32,
+    /// When `device` cannot be had: `"none"` refuses the job, `"cpu"` runs it on the CPU with
+    /// a warning. Never silent. Default: `"none"`.
+    #[serde(default)]
+    pub fallback: Fallback,
     /// The most rows that may be rejected; past it the run stops, commits nothing and exits
     /// with code 3. Default: none, no limit.
     #[serde(default)]
@@ -277,6 +308,9 @@ impl Default for RunSpec {
             batch_size: default_batch_size(),
             workers: 0,
             intra_op_threads: default_intra_op_threads(),
+            device: Device::Cpu,
+            device_id: 0,
+            fallback: Fallback::None,
             max_rejected: None,
             max_rejected_rate: None,
         }

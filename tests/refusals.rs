@@ -729,3 +729,53 @@ fn malformed_csv_rows_are_rejected_with_their_line_numbers() {
         "staging removed"
     );
 }
+
+/// This machine's ONNX Runtime is the CPU build: CUDA cannot be had. Asking for it is refused
+/// before any work, unless the spec allows the CPU, and then the run says so.
+#[test]
+fn cuda_where_there_is_none_is_refused_or_falls_back_only_when_allowed() {
+    let s = Scratch::new();
+    let churn = |run: &str| {
+        std::fs::read_to_string(repo().join("jobs/churn.toml"))
+            .unwrap()
+            .replace("../out/churn/ds=${ds}/", "../out/x/")
+            .replace("[run]\n", &format!("[run]\n{run}\n"))
+    };
+    let job = s.job("gpu.toml", &churn("device = \"cuda\"\ndevice_id = 0"));
+    let err = refused(
+        &s,
+        &job,
+        &[
+            "[run.device]: cuda:0: ONNX Runtime cannot use it (",
+            "must be the onnxruntime-gpu wheel's",
+            "fallback = \"cpu\"",
+        ],
+    );
+    assert!(
+        err.contains("libonnxruntime.so"),
+        "names the library: {err}"
+    );
+
+    let job = s.job(
+        "fallback.toml",
+        &churn("device = \"cuda\"\nfallback = \"cpu\""),
+    );
+    let o = run(&["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    let stderr = text(&o).1;
+    assert!(
+        stderr.contains("running on the CPU, as [run] fallback = \"cpu\" allows"),
+        "the fallback is never silent: {stderr}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/x/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["device"], "cpu");
+    let expected = read_parquet(std::path::Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &read_output(&s.path("out/x")),
+        &expected,
+        "customer_id",
+        &["region", "churn_probability", "churn_label"],
+    );
+}
