@@ -83,7 +83,9 @@ def batchscore_run(a, env, tmp, data, model, workload, fmt="parquet"):
 
 
 def peer(a, mode, data, model_path, tmp):
-    secs, rss, out = run_measured([a.python, PEERS, mode, data, model_path, os.path.join(tmp, f"peer-{mode}")])
+    # Spark's Python workers must be the interpreter with the peers' packages.
+    env = dict(os.environ, PYSPARK_PYTHON=a.python, PYSPARK_DRIVER_PYTHON=a.python)
+    secs, rss, out = run_measured([a.python, PEERS, mode, data, model_path, os.path.join(tmp, f"peer-{mode}")], env)
     m = re.search(r"rows (\d+) seconds [\d.]+ rows/s (\d+)", out)
     return float(m.group(2)), rss
 
