@@ -135,6 +135,7 @@ impl Staging {
                         out,
                         header: true,
                         schema,
+                        written: 0,
                     },
                 };
                 Ok(PartWriter {
@@ -250,6 +251,8 @@ enum PartInner {
         out: ObjectBufWriter,
         header: bool,
         schema: SchemaRef,
+        /// Bytes handed to the upload, for the manifest.
+        written: u64,
     },
 }
 
@@ -297,16 +300,22 @@ impl PartWriter {
             PartInner::Parquet(w) => w.write(batch).map_err(|e| e.to_string()),
             PartInner::Csv(w) => w.write(batch).map_err(|e| e.to_string()),
             PartInner::StoreParquet(w) => w.write(batch).await.map_err(|e| e.to_string()),
-            PartInner::StoreCsv { out, header, .. } => {
+            PartInner::StoreCsv {
+                out,
+                header,
+                written,
+                ..
+            } => {
                 let mut w = datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(*header)
                     .build(Vec::new());
                 *header = false;
                 match w.write(batch) {
-                    Ok(()) => out
-                        .put(w.into_inner().into())
-                        .await
-                        .map_err(|e| e.to_string()),
+                    Ok(()) => {
+                        let bytes = w.into_inner();
+                        *written += bytes.len() as u64;
+                        out.put(bytes.into()).await.map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -335,14 +344,15 @@ impl PartWriter {
                     .into_inner()
                     .map_err(|e| enc(e.error().to_string()))?,
             )?,
-            PartInner::StoreParquet(w) => {
-                w.close().await.map_err(|e| enc(e.to_string()))?;
-                0
+            PartInner::StoreParquet(mut w) => {
+                w.finish().await.map_err(|e| enc(e.to_string()))?;
+                w.bytes_written() as u64
             }
             PartInner::StoreCsv {
                 mut out,
                 header,
                 schema,
+                mut written,
             } => {
                 if header {
                     // No batch came: the part is just the header line.
@@ -351,12 +361,14 @@ impl PartWriter {
                         .build(Vec::new());
                     w.write(&RecordBatch::new_empty(schema))
                         .map_err(|e| enc(e.to_string()))?;
-                    out.put(w.into_inner().into())
+                    let bytes = w.into_inner();
+                    written += bytes.len() as u64;
+                    out.put(bytes.into())
                         .await
                         .map_err(|e| enc(e.to_string()))?;
                 }
                 out.shutdown().await.map_err(|e| enc(e.to_string()))?;
-                0
+                written
             }
         };
         Ok(PartFile {

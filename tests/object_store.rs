@@ -404,6 +404,20 @@ fn assert_bucket_output(
     assert_matches(&read_output(dir), &expected, key, columns);
 }
 
+/// The manifest of a downloaded output gives each part's size in bytes.
+#[track_caller]
+fn assert_manifest_sizes(dir: &Path) {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
+            .unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let size = std::fs::metadata(dir.join(f["path"].as_str().unwrap()))
+            .unwrap()
+            .len();
+        assert_eq!(f["bytes"].as_u64(), Some(size), "{f}");
+    }
+}
+
 fn churn_to_s3(bucket: &str, mode: &str, format: &str) -> String {
     let text = std::fs::read_to_string(repo().join("jobs/churn.toml"))
         .unwrap()
@@ -443,6 +457,7 @@ fn outputs_in_a_bucket_are_committed_with_manifest_and_success_last() {
         !names.iter().any(|n| n.starts_with("_staging")),
         "staging is removed: {names:?}"
     );
+    assert_manifest_sizes(&s.path("got"));
     let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
     assert_matches(
         &read_output(&s.path("got")),
@@ -464,6 +479,7 @@ fn outputs_in_a_bucket_are_committed_with_manifest_and_success_last() {
     let got = s.path("got2");
     let names = download(&store, "scores/ds=1", &got);
     assert!(names.iter().all(|n| !n.ends_with(".parquet")), "{names:?}");
+    assert_manifest_sizes(&got);
     assert_matches(
         &read_output(&got),
         &expected,
