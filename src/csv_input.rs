@@ -155,7 +155,21 @@ pub async fn infer_file_schema(files: &[CsvFile], dialect: CsvDialect) -> Result
             }
         });
     }
-    Ok(merged.map(|(_, s)| s).unwrap_or_else(Schema::empty))
+    // A column empty in every record looked at is read as text: values past those records are
+    // kept (a Null column would drop them) and cast where a model input needs a number.
+    Ok(merged
+        .map(|(_, s)| {
+            Schema::new(
+                s.fields()
+                    .iter()
+                    .map(|f| match f.data_type() {
+                        DataType::Null => Field::new(f.name(), DataType::Utf8, true),
+                        _ => f.as_ref().clone(),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .unwrap_or_else(Schema::empty))
 }
 
 /// The first bytes of a file (decompressed): enough for [`INFER_RECORDS`] records in all
@@ -854,5 +868,33 @@ mod tests {
         assert_eq!(s.field(0).name(), "id");
         assert_eq!(s.field(0).data_type(), &DataType::Int64);
         assert_eq!(s.field(1).data_type(), &DataType::Float64);
+    }
+
+    #[tokio::test]
+    async fn a_column_empty_where_types_are_inferred_is_text() {
+        use object_store::memory::InMemory;
+        let store = Arc::new(InMemory::new());
+        let mut csv = b"id,x\n".to_vec();
+        for i in 0..1500 {
+            csv.extend_from_slice(format!("{i},{}\n", if i < 1200 { "" } else { "7" }).as_bytes());
+        }
+        let location = object_store::path::Path::from("d.csv");
+        store.put(&location, csv.into()).await.unwrap();
+        let meta = store.head(&location).await.unwrap();
+        let file = CsvFile {
+            store,
+            meta,
+            name: "d.csv".into(),
+            partition_values: vec![],
+        };
+        let dialect = CsvDialect {
+            has_header: true,
+            delimiter: b',',
+            quote: b'"',
+            compression: FileCompressionType::UNCOMPRESSED,
+        };
+        let s = infer_file_schema(&[file], dialect).await.unwrap();
+        assert_eq!(s.field(0).data_type(), &DataType::Int64);
+        assert_eq!(s.field(1).data_type(), &DataType::Utf8);
     }
 }
