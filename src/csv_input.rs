@@ -134,22 +134,7 @@ pub async fn infer_file_schema(files: &[CsvFile], dialect: CsvDialect) -> Result
                 };
                 let (a, b) = (names(&m), names(&schema));
                 if a != b {
-                    let missing: Vec<&str> = a
-                        .iter()
-                        .filter(|c| !b.contains(c))
-                        .map(String::as_str)
-                        .collect();
-                    let extra: Vec<&str> = b
-                        .iter()
-                        .filter(|c| !a.contains(c))
-                        .map(String::as_str)
-                        .collect();
-                    return Err(format!(
-                        "{}: its columns differ from those of {first} (missing: [{}]; not in {first}: [{}]); every input file must have the same columns",
-                        file.name,
-                        missing.join(", "),
-                        extra.join(", ")
-                    ));
+                    return Err(crate::source::columns_differ(&file.name, &first, &a, &b));
                 }
                 (first, widen(&m, &schema))
             }

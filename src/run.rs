@@ -410,17 +410,7 @@ pub async fn execute(
                     if let Some(pb) = &progress {
                         pb.inc(batch.num_rows() as u64);
                     }
-                    // Past the budget, stop at once: nothing will be committed.
-                    let so_far = scorer.stats.rows_unscored.load(Ordering::Relaxed);
-                    if let Some(max) = max_rejected
-                        && so_far > max
-                    {
-                        return Err(budget_error(
-                            &job_name,
-                            &scorer,
-                            format!("more than [run] max_rejected = {max}"),
-                        ));
-                    }
+                    check_max_rejected(&scorer, max_rejected, &job_name)?;
                 }
                 let t = Instant::now();
                 result.files = writer.finish().await?;
@@ -677,6 +667,23 @@ fn top_reasons(scorer: &Scorer, n: usize) -> Vec<ReasonCount> {
     v
 }
 
+/// Past `[run] max_rejected`, the error that stops the run at once: nothing will be committed.
+fn check_max_rejected(
+    scorer: &Scorer,
+    max_rejected: Option<u64>,
+    job_name: &str,
+) -> Result<(), RunError> {
+    let so_far = scorer.stats.rows_unscored.load(Ordering::Relaxed);
+    match max_rejected {
+        Some(max) if so_far > max => Err(budget_error(
+            job_name,
+            scorer,
+            format!("more than [run] max_rejected = {max}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The error for a run past its reject budget: how many, which limit, and the top reasons.
 fn budget_error(job: &str, scorer: &Scorer, limit: String) -> RunError {
     let rejected = scorer.stats.rows_unscored.load(Ordering::Relaxed);
@@ -753,21 +760,12 @@ async fn write_malformed(
             .stats
             .rows_malformed
             .fetch_add(n as u64, Ordering::Relaxed);
-        let so_far = scorer
+        scorer
             .stats
             .rows_unscored
-            .fetch_add(n as u64, Ordering::Relaxed)
-            + n as u64;
+            .fetch_add(n as u64, Ordering::Relaxed);
         rows.clear();
-        if let Some(max) = max_rejected
-            && so_far > max
-        {
-            return Err(budget_error(
-                &job_name,
-                &scorer,
-                format!("more than [run] max_rejected = {max}"),
-            ));
-        }
+        check_max_rejected(&scorer, max_rejected, &job_name)?;
     }
     let t = Instant::now();
     result.rejected_files = writer.finish().await?;

@@ -211,7 +211,7 @@ pub async fn open_input(
             csv: Some(report),
         });
     }
-    check_files(&state, &url, &options, &files, format)
+    check_parquet_files(&state, &url, &options, &files)
         .await
         .map_err(|m| one("input.uri", m))?;
     let fingerprint = listing_fingerprint(&files);
@@ -406,14 +406,14 @@ fn file_name(url: &ListingTableUrl, meta: &ObjectMeta) -> String {
     }
 }
 
-/// Refuses, naming the file, an input with an empty file, a file that cannot be read, or
-/// files whose columns differ (names and, for Parquet, types; CSV types are guessed per file).
-async fn check_files(
+/// Refuses, naming the file, a Parquet input with an empty file, a file that cannot be read,
+/// or files whose columns differ (names and types). CSV files get the same checks from
+/// `csv_input::infer_file_schema`.
+async fn check_parquet_files(
     state: &datafusion::execution::SessionState,
     url: &ListingTableUrl,
     options: &ListingOptions,
     files: &[ObjectMeta],
-    format: InputFormat,
 ) -> Result<(), String> {
     let store = state
         .runtime_env()
@@ -441,34 +441,36 @@ async fn check_files(
                 let describe = |s: &SchemaRef| -> Vec<String> {
                     s.fields()
                         .iter()
-                        .map(|f| match format {
-                            InputFormat::Parquet => format!("{}: {}", f.name(), f.data_type()),
-                            InputFormat::Csv => f.name().clone(),
-                        })
+                        .map(|f| format!("{}: {}", f.name(), f.data_type()))
                         .collect()
                 };
                 let (a, b) = (describe(first_schema), describe(&schema));
                 if a != b {
-                    let missing: Vec<&String> = a.iter().filter(|c| !b.contains(c)).collect();
-                    let extra: Vec<&String> = b.iter().filter(|c| !a.contains(c)).collect();
-                    return Err(format!(
-                        "{name}: its columns differ from those of {first_name} (missing: [{}]; not in {first_name}: [{}]); every input file must have the same columns",
-                        missing
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        extra
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+                    return Err(columns_differ(&name, first_name, &a, &b));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The refusal for a file whose columns (`b`) differ from the first file's (`a`).
+pub(crate) fn columns_differ(name: &str, first_name: &str, a: &[String], b: &[String]) -> String {
+    let missing: Vec<&str> = a
+        .iter()
+        .filter(|c| !b.contains(c))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = b
+        .iter()
+        .filter(|c| !a.contains(c))
+        .map(String::as_str)
+        .collect();
+    format!(
+        "{name}: its columns differ from those of {first_name} (missing: [{}]; not in {first_name}: [{}]); every input file must have the same columns",
+        missing.join(", "),
+        extra.join(", ")
+    )
 }
 
 /// SHA-256 over the files the table reads (path, size, modification time), in path order:
