@@ -426,30 +426,20 @@ pub async fn execute(
         let mut results = Vec::with_capacity(tasks.0.len() + 1);
         let mut first_error = None;
         for t in tasks.0.iter_mut() {
-            match t.await {
-                Ok(Ok(r)) => results.push(r),
-                Ok(Err(e)) => {
+            match joined(t, "a scoring task").await {
+                Ok(r) => results.push(r),
+                Err(e) => {
                     first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    first_error.get_or_insert(RunError::Execution(format!(
-                        "a scoring task failed: {join}"
-                    )));
                 }
             }
         }
         // Every scan has ended, so every malformed row has been sent.
         let _ = scan_done.send(());
         for t in malformed_task.0.iter_mut() {
-            match t.await {
-                Ok(Ok(r)) => results.push(r),
-                Ok(Err(e)) => {
+            match joined(t, "the rejected-rows task").await {
+                Ok(r) => results.push(r),
+                Err(e) => {
                     first_error.get_or_insert(e);
-                }
-                Err(join) => {
-                    first_error.get_or_insert(RunError::Execution(format!(
-                        "the rejected-rows task failed: {join}"
-                    )));
                 }
             }
         }
@@ -665,6 +655,17 @@ fn top_reasons(scorer: &Scorer, n: usize) -> Vec<ReasonCount> {
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.reason.cmp(&b.reason)));
     v.truncate(n);
     v
+}
+
+/// A write task's result; its panic or cancellation as an execution error naming `what`.
+async fn joined(
+    task: &mut tokio::task::JoinHandle<Result<PartitionResult, RunError>>,
+    what: &str,
+) -> Result<PartitionResult, RunError> {
+    match task.await {
+        Ok(r) => r,
+        Err(join) => Err(RunError::Execution(format!("{what} failed: {join}"))),
+    }
 }
 
 /// Past `[run] max_rejected`, the error that stops the run at once: nothing will be committed.
