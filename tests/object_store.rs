@@ -532,7 +532,14 @@ fn a_run_overtaken_by_another_commit_stops_at_the_manifest_and_commits_nothing()
             .replace("batch_size = 500", "batch_size = 4096")
             + &storage_table(true)
     };
-    let slow = s.job("slow.toml", &spec(s.path("big.parquet").to_str().unwrap()));
+    // Parts of 100k rows, so that A stages its first ones early and goes on scoring.
+    let slow = s.job(
+        "slow.toml",
+        &spec(s.path("big.parquet").to_str().unwrap()).replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\nmax_rows_per_file = 100000",
+        ),
+    );
     let fast = s.job("fast.toml", &spec(&sample("fraud/transactions.parquet")));
 
     let run_a = s3_spawn(&s, &["run", slow.to_str().unwrap()]);

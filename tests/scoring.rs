@@ -200,6 +200,59 @@ fn batch_size_workers_and_file_rollover_do_not_change_results() {
     assert!(files.iter().all(|f| f["rows"].as_u64().unwrap() <= 300));
 }
 
+/// Two files of 2000 and 500 rows are two scan ranges, one per worker; dealt batches rather
+/// than ranges, each worker scores and writes half the rows, give or take a batch, and
+/// neither idles while the other finishes.
+#[test]
+fn workers_are_dealt_batches_not_files() {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let s = Scratch::new();
+    let source = std::fs::File::open(sample("fraud/transactions.parquet")).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(source)
+        .unwrap()
+        .with_batch_size(2500)
+        .build()
+        .unwrap();
+    let all = reader.map(|b| b.unwrap()).next().unwrap();
+    assert_eq!(all.num_rows(), 2500);
+    std::fs::create_dir(s.path("in")).unwrap();
+    for (name, offset, len) in [("a.parquet", 0, 2000), ("b.parquet", 2000, 500)] {
+        let file = std::fs::File::create(s.path("in").join(name)).unwrap();
+        let mut w = ArrowWriter::try_new(file, all.schema(), None).unwrap();
+        w.write(&all.slice(offset, len)).unwrap();
+        w.close().unwrap();
+    }
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace("../sample_data/fraud/transactions.parquet", "../in/")
+        .replace("batch_size = 500", "batch_size = 50\nworkers = 2");
+    let job = s.job("fraud-dealt.toml", &text);
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = s.path("out/fraud");
+    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&out),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap())
+            .unwrap();
+    let rows: Vec<u64> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "one part per worker: {manifest}");
+    assert!(
+        rows.iter().all(|&r| r.abs_diff(1250) <= 50),
+        "2500 rows in batches of 50 between two workers: {rows:?}"
+    );
+}
+
 #[test]
 fn csv_options_headerless_semicolons_and_a_glob() {
     let s = Scratch::new();
