@@ -64,7 +64,9 @@ pub struct RowCounts {
 /// Time per stage, summed over workers.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct StageSeconds {
-    /// Reading and decoding the input, the `query`, and evaluating the feature expressions.
+    /// Waiting for the next batch: reading and decoding the input, the `query`, and evaluating
+    /// the feature expressions run ahead of scoring, so this is the part of them the scoring
+    /// workers waited for.
     pub read: f64,
     /// Packing columns into tensors.
     pub features: f64,
