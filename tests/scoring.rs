@@ -167,6 +167,22 @@ workers = 3
     assert_matches(&got, &expected, "row_id", &["scores", "score_2", "label"]);
 }
 
+/// Runs `text`, a variant of `jobs/fraud.toml` writing to `out/fraud`, checks every score
+/// against onnxruntime's, and returns the committed manifest.
+fn fraud_scored_as_expected(s: &Scratch, name: &str, text: &str) -> serde_json::Value {
+    let job = s.job(name, text);
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = s.path("out/fraud");
+    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&out),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn batch_size_workers_and_file_rollover_do_not_change_results() {
     let s = Scratch::new();
@@ -177,20 +193,7 @@ fn batch_size_workers_and_file_rollover_do_not_change_results() {
             "mode = \"overwrite\"",
             "mode = \"overwrite\"\nmax_rows_per_file = 300",
         );
-    let job = s.job("fraud-small.toml", &text);
-    assert_ok(&run(&["run", job.to_str().unwrap()]));
-    let out = s.path("out/fraud");
-    let got = read_output(&out);
-    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(
-        &got,
-        &expected,
-        "txn_id",
-        &["fraud_probability", "fraud_label"],
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap())
-            .unwrap();
+    let manifest = fraud_scored_as_expected(&s, "fraud-small.toml", &text);
     let files = manifest["files"].as_array().unwrap();
     assert!(
         files.len() >= 9,
@@ -227,19 +230,7 @@ fn workers_are_dealt_batches_not_files() {
         .unwrap()
         .replace("../sample_data/fraud/transactions.parquet", "../in/")
         .replace("batch_size = 500", "batch_size = 50\nworkers = 2");
-    let job = s.job("fraud-dealt.toml", &text);
-    assert_ok(&run(&["run", job.to_str().unwrap()]));
-    let out = s.path("out/fraud");
-    let expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
-    assert_matches(
-        &read_output(&out),
-        &expected,
-        "txn_id",
-        &["fraud_probability", "fraud_label"],
-    );
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("_manifest.json")).unwrap())
-            .unwrap();
+    let manifest = fraud_scored_as_expected(&s, "fraud-dealt.toml", &text);
     let rows: Vec<u64> = manifest["files"]
         .as_array()
         .unwrap()
