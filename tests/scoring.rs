@@ -244,6 +244,38 @@ fn workers_are_dealt_batches_not_files() {
     );
 }
 
+/// A query's batches are dealt to the workers in turn, so an `ORDER BY` orders each part.
+#[test]
+fn a_query_order_by_orders_each_part() {
+    let s = Scratch::new();
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "[input]",
+            "[input]\nquery = \"SELECT * FROM input ORDER BY txn_id DESC\"",
+        )
+        .replace("batch_size = 500", "batch_size = 100\nworkers = 2");
+    let manifest = fraud_scored_as_expected(&s, "fraud-ordered.toml", &text);
+    let parts = manifest["files"].as_array().unwrap();
+    assert_eq!(parts.len(), 2, "{manifest}");
+    for part in parts {
+        let path = s.path("out/fraud").join(part["path"].as_str().unwrap());
+        let keys: Vec<i64> = read_parquet(&path)["txn_id"]
+            .iter()
+            .map(|c| match c {
+                Cell::Int(k) => *k,
+                other => panic!("txn_id {other:?}"),
+            })
+            .collect();
+        assert!(keys.len() > 1000, "{}: {} rows", path.display(), keys.len());
+        assert!(
+            keys.windows(2).all(|w| w[0] > w[1]),
+            "{} is not in descending txn_id order",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn csv_options_headerless_semicolons_and_a_glob() {
     let s = Scratch::new();
