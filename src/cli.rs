@@ -110,8 +110,8 @@ the figure is the ceiling a run of this model can approach here."
         #[arg(long, value_delimiter = ',', value_parser = parse_layout)]
         layouts: Vec<crate::bench::Layout>,
         /// Where to run: cpu, or cuda (with the onnxruntime-gpu wheel's library).
-        #[arg(long, value_enum, default_value_t = BenchDevice::Cpu)]
-        device: BenchDevice,
+        #[arg(long, value_enum, default_value_t = crate::spec::Device::Cpu)]
+        device: crate::spec::Device,
         /// The GPU for --device cuda.
         #[arg(long, default_value_t = 0)]
         device_id: u32,
@@ -125,12 +125,6 @@ the figure is the ceiling a run of this model can approach here."
         #[arg(value_enum, default_value_t = SchemaKind::Job)]
         kind: SchemaKind,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BenchDevice {
-    Cpu,
-    Cuda,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -262,10 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => {
             crate::model::init_runtime(ort_lib)?;
-            let device = match device {
-                BenchDevice::Cpu => crate::model::ExecutionDevice::Cpu,
-                BenchDevice::Cuda => crate::model::ExecutionDevice::Cuda { device_id },
-            };
+            let device = crate::model::ExecutionDevice::new(device, device_id);
             device
                 .check()
                 .map_err(|e| anyhow::anyhow!("{device}: ONNX Runtime cannot use it: {e}"))?;

@@ -297,7 +297,7 @@ impl Model {
             uri: uri.to_string(),
             reason,
         })?;
-        let session = new_session(uri, &bytes, 1)?;
+        let session = new_session_on(uri, &bytes, 1, ExecutionDevice::Cpu)?;
         let inputs = session
             .inputs()
             .iter()
@@ -417,6 +417,14 @@ impl std::fmt::Display for ExecutionDevice {
 }
 
 impl ExecutionDevice {
+    /// The device a spec's `[run] device` and `device_id` name.
+    pub fn new(device: crate::spec::Device, device_id: u32) -> Self {
+        match device {
+            crate::spec::Device::Cpu => Self::Cpu,
+            crate::spec::Device::Cuda => Self::Cuda { device_id },
+        }
+    }
+
     fn providers(self) -> Vec<ort::ep::ExecutionProviderDispatch> {
         match self {
             Self::Cpu => Vec::new(),
@@ -443,10 +451,6 @@ impl ExecutionDevice {
             .map(drop)
             .map_err(|e| readable_ort_message(e.to_string().trim_end()))
     }
-}
-
-fn new_session(uri: &str, bytes: &[u8], intra_op_threads: usize) -> Result<Session, ModelError> {
-    new_session_on(uri, bytes, intra_op_threads, ExecutionDevice::Cpu)
 }
 
 fn new_session_on(

@@ -36,7 +36,7 @@ use crate::model::{ExecutionDevice, Model, ModelError};
 use crate::score::{OutputBinding, PredictUdf, Scorer, bind_outputs};
 use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
 use crate::source::{CsvScanReport, effective_workers, open_input, session_context};
-use crate::spec::{Device, Fallback, LoadedSpec, Problem, SpecError};
+use crate::spec::{Fallback, LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
@@ -195,12 +195,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
         }
     }
 
-    let device = match s.run.device {
-        Device::Cpu => ExecutionDevice::Cpu,
-        Device::Cuda => ExecutionDevice::Cuda {
-            device_id: s.run.device_id,
-        },
-    };
+    let device = ExecutionDevice::new(s.run.device, s.run.device_id);
     let device = match device.check() {
         Ok(()) => device,
         Err(reason) if s.run.fallback == Fallback::Cpu => {
