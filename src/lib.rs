@@ -2,8 +2,9 @@
 //!
 //! The modules follow the data flow (see `DESIGN.md`):
 //! [`spec`] → [`storage`] and [`source`] → [`features`] → [`score`] → [`sink`], with [`model`] holding the
-//! ONNX model and its sessions, [`metrics`] what a run reports, [`run`] the orchestration,
-//! and [`cli`] the command line.
+//! ONNX model and its sessions, [`metrics`] what a run reports, [`run`] the orchestration
+//! (with [`work_queue`], the queue its scoring workers take batches from), and [`cli`] the
+//! command line.
 
 pub mod bench;
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod storage;
+pub mod work_queue;

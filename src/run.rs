@@ -18,9 +18,8 @@ use datafusion::logical_expr::{Expr, ScalarUDF, cast, col};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, Partitioning, StatisticsArgs, StatisticsContext, execute_stream_partitioned,
+    ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream_partitioned,
 };
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
@@ -38,6 +37,7 @@ use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
 use crate::source::{CsvScanReport, effective_workers, open_input, session_context};
 use crate::spec::{Fallback, LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
+use crate::work_queue::WorkQueueExec;
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
 #[derive(Debug, thiserror::Error)]
@@ -608,19 +608,18 @@ fn feature_column(i: usize) -> String {
     format!("__batchscore_feature_{i}")
 }
 
-/// The run's physical plan: the features' plan as DataFusion optimizes it, a round-robin
-/// repartition, and on top the scoring projection (the pass-through columns and `predict`).
+/// The run's physical plan: the features' plan as DataFusion optimizes it, a
+/// [`WorkQueueExec`] with one output per worker, and on top the scoring projection (the
+/// pass-through columns and `predict`).
 ///
 /// The scoring projection is added after optimization so that it stays where it is: the
 /// optimizer merges a projection of plain columns into the scan, `predict` included, and
 /// drops a repartition asked for in the logical plan when the scan already has as many
-/// partitions. The repartition deals the scoring partitions batches rather than file ranges.
-/// The scans share their ranges (work stealing), but a range is a large unit: with ranges
-/// dealt out, one worker often scored alone for the last half second or more of a run while
-/// the other core idled (GBDT, 2M rows in one file: 0.9 to 1.5 idle core-seconds a run; with
-/// dealt batches 0.2 to 0.6), and a 2000-row file beside a 500-row one was scored 2000 to 500.
-/// The repartition's own tasks also decode and evaluate the features of the next batches
-/// while the scoring partitions score.
+/// partitions. The queue hands each worker its next batch when it is ready for one, rather
+/// than a file range (a large unit: one worker often scored alone for the last half second
+/// or more of a run while the other core idled) or every n-th batch (DataFusion's round-robin
+/// repartition, whose buffer for a slower worker grows with the input). The queue's feeding
+/// tasks decode and evaluate the features of the next batches while the workers score.
 async fn scoring_plan(
     ctx: &SessionContext,
     features: DataFrame,
@@ -630,11 +629,10 @@ async fn scoring_plan(
 ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
     let features_schema = features.schema().clone();
     let input = features.create_physical_plan().await?;
-    let dealt: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
-        input,
-        Partitioning::RoundRobinBatch(workers.max(1)),
-    )?);
-    let schema = dealt.schema();
+    // One batch ready for each worker; reading waits while they are all taken.
+    // One batch ready for each worker; reading waits while they are all taken.
+    let queued: Arc<dyn ExecutionPlan> = Arc::new(WorkQueueExec::new(input, workers, workers));
+    let schema = queued.schema();
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = schema.fields()[..n_pass]
         .iter()
         .enumerate()
@@ -648,7 +646,7 @@ async fn scoring_plan(
             .create_physical_expr(predict, &features_schema)?,
         "__batchscore_predictions".to_string(),
     ));
-    Ok(Arc::new(ProjectionExec::try_new(exprs, dealt)?))
+    Ok(Arc::new(ProjectionExec::try_new(exprs, queued)?))
 }
 
 /// Rows the file scans produced, from the executed plan's metrics.

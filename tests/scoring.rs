@@ -203,11 +203,11 @@ fn batch_size_workers_and_file_rollover_do_not_change_results() {
     assert!(files.iter().all(|f| f["rows"].as_u64().unwrap() <= 300));
 }
 
-/// Two files of 2000 and 500 rows are two scan ranges, one per worker; dealt batches rather
-/// than ranges, each worker scores and writes half the rows, give or take a batch, and
-/// neither idles while the other finishes.
+/// Two files of 2000 and 500 rows, two workers: every row is scored as onnxruntime scores it
+/// and written once. (Which worker takes which batch is up to the moment: `work_queue`'s
+/// tests hold that a batch goes to whichever worker asks for one.)
 #[test]
-fn workers_are_dealt_batches_not_files() {
+fn unequal_files_are_scored_once_by_two_workers() {
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let s = Scratch::new();
@@ -237,14 +237,12 @@ fn workers_are_dealt_batches_not_files() {
         .iter()
         .map(|f| f["rows"].as_u64().unwrap())
         .collect();
-    assert_eq!(rows.len(), 2, "one part per worker: {manifest}");
-    assert!(
-        rows.iter().all(|&r| r.abs_diff(1250) <= 50),
-        "2500 rows in batches of 50 between two workers: {rows:?}"
-    );
+    assert!(rows.len() <= 2, "at most one part per worker: {manifest}");
+    assert_eq!(rows.iter().sum::<u64>(), 2500, "{manifest}");
 }
 
-/// A query's batches are dealt to the workers in turn, so an `ORDER BY` orders each part.
+/// A query's batches are taken by the workers in the query's order, so an `ORDER BY` orders
+/// each part.
 #[test]
 fn a_query_order_by_orders_each_part() {
     let s = Scratch::new();
@@ -257,7 +255,7 @@ fn a_query_order_by_orders_each_part() {
         .replace("batch_size = 500", "batch_size = 100\nworkers = 2");
     let manifest = fraud_scored_as_expected(&s, "fraud-ordered.toml", &text);
     let parts = manifest["files"].as_array().unwrap();
-    assert_eq!(parts.len(), 2, "{manifest}");
+    let mut rows = 0;
     for part in parts {
         let path = s.path("out/fraud").join(part["path"].as_str().unwrap());
         let keys: Vec<i64> = read_parquet(&path)["txn_id"]
@@ -267,13 +265,14 @@ fn a_query_order_by_orders_each_part() {
                 other => panic!("txn_id {other:?}"),
             })
             .collect();
-        assert!(keys.len() > 1000, "{}: {} rows", path.display(), keys.len());
         assert!(
             keys.windows(2).all(|w| w[0] > w[1]),
             "{} is not in descending txn_id order",
             path.display()
         );
+        rows += keys.len();
     }
+    assert_eq!(rows, 2500, "{manifest}");
 }
 
 #[test]
