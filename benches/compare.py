@@ -146,7 +146,7 @@ def main():
                 # As many rows as the run scores: short samples are noisier, and the best of
                 # several noisy samples overstates the ceiling.
                 _, _, out = run_measured([a.batchscore, "bench", model_path, "--json", "--rows", str(a.rows),
-                                          "--batch-sizes", "8192,65536"], env)
+                                          "--batch-sizes", "2048,8192,65536"], env)
                 row["ceiling"] = json.loads(out)["best"]["rows_per_second"]
                 row["decode"] = peer(a, "read-only", data, model_path, tmp)[0]
                 for k, v in row.items():

@@ -234,7 +234,7 @@ pub fn describe(report: &BenchReport) -> String {
     let b = &report.best;
     s.push_str(&format!(
         "\nbest: {:.0} rows/s with batch {}, {} session(s) x {} intra-op thread(s)\n\
-         suggested:\n  [run]\n  batch_size = {}\n  workers = {}\n  intra_op_threads = {}\n",
+         suggested:\n  [run]\n  inference_batch_size = {}\n  workers = {}\n  intra_op_threads = {}\n",
         b.rows_per_second,
         b.batch_size,
         b.layout.sessions,

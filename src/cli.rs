@@ -102,7 +102,7 @@ the figure is the ceiling a run of this model can approach here."
         #[arg(long, default_value_t = 131_072)]
         rows: usize,
         /// Batch sizes to try, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 8192, 65536])]
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 2048, 8192, 65536])]
         batch_sizes: Vec<usize>,
         /// Layouts to try as SESSIONSxTHREADS, comma-separated (e.g. 2x1,1x2). Default: one
         /// session per core with one thread each, one session with every core, and (with 4+

@@ -28,6 +28,9 @@ pub struct RunMetrics {
     pub batch_latency_seconds: Latency,
     pub workers: usize,
     pub batch_size: usize,
+    /// Rows per ONNX Runtime call (`[run] inference_batch_size`, or the model's fixed batch
+    /// dimension).
+    pub inference_batch_size: usize,
     /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
     pub device: String,
     pub model: ModelReport,

@@ -292,6 +292,7 @@ pub async fn execute(
         plan.bound.inputs.clone(),
         plan.outputs.clone(),
         sessions,
+        s.run.inference_batch_size(plan.device),
     ));
     // The pass-through columns and every feature as a column of its own, evaluated by
     // DataFusion; `scoring_plan` puts the scoring on top of them.
@@ -557,6 +558,7 @@ pub async fn execute(
         ),
         workers: plan.workers,
         batch_size: s.run.batch_size,
+        inference_batch_size: scorer.rows_per_call(),
         device: plan.device.to_string(),
         model: ModelReport {
             uri: plan.model.uri.clone(),

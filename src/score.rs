@@ -260,6 +260,8 @@ pub struct Scorer {
     pub sessions: SessionPool,
     pub stats: ScoreStats,
     fixed_batch: Option<usize>,
+    /// Rows per ONNX Runtime call when the model does not fix them.
+    inference_batch: usize,
     return_fields: Fields,
 }
 
@@ -268,6 +270,7 @@ impl Scorer {
         inputs: Vec<InputBinding>,
         outputs: Vec<OutputBinding>,
         sessions: SessionPool,
+        inference_batch: usize,
     ) -> Self {
         let fixed_batch = inputs.iter().find_map(InputBinding::fixed_batch);
         let return_fields: Fields = outputs
@@ -285,8 +288,15 @@ impl Scorer {
             sessions,
             stats: ScoreStats::default(),
             fixed_batch,
+            inference_batch: inference_batch.max(1),
             return_fields,
         }
+    }
+
+    /// Rows per ONNX Runtime call: the model's fixed batch dimension, or
+    /// `[run] inference_batch_size`.
+    pub fn rows_per_call(&self) -> usize {
+        self.fixed_batch.unwrap_or(self.inference_batch)
     }
 
     pub fn return_type(&self) -> DataType {
@@ -374,7 +384,7 @@ impl Scorer {
         } else {
             (0..num_rows).filter(|&i| reasons[i].is_none()).collect()
         };
-        let chunk = self.fixed_batch.unwrap_or(scored_rows.len().max(1));
+        let chunk = self.rows_per_call();
         let mut run = BatchRun {
             per_output: vec![Vec::new(); self.outputs.len()],
             ok_rows: Vec::with_capacity(scored_rows.len()),

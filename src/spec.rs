@@ -276,6 +276,13 @@ pub struct RunSpec {
     /// small networks, and a quarter of the memory; see the README's measurements).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Rows per ONNX Runtime call: each batch is scored in slices of this many rows. A model
+    /// whose input fixes the batch dimension is given exactly that many rows per call instead.
+    /// Default: 2048 on the CPU (measured: a 256x128 network 16% faster than whole 8192-row
+    /// batches, its layers' intermediate values staying in the cache; tree models unchanged),
+    /// the whole batch on a GPU.
+    #[serde(default)]
+    pub inference_batch_size: Option<usize>,
     /// Parallel scoring workers (partitions, each with its own ONNX Runtime session); 0 means
     /// one per core. Default: 0.
     #[serde(default)]
@@ -308,6 +315,7 @@ impl Default for RunSpec {
     fn default() -> Self {
         Self {
             batch_size: default_batch_size(),
+            inference_batch_size: None,
             workers: 0,
             intra_op_threads: default_intra_op_threads(),
             device: Device::Cpu,
@@ -334,6 +342,23 @@ fn default_quote() -> String {
 }
 fn default_batch_size() -> usize {
     8192
+}
+
+/// Rows per ONNX Runtime call on the CPU when the spec does not say.
+pub const DEFAULT_CPU_INFERENCE_BATCH: usize = 2048;
+
+impl RunSpec {
+    /// Rows per ONNX Runtime call on `device` (before a model's fixed batch dimension).
+    pub fn inference_batch_size(&self, device: crate::model::ExecutionDevice) -> usize {
+        let auto = match device {
+            crate::model::ExecutionDevice::Cpu => DEFAULT_CPU_INFERENCE_BATCH,
+            crate::model::ExecutionDevice::Cuda { .. } => self.batch_size,
+        };
+        self.inference_batch_size
+            .unwrap_or(auto)
+            .min(self.batch_size)
+            .max(1)
+    }
 }
 fn default_max_rows_per_file() -> u64 {
     1_000_000
@@ -622,6 +647,12 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
     if spec.run.batch_size == 0 {
         p.push(Problem::new("run.batch_size", "must be at least 1"));
     }
+    if spec.run.inference_batch_size == Some(0) {
+        p.push(Problem::new(
+            "run.inference_batch_size",
+            "must be at least 1",
+        ));
+    }
     if spec.run.intra_op_threads == 0 {
         p.push(Problem::new("run.intra_op_threads", "must be at least 1"));
     }
@@ -908,7 +939,7 @@ uri = "out/ds=${ds}/"
     #[test]
     fn every_value_problem_is_listed() {
         let text = MINIMAL.replace("[output]", "[output]\nmax_rows_per_file = 0")
-            + "\n[run]\nbatch_size = 0\n[inputs.features]\ncolumns = []\n";
+            + "\n[run]\nbatch_size = 0\ninference_batch_size = 0\n[inputs.features]\ncolumns = []\n";
         let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
         let keys: Vec<_> = e.problems.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
@@ -916,8 +947,31 @@ uri = "out/ds=${ds}/"
             [
                 "inputs.features.columns",
                 "run.batch_size",
+                "run.inference_batch_size",
                 "output.max_rows_per_file"
             ]
+        );
+    }
+
+    #[test]
+    fn rows_per_inference_call_default_by_device_and_never_exceed_the_batch() {
+        use crate::model::ExecutionDevice::{Cpu, Cuda};
+        let run = |text: &str| {
+            load_toml(&format!("{MINIMAL}\n[run]\n{text}\n"), &[("ds", "x")])
+                .unwrap()
+                .spec
+                .run
+        };
+        let cuda = Cuda { device_id: 0 };
+        assert_eq!(run("").inference_batch_size(Cpu), 2048);
+        assert_eq!(run("").inference_batch_size(cuda), 8192);
+        assert_eq!(run("batch_size = 500").inference_batch_size(Cpu), 500);
+        let set = run("batch_size = 500\ninference_batch_size = 64");
+        assert_eq!(set.inference_batch_size(Cpu), 64);
+        assert_eq!(set.inference_batch_size(cuda), 64);
+        assert_eq!(
+            run("inference_batch_size = 100000").inference_batch_size(Cpu),
+            8192
         );
     }
 

@@ -554,7 +554,7 @@ fn bench_measures_every_batch_size_and_layout_and_suggests_the_best() {
         "{out}"
     );
     assert!(
-        out.contains("  batch_size = 1\n  workers = 1\n  intra_op_threads = 1"),
+        out.contains("  inference_batch_size = 1\n  workers = 1\n  intra_op_threads = 1"),
         "{out}"
     );
 

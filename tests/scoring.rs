@@ -184,11 +184,14 @@ fn fraud_scored_as_expected(s: &Scratch, name: &str, text: &str) -> serde_json::
 }
 
 #[test]
-fn batch_size_workers_and_file_rollover_do_not_change_results() {
+fn batch_sizes_workers_and_file_rollover_do_not_change_results() {
     let s = Scratch::new();
     let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
         .unwrap()
-        .replace("batch_size = 500", "batch_size = 7\nworkers = 3")
+        .replace(
+            "batch_size = 500",
+            "batch_size = 7\ninference_batch_size = 3\nworkers = 3",
+        )
         .replace(
             "mode = \"overwrite\"",
             "mode = \"overwrite\"\nmax_rows_per_file = 300",
