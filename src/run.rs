@@ -632,7 +632,6 @@ async fn scoring_plan(
     let features_schema = features.schema().clone();
     let input = features.create_physical_plan().await?;
     // One batch ready for each worker; reading waits while they are all taken.
-    // One batch ready for each worker; reading waits while they are all taken.
     let queued: Arc<dyn ExecutionPlan> = Arc::new(WorkQueueExec::new(input, workers, workers));
     let schema = queued.schema();
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = schema.fields()[..n_pass]

@@ -272,8 +272,9 @@ pub enum Fallback {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
-    /// Rows per scored batch. Default: 8192 (measured: as fast as 65536 for tree models, faster for
-    /// small networks, and a quarter of the memory; see the README's measurements).
+    /// Rows per batch read, scored and written. Default: 8192 (measured: as fast as 65536 for
+    /// tree models, faster for small networks, and a quarter of the memory; see the README's
+    /// measurements).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Rows per ONNX Runtime call: each batch is scored in slices of this many rows. A model
@@ -360,6 +361,7 @@ impl RunSpec {
             .max(1)
     }
 }
+
 fn default_max_rows_per_file() -> u64 {
     1_000_000
 }
