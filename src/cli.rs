@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 use crate::model::Model;
 use crate::run::{RunError, already_committed, execute, plan_job};
@@ -45,11 +45,61 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where `--progress always` draws when stderr is not a terminal: a line of its own at most
+/// once a second (indicatif's own rate limit lets bursts of 20 through), since a log cannot
+/// move a cursor back over the last one.
+#[derive(Debug, Default)]
+struct ProgressLog {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl TermLike for ProgressLog {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        if s.trim().is_empty() {
+            return Ok(());
+        }
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        use std::io::Write;
+        writeln!(std::io::stderr().lock(), "{}", s.trim_end())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        std::io::stderr().flush()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
     /// A bar on stderr when it is a terminal.
     Auto,
+    /// A bar on a terminal; elsewhere (a CI log, `kubectl logs`) a progress line once a second.
     Always,
+    /// No progress.
     Never,
 }
 
@@ -176,16 +226,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
+            let on_terminal = std::io::stderr().is_terminal();
             let show = match progress {
                 ProgressMode::Always => true,
                 ProgressMode::Never => false,
-                ProgressMode::Auto => std::io::stderr().is_terminal(),
+                ProgressMode::Auto => on_terminal,
             };
             let bar = show.then(|| {
-                let pb = ProgressBar::new(0);
+                // indicatif hides a bar whose target is not a terminal, `always` included.
+                let pb = if on_terminal {
+                    ProgressBar::new(0)
+                } else {
+                    ProgressBar::with_draw_target(
+                        Some(0),
+                        ProgressDrawTarget::term_like(Box::<ProgressLog>::default()),
+                    )
+                };
                 pb.set_style(
                     ProgressStyle::with_template(
-                        "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} rows {per_sec} ETA {eta}",
+                        "{spinner} [{elapsed_precise}] {bar:30} {human_pos}/{human_len} rows {per_sec:0} ETA {eta}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );

@@ -594,13 +594,26 @@ pub async fn execute(
     Ok(RunSummary { output, metrics })
 }
 
-/// Join handles that abort their tasks when dropped.
+/// Join handles that abort their tasks when dropped, and wait until they have stopped.
 struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         for t in &self.0 {
             t.abort();
+        }
+        // An aborted task stops at its next await, not at once: one in the middle of an ONNX
+        // Runtime call went on to write a part into the staging directory after the
+        // committer (dropped next) had removed it, and a stopped run left a staging
+        // directory behind (1 run in 4 of the SIGINT test). Waiting blocks this thread only,
+        // and only on the multi-thread runtime, whose workers finish the tasks.
+        let running: Vec<_> = self.0.drain(..).filter(|t| !t.is_finished()).collect();
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread && !running.is_empty() {
+            tokio::task::block_in_place(|| {
+                futures::executor::block_on(futures::future::join_all(running))
+            });
         }
     }
 }

@@ -76,6 +76,32 @@ fn error_mode_refuses_an_existing_output_and_overwrite_replaces_it() {
     assert_eq!(beside, ["f"], "no staging or old output left beside it");
 }
 
+/// Tests run with stderr piped, as a CI log or `kubectl logs` is: `auto` draws nothing there,
+/// and `always` writes progress lines (indicatif alone would hide them too).
+#[test]
+fn progress_always_reaches_a_log_and_auto_stays_quiet() {
+    let s = Scratch::new();
+    let data = sample("fraud/transactions.parquet");
+    let job = fraud_job(&s, "overwrite", &data, "../out/f/");
+    let job = job.to_str().unwrap();
+    let quiet = run(&["run", job]);
+    assert_ok(&quiet);
+    assert!(
+        !text(&quiet).1.contains("/2,500 rows"),
+        "{}",
+        text(&quiet).1
+    );
+    let shown = run(&["run", job, "--progress", "always"]);
+    assert_ok(&shown);
+    let err = text(&shown).1;
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("/2,500 rows")).collect();
+    assert!(!lines.is_empty(), "no progress line in: {err}");
+    assert!(
+        !err.contains('\r') && lines.iter().all(|l| !l.contains('\x1b')),
+        "a log gets plain lines: {err:?}"
+    );
+}
+
 #[test]
 fn a_killed_run_commits_nothing_and_a_rerun_succeeds() {
     let s = Scratch::new();
