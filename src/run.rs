@@ -608,9 +608,7 @@ impl<T> Drop for AbortOnDrop<T> {
         // directory behind (1 run in 4 of the SIGINT test). Waiting blocks this thread only,
         // and only on the multi-thread runtime, whose workers finish the tasks.
         let running: Vec<_> = self.0.drain(..).filter(|t| !t.is_finished()).collect();
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if multi_thread && !running.is_empty() {
+        if crate::score::on_multi_thread_runtime() && !running.is_empty() {
             tokio::task::block_in_place(|| {
                 futures::executor::block_on(futures::future::join_all(running))
             });

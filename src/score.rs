@@ -252,6 +252,14 @@ pub struct ScoreStats {
     pub batch_latencies: Mutex<Vec<f64>>,
 }
 
+/// Whether this thread runs inside tokio's multi-thread runtime (the CLI's), where
+/// `block_in_place` may hand a worker's tasks to another thread; the tests' current-thread
+/// runtime has no other thread to hand them to.
+pub(crate) fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// Everything needed to score a batch.
 #[derive(Debug)]
 pub struct Scorer {
@@ -548,9 +556,7 @@ impl Scorer {
         // `block_in_place` hands this worker's other tasks (the scan's, which decode the next
         // batches) to another thread meanwhile; without it they waited behind the batch, and
         // cores idled while a worker waited for its next batch (GBDT: 0.4 core-s a run more).
-        let on_worker_pool = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let result = if on_worker_pool {
+        let result = if on_multi_thread_runtime() {
             tokio::task::block_in_place(infer)
         } else {
             infer()

@@ -208,7 +208,13 @@ mod tests {
     use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 
     fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]))
+        Arc::clone(shared_schema())
+    }
+
+    /// `PartitionStream::schema` lends a reference, so the inputs share one schema.
+    fn shared_schema() -> &'static SchemaRef {
+        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(|| Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)])))
     }
 
     /// An input partition of `batches` batches of `rows` rows, counting the batches read.
@@ -222,8 +228,7 @@ mod tests {
 
     impl PartitionStream for CountedPartition {
         fn schema(&self) -> &SchemaRef {
-            static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-            SCHEMA.get_or_init(schema)
+            shared_schema()
         }
 
         fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
@@ -327,8 +332,7 @@ mod tests {
         struct Failing;
         impl PartitionStream for Failing {
             fn schema(&self) -> &SchemaRef {
-                static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
-                SCHEMA.get_or_init(schema)
+                shared_schema()
             }
             fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
                 let failure = futures::stream::once(async {
