@@ -545,22 +545,12 @@ impl Scorer {
         }
         let t1 = Instant::now();
         run.features_ns += (t1 - t0).as_nanos() as u64;
-        let infer = || {
+        let result =
             self.sessions
                 .with_session(|session: &mut Session| match session.run(tensors) {
                     Ok(outputs) => self.decode(&outputs, rows.len(), real).map(Ok),
                     Err(e) => Ok(Err(e.to_string())),
-                })
-        };
-        // Inference blocks its thread for a whole batch. On the CLI's multi-thread runtime,
-        // `block_in_place` hands this worker's other tasks (the scan's, which decode the next
-        // batches) to another thread meanwhile; without it they waited behind the batch, and
-        // cores idled while a worker waited for its next batch (GBDT: 0.4 core-s a run more).
-        let result = if on_multi_thread_runtime() {
-            tokio::task::block_in_place(infer)
-        } else {
-            infer()
-        };
+                });
         run.inference_ns += t1.elapsed().as_nanos() as u64;
         result
     }
@@ -893,10 +883,17 @@ impl ScalarUDFImpl for PredictUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = crate::features::to_arrays(args.args, rows)?;
-        let out = self
-            .scorer
-            .score(&arrays, rows)
-            .map_err(|e| DataFusionError::External(e.into()))?;
+        // Scoring blocks its thread for the whole batch. On the CLI's multi-thread runtime,
+        // `block_in_place` hands this worker's other tasks (the scan's, which decode the next
+        // batches) to another thread meanwhile; without it they waited behind the batch, and
+        // cores idled while a worker waited for its next batch (GBDT: 0.4 core-s a run more).
+        let score = || self.scorer.score(&arrays, rows);
+        let out = if on_multi_thread_runtime() {
+            tokio::task::block_in_place(score)
+        } else {
+            score()
+        }
+        .map_err(|e| DataFusionError::External(e.into()))?;
         Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
