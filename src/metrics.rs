@@ -31,6 +31,9 @@ pub struct RunMetrics {
     /// Rows per ONNX Runtime call (`[run] inference_batch_size`, or the model's fixed batch
     /// dimension).
     pub inference_batch_size: usize,
+    /// Whether each batch's rows were scored sorted by a tree ensemble's splits
+    /// (`[run] reorder_rows`); false for other models.
+    pub rows_reordered: bool,
     /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
     pub device: String,
     pub model: ModelReport,

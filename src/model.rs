@@ -347,6 +347,11 @@ impl Model {
         })
     }
 
+    /// The ONNX file's bytes.
+    pub fn onnx_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     pub fn input(&self, name: &str) -> Option<&ModelIo> {
         self.inputs.iter().find(|i| i.name == name)
     }
@@ -621,17 +626,22 @@ pub fn parse_onnx_header(bytes: &[u8]) -> Result<OnnxHeader, String> {
     Ok(h)
 }
 
-struct ProtoReader<'a> {
+/// A reader of protobuf's wire format, enough to walk an ONNX file without its schema.
+pub(crate) struct ProtoReader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> ProtoReader<'a> {
-    fn done(&self) -> bool {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(crate) fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self
@@ -647,7 +657,7 @@ impl<'a> ProtoReader<'a> {
         Err("malformed protobuf (varint too long)".into())
     }
 
-    fn key(&mut self) -> Result<(u64, u8), String> {
+    pub(crate) fn key(&mut self) -> Result<(u64, u8), String> {
         let k = self.varint()?;
         let field = k >> 3;
         if field == 0 {
@@ -656,7 +666,7 @@ impl<'a> ProtoReader<'a> {
         Ok((field, (k & 7) as u8))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], String> {
         let len = self.varint()? as usize;
         let end = self
             .pos
@@ -668,11 +678,11 @@ impl<'a> ProtoReader<'a> {
         Ok(s)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    pub(crate) fn string(&mut self) -> Result<String, String> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
     }
 
-    fn skip(&mut self, wire: u8) -> Result<(), String> {
+    pub(crate) fn skip(&mut self, wire: u8) -> Result<(), String> {
         match wire {
             0 => self.varint().map(|_| ()),
             1 => self.advance(8),
@@ -680,6 +690,14 @@ impl<'a> ProtoReader<'a> {
             5 => self.advance(4),
             w => Err(format!("malformed protobuf (wire type {w})")),
         }
+    }
+
+    /// A 32-bit little-endian value (wire type 5: `float`, `fixed32`).
+    pub(crate) fn fixed32(&mut self) -> Result<u32, String> {
+        let end = self.pos + 4;
+        let b = self.buf.get(self.pos..end).ok_or("truncated")?;
+        self.pos = end;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn advance(&mut self, n: usize) -> Result<(), String> {

@@ -37,6 +37,7 @@ use crate::sink::{Committer, PartFile, RollingWriter, SinkError};
 use crate::source::{CsvScanReport, effective_workers, open_input, session_context};
 use crate::spec::{Fallback, LoadedSpec, Problem, SpecError};
 use crate::storage::StoreFactory;
+use crate::tree_order::{EnsembleSplits, TreeRowOrder};
 use crate::work_queue::WorkQueueExec;
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
@@ -288,12 +289,27 @@ pub async fn execute(
         .model
         .session_pool(plan.workers, s.run.intra_op_threads, plan.device)
         .map_err(RunError::Runtime)?;
-    let scorer = Arc::new(Scorer::new(
-        plan.bound.inputs.clone(),
-        plan.outputs.clone(),
-        sessions,
-        s.run.inference_batch_size(plan.device),
-    ));
+    let row_order = s
+        .run
+        .reorder_rows
+        .then(|| EnsembleSplits::from_onnx(plan.model.onnx_bytes()))
+        .flatten()
+        .and_then(|splits| TreeRowOrder::bind(splits, &plan.bound.inputs));
+    if let Some(order) = &row_order {
+        tracing::debug!(
+            splits = order.split_count(),
+            "tree ensemble: each batch's rows are scored sorted by the branches they take"
+        );
+    }
+    let scorer = Arc::new(
+        Scorer::new(
+            plan.bound.inputs.clone(),
+            plan.outputs.clone(),
+            sessions,
+            s.run.inference_batch_size(plan.device),
+        )
+        .with_row_order(row_order),
+    );
     // The pass-through columns and every feature as a column of its own, evaluated by
     // DataFusion; `scoring_plan` puts the scoring on top of them.
     let n_pass = plan.passthrough.len();
@@ -559,6 +575,7 @@ pub async fn execute(
         workers: plan.workers,
         batch_size: s.run.batch_size,
         inference_batch_size: scorer.rows_per_call(),
+        rows_reordered: scorer.reorders_rows(),
         device: plan.device.to_string(),
         model: ModelReport {
             uri: plan.model.uri.clone(),

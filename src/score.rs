@@ -9,6 +9,7 @@
 //!    is rejected with a reason naming the column, and left unscored),
 //! 2. packs those rows into tensors ([`crate::features::FeaturePacker`]), in chunks of the
 //!    model's fixed batch size when it has one (the last chunk padded, the padding dropped),
+//!    for a tree ensemble in the order of [`TreeRowOrder`],
 //! 3. runs a pooled ONNX Runtime session, and
 //! 4. decodes each output ([`OutputBinding`]) into an Arrow column, scattering results back to
 //!    the batch's rows (rejected rows get nulls; the sink sends them to `_rejected/`).
@@ -35,6 +36,7 @@ use ort::value::{DynMapValueType, DynValue};
 use crate::features::{FeaturePacker, InputBinding};
 use crate::model::{ElemType, IoKind, Model, ModelIo, SessionPool};
 use crate::spec::{OutputFormat, OutputRef, Problem};
+use crate::tree_order::TreeRowOrder;
 
 /// The struct field that holds the stage a row was rejected at (null for scored rows).
 pub const REJECT_STAGE: &str = "__batchscore_reject_stage";
@@ -270,6 +272,8 @@ pub struct Scorer {
     fixed_batch: Option<usize>,
     /// Rows per ONNX Runtime call when the model does not fix them.
     inference_batch: usize,
+    /// For tree ensembles: the order to score a batch's rows in.
+    row_order: Option<TreeRowOrder>,
     return_fields: Fields,
 }
 
@@ -297,8 +301,20 @@ impl Scorer {
             stats: ScoreStats::default(),
             fixed_batch,
             inference_batch: inference_batch.max(1),
+            row_order: None,
             return_fields,
         }
+    }
+
+    /// Scores each batch's rows in `order` (their predictions still land on their own rows).
+    pub fn with_row_order(mut self, order: Option<TreeRowOrder>) -> Self {
+        self.row_order = order;
+        self
+    }
+
+    /// Whether batches are scored in a tree ensemble's row order.
+    pub fn reorders_rows(&self) -> bool {
+        self.row_order.is_some()
     }
 
     /// Rows per ONNX Runtime call: the model's fixed batch dimension, or
@@ -387,10 +403,17 @@ impl Scorer {
                 *counts.entry(r.clone()).or_default() += 1;
             }
         }
-        let scored_rows: Vec<usize> = if reasons.is_empty() {
+        let mut scored_rows: Vec<usize> = if reasons.is_empty() {
             (0..num_rows).collect()
         } else {
             (0..num_rows).filter(|&i| reasons[i].is_none()).collect()
+        };
+        let reordered = match &self.row_order {
+            Some(order) if scored_rows.len() > 1 => {
+                order.sort(args, &mut scored_rows);
+                true
+            }
+            _ => false,
         };
         let chunk = self.rows_per_call();
         let mut run = BatchRun {
@@ -431,7 +454,8 @@ impl Scorer {
                 values[row] = Some(self.row_text(args, row));
             }
         }
-        let has_gaps = scored_rows.len() < num_rows;
+        // Predictions are in `scored_rows` order; they need placing unless that is 0..num_rows.
+        let needs_placing = scored_rows.len() < num_rows || reordered;
         let unscored = num_rows - scored_rows.len();
 
         let mut columns = Vec::with_capacity(self.outputs.len());
@@ -450,7 +474,7 @@ impl Scorer {
                     .non_finite_outputs
                     .fetch_add(n, Ordering::Relaxed);
             }
-            columns.push(scatter(scored, &scored_rows, num_rows, has_gaps)?);
+            columns.push(scatter(scored, &scored_rows, num_rows, needs_placing)?);
         }
         // The reject columns: the stage, the reason, and the offending values as text.
         if reasons.is_empty() {
@@ -654,9 +678,9 @@ fn scatter(
     scored: ArrayRef,
     scored_rows: &[usize],
     num_rows: usize,
-    has_gaps: bool,
+    needs_placing: bool,
 ) -> Result<ArrayRef, String> {
-    if !has_gaps {
+    if !needs_placing {
         return Ok(scored);
     }
     let mut positions: Vec<Option<u32>> = vec![None; num_rows];

@@ -244,6 +244,58 @@ fn unequal_files_are_scored_once_by_two_workers() {
     assert_eq!(rows.iter().sum::<u64>(), 2500, "{manifest}");
 }
 
+/// A tree ensemble scores each batch's rows sorted by its splits; every prediction still lands
+/// on its own row, rows stay in input order, and rows rejected in between do not move the rest.
+#[test]
+fn tree_ensembles_score_sorted_rows_and_write_them_in_input_order() {
+    let s = Scratch::new();
+    let base = std::fs::read_to_string(repo().join("jobs/fraud.toml")).unwrap();
+    // A fifth of the transactions lose x2 (no fill_null): rejected, left out of the sort.
+    let base = base.replace(
+        "\"x2\"",
+        "\"CASE WHEN txn_id % 5 = 0 THEN NULL ELSE x2 END\"",
+    );
+    let mut expected = read_parquet(std::path::Path::new(&sample("fraud/expected.parquet")));
+    let keep: Vec<bool> = expected["txn_id"]
+        .iter()
+        .map(|k| !matches!(k, Cell::Int(id) if id % 5 == 0))
+        .collect();
+    assert!(keep.iter().any(|k| !k), "some rows are rejected");
+    for column in expected.values_mut() {
+        let mut flags = keep.iter();
+        column.retain(|_| *flags.next().unwrap());
+    }
+    let mut written = Vec::new();
+    for reorder in [true, false] {
+        let job = s.job(
+            &format!("fraud-{reorder}.toml"),
+            &base.replace(
+                "batch_size = 500",
+                &format!("batch_size = 500\nworkers = 1\nreorder_rows = {reorder}"),
+            ),
+        );
+        assert_ok(&run(&["run", job.to_str().unwrap()]));
+        let out = s.path("out/fraud");
+        let got = read_output(&out);
+        assert_matches(
+            &got,
+            &expected,
+            "txn_id",
+            &["fraud_probability", "fraud_label"],
+        );
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("_metrics.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["rows_reordered"], reorder, "{m}");
+        assert_eq!(m["rows"]["rejected"], keep.iter().filter(|k| !**k).count());
+        written.push(got);
+    }
+    // One worker writes one part in input order, whichever order its rows were scored in;
+    // the scores are the same numbers, not merely close ones.
+    assert_eq!(written[0]["txn_id"], expected["txn_id"]);
+    assert_eq!(written[0], written[1]);
+}
+
 /// A query's batches are taken by the workers in the query's order, so an `ORDER BY` orders
 /// each part.
 #[test]
