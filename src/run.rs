@@ -87,6 +87,8 @@ pub struct JobPlan {
     pub workers: usize,
     /// Where sessions run, after any fallback.
     pub device: ExecutionDevice,
+    /// The model's tree ensemble splits, when it has them and `[run] reorder_rows` is on.
+    tree_splits: Option<EnsembleSplits>,
 }
 
 impl std::fmt::Debug for JobPlan {
@@ -136,10 +138,22 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
         }
     };
 
+    // A tree ensemble's splits, read once: they pick the default batch size and sort rows.
+    let tree_splits = if s.run.reorder_rows {
+        model
+            .as_ref()
+            .and_then(|m| EnsembleSplits::from_onnx(m.onnx_bytes()))
+    } else {
+        None
+    };
+    let mut spec = spec;
+    spec.spec.run.settle_batch_size(tree_splits.is_some());
+    let s = &spec.spec;
+
     let ctx = session_context(&s.run);
     let mut input_fingerprint = String::new();
     let mut csv_report = None;
-    let input = match open_input(&ctx, &s.input, &stores, s.run.batch_size).await {
+    let input = match open_input(&ctx, &s.input, &stores, s.run.batch_size()).await {
         Ok(opened) => {
             input_fingerprint = opened.fingerprint;
             csv_report = opened.csv;
@@ -225,6 +239,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
         (Some(model), Some(input), Some(bound)) if problems.is_empty() => Ok(JobPlan {
             workers: effective_workers(s.run.workers),
             device,
+            tree_splits,
             spec,
             model,
             ctx,
@@ -289,11 +304,9 @@ pub async fn execute(
         .model
         .session_pool(plan.workers, s.run.intra_op_threads, plan.device)
         .map_err(RunError::Runtime)?;
-    let row_order = s
-        .run
-        .reorder_rows
-        .then(|| EnsembleSplits::from_onnx(plan.model.onnx_bytes()))
-        .flatten()
+    let row_order = plan
+        .tree_splits
+        .take()
         .and_then(|splits| TreeRowOrder::bind(splits, &plan.bound.inputs));
     if let Some(order) = &row_order {
         tracing::debug!(
@@ -573,7 +586,7 @@ pub async fn execute(
                 .clone(),
         ),
         workers: plan.workers,
-        batch_size: s.run.batch_size,
+        batch_size: s.run.batch_size(),
         inference_batch_size: scorer.rows_per_call(),
         rows_reordered: scorer.reorders_rows(),
         device: plan.device.to_string(),

@@ -39,7 +39,7 @@ pub fn session_context(run: &RunSpec) -> SessionContext {
     let workers = effective_workers(run.workers);
     let mut config = SessionConfig::new()
         .with_target_partitions(workers)
-        .with_batch_size(run.batch_size)
+        .with_batch_size(run.batch_size())
         .with_information_schema(false);
     // Footer statistics give the row count up front, for the progress bar's ETA.
     config.options_mut().execution.collect_statistics = true;

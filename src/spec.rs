@@ -273,10 +273,12 @@ pub enum Fallback {
 #[serde(deny_unknown_fields)]
 pub struct RunSpec {
     /// Rows per batch read, scored and written. Default: 8192 (measured: as fast as 65536 for
-    /// tree models, faster for small networks, and a quarter of the memory; see the README's
-    /// measurements).
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
+    /// tree models in input order, faster for small networks, and a quarter of the memory),
+    /// and 32768 for a tree ensemble whose rows are sorted (`reorder_rows`): a bigger batch
+    /// holds more rows that go the same way (measured: 3 to 8% more rows/s for 20 MiB more).
+    /// See the README's measurements.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Rows per ONNX Runtime call: each batch is scored in slices of this many rows. A model
     /// whose input fixes the batch dimension is given exactly that many rows per call instead.
     /// Default: 2048 on the CPU (measured: a 256x128 network 16% faster than whole 8192-row
@@ -322,7 +324,7 @@ pub struct RunSpec {
 impl Default for RunSpec {
     fn default() -> Self {
         Self {
-            batch_size: default_batch_size(),
+            batch_size: None,
             inference_batch_size: None,
             reorder_rows: true,
             workers: 0,
@@ -349,23 +351,40 @@ fn default_delimiter() -> String {
 fn default_quote() -> String {
     "\"".into()
 }
-fn default_batch_size() -> usize {
-    8192
-}
+/// Rows per batch when the spec does not say.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Rows per batch for a tree ensemble whose rows are sorted, when the spec does not say.
+pub const DEFAULT_SORTED_TREES_BATCH_SIZE: usize = 32768;
 
 /// Rows per ONNX Runtime call on the CPU when the spec does not say.
 pub const DEFAULT_CPU_INFERENCE_BATCH: usize = 2048;
 
 impl RunSpec {
+    /// Rows per batch: `batch_size`, or the default ([`RunSpec::settle_batch_size`] picks the
+    /// model's).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+
+    /// Fills in the default batch size for the model: bigger when a tree ensemble's rows are
+    /// sorted. A batch size the spec sets is kept.
+    pub fn settle_batch_size(&mut self, sorted_tree_ensemble: bool) {
+        self.batch_size.get_or_insert(if sorted_tree_ensemble {
+            DEFAULT_SORTED_TREES_BATCH_SIZE
+        } else {
+            DEFAULT_BATCH_SIZE
+        });
+    }
+
     /// Rows per ONNX Runtime call on `device` (before a model's fixed batch dimension).
     pub fn inference_batch_size(&self, device: crate::model::ExecutionDevice) -> usize {
         let auto = match device {
             crate::model::ExecutionDevice::Cpu => DEFAULT_CPU_INFERENCE_BATCH,
-            crate::model::ExecutionDevice::Cuda { .. } => self.batch_size,
+            crate::model::ExecutionDevice::Cuda { .. } => self.batch_size(),
         };
         self.inference_batch_size
             .unwrap_or(auto)
-            .min(self.batch_size)
+            .min(self.batch_size())
             .max(1)
     }
 }
@@ -654,7 +673,7 @@ fn check(spec: &JobSpec) -> Vec<Problem> {
             ));
         }
     }
-    if spec.run.batch_size == 0 {
+    if spec.run.batch_size == Some(0) {
         p.push(Problem::new("run.batch_size", "must be at least 1"));
     }
     if spec.run.inference_batch_size == Some(0) {
@@ -873,7 +892,7 @@ uri = "out/ds=${ds}/"
         assert_eq!(s.spec.output.uri, "jobs/out/ds=2026-11-27/");
         assert_eq!(s.spec.output.mode, WriteMode::Error);
         assert_eq!(s.spec.output.format, OutputFormat::Parquet);
-        assert_eq!(s.spec.run.batch_size, 8192);
+        assert_eq!(s.spec.run.batch_size(), 8192);
         assert_eq!(s.spec.run.workers, 0);
         assert!(s.spec.input.csv.has_header);
         assert_eq!(s.spec.input.csv.delimiter, ",");
@@ -983,6 +1002,22 @@ uri = "out/ds=${ds}/"
             run("inference_batch_size = 100000").inference_batch_size(Cpu),
             8192
         );
+    }
+
+    #[test]
+    fn sorted_tree_ensembles_default_to_bigger_batches_unless_the_spec_says() {
+        let run = |text: &str, sorted_trees: bool| {
+            let mut run = load_toml(&format!("{MINIMAL}\n[run]\n{text}\n"), &[("ds", "x")])
+                .unwrap()
+                .spec
+                .run;
+            run.settle_batch_size(sorted_trees);
+            run.batch_size()
+        };
+        assert_eq!(run("", false), 8192);
+        assert_eq!(run("", true), 32768);
+        assert_eq!(run("batch_size = 500", true), 500);
+        assert_eq!(run("batch_size = 500", false), 500);
     }
 
     #[test]
