@@ -423,8 +423,36 @@ impl Scorer {
             features_ns: 0,
             inference_ns: 0,
         };
-        for rows in scored_rows.chunks(chunk) {
-            self.infer_isolating(args, rows, &mut run)?;
+        if reordered {
+            // Slices gathered straight from the batch's columns in sorted order would each
+            // touch nearly every cache line of every column (measured: packing went from 0.5%
+            // to 2.9% of the run); one `take` per column reads each column once.
+            let t0 = Instant::now();
+            let indices = scored_rows
+                .iter()
+                .map(|&r| u32::try_from(r).map_err(|_| "a batch of over 2^32 rows".to_string()))
+                .collect::<Result<UInt32Array, _>>()?;
+            let sorted = args
+                .iter()
+                .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            run.features_ns += t0.elapsed().as_nanos() as u64;
+            let positions: Vec<usize> = (0..scored_rows.len()).collect();
+            for rows in positions.chunks(chunk) {
+                self.infer_isolating(&sorted, rows, &mut run)?;
+            }
+            // Back from positions in the sorted columns to the batch's rows.
+            for row in run.ok_rows.iter_mut() {
+                *row = scored_rows[*row];
+            }
+            for (row, _) in run.failed.iter_mut() {
+                *row = scored_rows[*row];
+            }
+        } else {
+            for rows in scored_rows.chunks(chunk) {
+                self.infer_isolating(args, rows, &mut run)?;
+            }
         }
         let BatchRun {
             per_output,
