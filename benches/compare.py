@@ -186,10 +186,11 @@ def main():
         for (row, k), v in samples.items():
             print(f"  {row:5} {k:12} " + "  ".join(f"{x:>10,.0f}" for x in v))
         if ("gbdt", "spark") in med:
-            # What no pipeline around ONNX Runtime can beat: ORT alone, on tensors in memory.
+            # ORT alone, on tensors in memory in their given order: what a scorer that hands
+            # ONNX Runtime the rows as they come can reach at most.
             bound = med[("gbdt", "ceiling")] / med[("gbdt", "spark")]
             print(f"\nthe GBDT's inference-only ceiling is {bound:.2f}x PySpark's rate in this run: "
-                  "the most any scorer built on ONNX Runtime's tree ensemble can reach against it")
+                  "the most a scorer that gives ONNX Runtime's tree ensemble its rows in input order can reach")
 
         if "8m" not in skip:
             ensure_workload(a, a.workload_8m, 8_000_000)

@@ -3,7 +3,9 @@
 //!
 //! This is the "performance test" step of a deployment done by the tool: the same library,
 //! the same session options and the same layout `run` uses (one session per worker), with
-//! tensors already in memory, so the figure is the ceiling a `run` can approach. Inputs are
+//! tensors already in memory, so the figure is the ceiling a `run` can approach. (A run can
+//! pass it for a tree ensemble, whose rows it sorts by their branches first: see
+//! `tree_order`; these rows are scored in the order they are made.) Inputs are
 //! synthetic: zeros for integers (valid indexes for any lookup), standard normal values for
 //! floats (a tree ensemble's cost depends on the paths its rows take: inputs that repeat a
 //! pattern take the same few paths and measured twice as fast as real data), empty strings

@@ -445,6 +445,28 @@ mod tests {
     }
 
     #[test]
+    fn truncated_or_corrupted_files_give_no_splits_or_some_but_never_panic() {
+        let model = churn_model();
+        for end in (0..model.len()).step_by(61) {
+            let _ = EnsembleSplits::from_onnx(&model[..end]);
+        }
+        // A cut inside the graph loses the ensemble: nothing to sort by.
+        assert_eq!(EnsembleSplits::from_onnx(&model[..model.len() / 2]), None);
+        let mut bytes = model.clone();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..500 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let at = (x >> 33) as usize % bytes.len();
+            bytes[at] ^= 1 << (x % 8);
+            if let Some(e) = EnsembleSplits::from_onnx(&bytes) {
+                assert!(e.splits.len() <= MAX_SPLITS);
+            }
+        }
+    }
+
+    #[test]
     fn binds_to_the_input_that_feeds_the_ensemble() {
         let e = EnsembleSplits {
             input: "features".into(),
