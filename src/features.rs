@@ -6,11 +6,11 @@
 //! binding is checked before any row is read: the expressions parse and name existing columns,
 //! their types can be cast, and their count fits the input's shape.
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Float32Type, Float64Type, Int32Type, Int64Type,
 };
-use datafusion::common::DFSchema;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::{Expr, ExprSchemable, cast, lit, try_cast, when};
 use datafusion::prelude::DataFrame;
 use ort::value::{DynValue, Tensor};
@@ -31,6 +31,12 @@ pub struct InputBinding {
     /// Per column: the index in the scoring function's arguments of the column's value before
     /// a cast that can fail on it (a string to a number, say), or `None` when no cast can fail.
     pub raw_args: Vec<Option<usize>>,
+    /// Per column: the value the packer writes where the column is null (`fill_null`, cast
+    /// to the input's type), for numeric inputs whose column has no fallible cast. Filling
+    /// while packing spares DataFusion a `coalesce` per column, which it evaluates as a `CASE`
+    /// that copies the batch (measured: 4% of an MLP run's CPU time). Other fills are
+    /// `coalesce` expressions.
+    pub pack_fill: Vec<Option<ScalarValue>>,
     /// Whether rows with NaN or ±infinity in this (float) input are rejected.
     pub reject_non_finite: bool,
     /// The spec key this binding came from, for messages.
@@ -181,8 +187,20 @@ pub fn bind_inputs(
             }
         };
 
+        // The fill as a value of the input's type, for the packer; none where the cast of the
+        // number fails (the `coalesce` then yields null, and the row is rejected as before).
+        let pack_fill_value = match (&fill, *dtype) {
+            (_, ElemType::String) => None,
+            (Some(FillValue::Number(v)), _) => ScalarValue::Float64(Some(*v)).cast_to(&target).ok(),
+            (Some(FillValue::Bool(b)), _) => ScalarValue::Float64(Some(if *b { 1.0 } else { 0.0 }))
+                .cast_to(&target)
+                .ok(),
+            _ => None,
+        }
+        .filter(|v| !v.is_null());
         let mut ok = true;
         let mut raw_args: Vec<Option<usize>> = Vec::with_capacity(columns.len());
+        let mut pack_fill: Vec<Option<ScalarValue>> = Vec::with_capacity(columns.len());
         for (i, sql) in columns.iter().enumerate() {
             let ckey = if explicit {
                 format!("{key}.columns[{i}]")
@@ -226,15 +244,21 @@ pub fn bind_inputs(
             } else {
                 (cast(expr, target.clone()), None)
             };
-            let typed = match (&fill_expr, &raw) {
-                (Some(f), Some(raw)) => when(raw.clone().is_null(), f.clone())
-                    .otherwise(typed)
-                    .map_err(|e| vec![Problem::new(ckey.clone(), e.to_string())])?,
-                (Some(f), None) => {
-                    datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()])
-                }
-                (None, _) => typed,
+            let (typed, fill_here) = match (&fill_expr, &raw, &pack_fill_value) {
+                (Some(f), Some(raw), _) => (
+                    when(raw.clone().is_null(), f.clone())
+                        .otherwise(typed)
+                        .map_err(|e| vec![Problem::new(ckey.clone(), e.to_string())])?,
+                    None,
+                ),
+                (Some(_), None, Some(v)) => (typed, Some(v.clone())),
+                (Some(f), None, None) => (
+                    datafusion::functions::core::expr_fn::coalesce(vec![typed, f.clone()]),
+                    None,
+                ),
+                (None, _, _) => (typed, None),
             };
+            pack_fill.push(fill_here);
             exprs.push(typed.alias(format!("__batchscore_in_{}_{i}", inputs.len())));
             raw_args.push(raw.map(|r| {
                 raw_exprs.push(r.alias(format!("__batchscore_raw_{}", raw_exprs.len())));
@@ -248,6 +272,7 @@ pub fn bind_inputs(
                 shape: shape.clone(),
                 columns,
                 raw_args: std::mem::take(&mut raw_args),
+                pack_fill,
                 reject_non_finite: spec
                     .inputs
                     .get(&io.name)
@@ -561,13 +586,26 @@ impl FeaturePacker<'_> {
         let mut data: Vec<T::Native> = vec![T::Native::default(); n * f];
         for (j, col) in self.columns.iter().enumerate() {
             let values = col.as_primitive::<T>().values();
-            if f == 1 {
-                for (slot, &r) in data.iter_mut().zip(rows) {
-                    *slot = values[r];
-                }
-            } else {
+            for (k, &r) in rows.iter().enumerate() {
+                data[k * f + j] = values[r];
+            }
+            let fill = self.binding.pack_fill.get(j).and_then(Option::as_ref);
+            if let (Some(nulls), Some(fill)) = (col.logical_nulls(), fill) {
+                // A scalar of the input's type (bind_inputs casts it), never null.
+                let fill = fill
+                    .to_array()
+                    .ok()
+                    .and_then(|a| {
+                        let a = a.as_primitive_opt::<T>()?;
+                        a.is_valid(0).then(|| a.value(0))
+                    })
+                    .ok_or_else(|| {
+                        ort::Error::new(format!("fill_null {fill} is not a {}", T::DATA_TYPE))
+                    })?;
                 for (k, &r) in rows.iter().enumerate() {
-                    data[k * f + j] = values[r];
+                    if nulls.is_null(r) {
+                        data[k * f + j] = fill;
+                    }
                 }
             }
         }
@@ -662,6 +700,7 @@ mod tests {
             shape,
             columns: columns.iter().map(|c| c.to_string()).collect(),
             raw_args: vec![None; columns.len()],
+            pack_fill: vec![None; columns.len()],
             reject_non_finite: false,
             key: "inputs.x".into(),
         }
@@ -691,6 +730,42 @@ mod tests {
             binding(ElemType::Float32, vec![1, 4], &["a"]).fixed_batch(),
             Some(1)
         );
+    }
+
+    #[test]
+    fn fills_nulls_while_packing_only_in_columns_that_have_a_fill() {
+        use datafusion::arrow::array::{Float32Array, Int64Array};
+        crate::model::init_runtime(None).unwrap();
+        let mut b = binding(ElemType::Float32, vec![-1, 2], &["a", "b"]);
+        b.pack_fill = vec![Some(ScalarValue::Float32(Some(-1.5))), None];
+        // The slot under a null holds some value (here 9); the fill must replace it.
+        let a = Float32Array::new(
+            vec![1.0, 9.0, 3.0].into(),
+            Some(vec![true, false, true].into()),
+        );
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(a),
+            Arc::new(Float32Array::from(vec![10.0, 20.0, 30.0])),
+        ];
+        let t = FeaturePacker {
+            binding: &b,
+            columns: &cols,
+        }
+        .pack(&[1, 2, 1])
+        .unwrap();
+        let (_, data) = t.try_extract_tensor::<f32>().unwrap();
+        assert_eq!(data, &[-1.5, 20.0, 3.0, 30.0, -1.5, 20.0]);
+
+        let mut b = binding(ElemType::Int64, vec![-1], &["n"]);
+        b.pack_fill = vec![Some(ScalarValue::Int64(Some(7)))];
+        let cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![Some(1), None]))];
+        let t = FeaturePacker {
+            binding: &b,
+            columns: &cols,
+        }
+        .pack(&[0, 1])
+        .unwrap();
+        assert_eq!(t.try_extract_tensor::<i64>().unwrap().1, &[1, 7]);
     }
 
     #[test]

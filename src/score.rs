@@ -348,7 +348,10 @@ impl Scorer {
                 } else {
                     Vec::new()
                 };
-                if col.null_count() == 0 && non_finite.is_empty() {
+                // Nulls the packer fills are no reason to reject a row.
+                let filled = binding.pack_fill.get(j).is_some_and(Option::is_some);
+                let nulls_rejected = !filled && col.null_count() > 0;
+                if !nulls_rejected && non_finite.is_empty() {
                     continue;
                 }
                 if reasons.is_empty() {
@@ -374,6 +377,9 @@ impl Scorer {
                     }
                 }
                 for i in 0..num_rows {
+                    if !nulls_rejected {
+                        break;
+                    }
                     if reasons[i].is_some() || !col.is_null(i) {
                         continue;
                     }

@@ -406,6 +406,7 @@ mod tests {
             shape: vec![-1, columns as i64],
             columns: (0..columns).map(|i| format!("c{i}")).collect(),
             raw_args: vec![None; columns],
+            pack_fill: vec![None; columns],
             reject_non_finite: false,
             key: "inputs.features".into(),
         }
