@@ -376,10 +376,8 @@ impl Scorer {
                         values[i] = Some(text);
                     }
                 }
-                for i in 0..num_rows {
-                    if !nulls_rejected {
-                        break;
-                    }
+                let rows_to_check = if nulls_rejected { 0..num_rows } else { 0..0 };
+                for i in rows_to_check {
                     if reasons[i].is_some() || !col.is_null(i) {
                         continue;
                     }
