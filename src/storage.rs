@@ -21,7 +21,7 @@ use object_store::{ClientOptions, RetryConfig};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::Problem;
+use crate::diagnostics::Problem;
 
 /// Object store settings for every URI of the job.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -94,6 +94,11 @@ impl Scheme {
     pub fn is_remote(self) -> bool {
         self != Self::Local
     }
+}
+
+/// Whether `uri` names an object in a store (not a local path or `file://` URL).
+pub fn is_remote(uri: &str) -> bool {
+    Scheme::of(uri).is_some_and(Scheme::is_remote)
 }
 
 /// Checks the `[storage]` table and the URIs' schemes; every problem is returned.

@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use batchscore::hooks::BARRIER_VAR;
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -494,16 +495,20 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
     let (b, store) = bucket("race");
     let job = s.job("r.toml", &churn_to_s3(&b, "error", "parquet"));
     let job = job.to_str().unwrap();
-    let (a, c) = (s3_spawn(&s, &["run", job]), s3_spawn(&s, &["run", job]));
+    // Both runs stand at the commit point before either writes its manifest: the
+    // conditional put, not the timing, decides which commits.
+    let barrier = s.path("barrier");
+    let spawn = || {
+        s3_command(&s, &["run", job])
+            .env(BARRIER_VAR, format!("commit:{}:2", barrier.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, c) = (spawn(), spawn());
     let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
-    let wins = [&a, &c].iter().filter(|o| o.status.success()).count();
-    assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(&a), text(&c));
-    let loser = if a.status.success() { &c } else { &a };
-    let err = text(loser).1;
-    assert!(
-        err.contains("another run committed this output first") || err.contains("already holds"),
-        "{err}"
-    );
+    assert_one_commits_after_both_reached_it(&a, &c, &barrier, &format!("s3://{b}/scores/ds=1"));
     assert_bucket_output(
         &store,
         "scores/ds=1",
@@ -511,6 +516,29 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
         "churn/expected.parquet",
         "customer_id",
         &["churn_probability"],
+    );
+}
+
+/// Of two runs held at the commit barrier in `barrier`, exactly one commits and the other is
+/// refused by the conditional write on `output`, having reached the barrier too.
+#[track_caller]
+fn assert_one_commits_after_both_reached_it(
+    a: &std::process::Output,
+    c: &std::process::Output,
+    barrier: &Path,
+    output: &str,
+) {
+    let arrived = std::fs::read_dir(barrier).map_or(0, Iterator::count);
+    assert_eq!(arrived, 2, "both runs reach the commit point");
+    let wins = [a, c].iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(a), text(c));
+    let loser = if a.status.success() { c } else { a };
+    let err = assert_exit(loser, 1);
+    assert!(
+        err.contains(&format!(
+            "output {output}: another run committed this output first"
+        )),
+        "{err}"
     );
 }
 
@@ -916,4 +944,38 @@ fn rejected_rows_are_committed_in_the_bucket_too() {
     assert_eq!(manifest["rejected_rows"], rejected);
     // Scored and rejected rows together are every selected row, each once.
     assert_eq!(manifest["rows"].as_u64().unwrap() + rejected, 1941);
+}
+
+#[test]
+fn a_corrupt_manifest_in_the_bucket_is_refused_before_any_work_and_nothing_is_deleted() {
+    let s = Scratch::new();
+    let (b, store) = bucket("corrupt");
+    let job = s.job("c.toml", &churn_to_s3(&b, "overwrite", "parquet"));
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let before = count_objects(&store, "scores/ds=1");
+    let manifest = format!("s3://{b}/scores/ds=1/_manifest.json");
+    // Not JSON, and JSON that is not a manifest: neither may read as "no previous parts",
+    // which would leave this run's parts beside the old ones.
+    for text in ["{\"run_id\": \"trunc", "{\"files\": \"part-0.parquet\"}"] {
+        rt().block_on(store.put(
+            &"scores/ds=1/_manifest.json".into(),
+            PutPayload::from(text.as_bytes().to_vec()),
+        ))
+        .unwrap();
+        for mode in ["overwrite", "skip"] {
+            let job = s.job("m.toml", &churn_to_s3(&b, mode, "parquet"));
+            let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+            assert!(
+                err.contains(&format!(
+                    "output {manifest}: cannot be read as a batchscore manifest"
+                )),
+                "{mode}: {err}"
+            );
+            assert_eq!(
+                count_objects(&store, "scores/ds=1"),
+                before,
+                "{mode}: nothing written or deleted"
+            );
+        }
+    }
 }

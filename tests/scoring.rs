@@ -431,12 +431,20 @@ fn metrics_file_accounts_for_every_row() {
     // The query prunes apac's folder before reading: only eu and us files are read.
     assert_eq!(m["rows"]["read"], 1941);
     assert!(m["batches"].as_u64().unwrap() >= 2);
-    for stage in ["read", "features", "inference", "write", "commit"] {
-        assert!(
-            m["stage_seconds"][stage].as_f64().unwrap() >= 0.0,
-            "{stage}"
-        );
-    }
+    // Stage times are summed over the workers: together they fit in the workers' wall time,
+    // and scoring 1941 rows through ONNX Runtime takes some of it.
+    let stage = |name: &str| m["stage_seconds"][name].as_f64().unwrap();
+    let workers = m["workers"].as_f64().unwrap();
+    let wall = m["wall_seconds"].as_f64().unwrap();
+    let stages: f64 = ["read", "features", "inference", "write"]
+        .iter()
+        .map(|s| stage(s))
+        .sum();
+    assert!(
+        stages <= wall * workers,
+        "{stages} s in stages, {wall} s wall"
+    );
+    assert!(stage("inference") > 0.0 && stage("features") > 0.0, "{m}");
     let lat = &m["batch_latency_seconds"];
     assert!(lat["p50"].as_f64().unwrap() <= lat["p95"].as_f64().unwrap());
     assert!(lat["p95"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());

@@ -240,42 +240,38 @@ pub fn read_output(dir: &Path) -> Table {
         "no _SUCCESS in {}",
         dir.display()
     );
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
-            .unwrap();
+    let manifest = read_manifest(dir);
     let mut all = Table::new();
     let mut total = 0;
-    for f in manifest["files"].as_array().unwrap() {
-        let p = dir.join(f["path"].as_str().unwrap());
+    for f in &manifest.files {
+        let p = dir.join(&f.path);
         let t = if p.extension().is_some_and(|e| e == "csv") {
             read_csv(&p)
         } else {
             read_parquet(&p)
         };
         let rows = t.values().next().map_or(0, Vec::len);
-        assert_eq!(
-            rows as u64,
-            f["rows"].as_u64().unwrap(),
-            "row count of {}",
-            p.display()
-        );
+        assert_eq!(rows as u64, f.rows, "row count of {}", p.display());
         total += rows;
         for (k, v) in t {
             all.entry(k).or_default().extend(v);
         }
     }
-    assert_eq!(total as u64, manifest["rows"].as_u64().unwrap());
+    assert_eq!(total as u64, manifest.rows);
     all
+}
+
+/// A committed output's `_manifest.json`, read as the type batchscore writes.
+pub fn read_manifest(dir: &Path) -> batchscore::report::Manifest {
+    let text = std::fs::read_to_string(dir.join("_manifest.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
 }
 
 /// The `_rejected/` rows of a committed output, read through its manifest.
 pub fn read_rejected(dir: &Path) -> Table {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("_manifest.json")).unwrap())
-            .unwrap();
     let mut all = Table::new();
-    for f in manifest["rejected_files"].as_array().unwrap() {
-        let p = dir.join(f["path"].as_str().unwrap());
+    for f in &read_manifest(dir).rejected_files {
+        let p = dir.join(&f.path);
         let t = if p.extension().is_some_and(|e| e == "csv") {
             read_csv(&p)
         } else {

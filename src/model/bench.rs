@@ -11,14 +11,33 @@
 //! pattern take the same few paths and measured twice as fast as real data), empty strings
 //! for text.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 use serde::Serialize;
 
-use crate::model::{ElemType, ExecutionDevice, IoKind, Model, ModelError};
+use super::{ElemType, ExecutionDevice, IoKind, Model, ModelError};
+
+/// Why a model could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// An input synthetic values cannot be made for: a refusal, as for `run`.
+    #[error("model {uri}: input {input:?} {why}")]
+    Input {
+        uri: String,
+        input: String,
+        why: String,
+    },
+    #[error("model {uri}: ONNX Runtime failed: {source}")]
+    Run { uri: String, source: ort::Error },
+    #[error("a benchmark thread panicked")]
+    Panicked,
+    #[error("nothing was measured: give at least one batch size and one layout")]
+    Nothing,
+}
 
 /// How many sessions run at once, and the intra-op threads each has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,46 +96,16 @@ pub fn bench(
     batch_sizes: &[usize],
     layouts: &[Layout],
     device: ExecutionDevice,
-) -> Result<BenchReport, ModelError> {
-    let err = |message: String| ModelError::Session {
-        uri: model.uri.clone(),
-        message,
-    };
+) -> Result<BenchReport, BenchError> {
     let mut results = Vec::new();
     for layout in layouts {
         let mut sessions = (0..layout.sessions.max(1))
             .map(|_| model.new_session(layout.intra_op_threads.max(1), device))
             .collect::<Result<Vec<_>, _>>()?;
         for &batch in batch_sizes {
-            let (inputs, per_run) = synthetic_inputs(model, batch).map_err(err)?;
-            let inputs = Arc::new(inputs);
+            let (inputs, per_run) = synthetic_inputs(model, batch)?;
             let runs_each = rows.div_ceil(per_run * sessions.len()).max(1);
-            // One warm-up run per session: the first run allocates ORT's arenas.
-            for s in sessions.iter_mut() {
-                run_once(s, &inputs).map_err(err)?;
-            }
-            let started = Instant::now();
-            std::thread::scope(|scope| -> Result<(), String> {
-                let handles: Vec<_> = sessions
-                    .iter_mut()
-                    .map(|s| {
-                        let inputs = inputs.clone();
-                        scope.spawn(move || {
-                            for _ in 0..runs_each {
-                                run_once(s, &inputs)?;
-                            }
-                            Ok::<(), String>(())
-                        })
-                    })
-                    .collect();
-                for h in handles {
-                    h.join()
-                        .map_err(|_| "a benchmark thread panicked".to_string())??;
-                }
-                Ok(())
-            })
-            .map_err(err)?;
-            let seconds = started.elapsed().as_secs_f64();
+            let seconds = time_runs(model, &mut sessions, &inputs, runs_each)?;
             let done = runs_each * per_run * sessions.len();
             results.push(BenchResult {
                 batch_size: per_run,
@@ -125,24 +114,73 @@ pub fn bench(
             });
         }
     }
-    let best = results
-        .iter()
-        .max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second))
-        .cloned()
-        .ok_or_else(|| err("nothing was measured".into()))?;
-    Ok(BenchReport {
-        model: model.uri.clone(),
-        device: device.to_string(),
-        cores: crate::source::effective_workers(0),
-        rows_per_measurement: rows,
-        results,
-        best,
+    BenchReport::new(model, device, rows, results)
+}
+
+impl BenchReport {
+    /// The report of `results`, the fastest picked as the best.
+    fn new(
+        model: &Model,
+        device: ExecutionDevice,
+        rows: usize,
+        results: Vec<BenchResult>,
+    ) -> Result<Self, BenchError> {
+        let best = fastest(&results).cloned().ok_or(BenchError::Nothing)?;
+        Ok(Self {
+            model: model.uri.clone(),
+            device: device.to_string(),
+            cores: crate::spec::available_cores(),
+            rows_per_measurement: rows,
+            results,
+            best,
+        })
+    }
+}
+
+/// The measurement with the most rows per second; the first of equals.
+fn fastest(results: &[BenchResult]) -> Option<&BenchResult> {
+    results.iter().reduce(|best, r| {
+        if r.rows_per_second > best.rows_per_second {
+            r
+        } else {
+            best
+        }
     })
 }
 
-fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<(), String> {
+/// Seconds for every session to run `inputs` `runs_each` times at once, after one warm-up
+/// run each (the first run allocates ONNX Runtime's arenas).
+fn time_runs(
+    model: &Model,
+    sessions: &mut [Session],
+    inputs: &[(String, DynValue)],
+    runs_each: usize,
+) -> Result<f64, BenchError> {
+    let failed = |source| BenchError::Run {
+        uri: model.uri.clone(),
+        source,
+    };
+    for s in sessions.iter_mut() {
+        run_once(s, inputs).map_err(failed)?;
+    }
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .iter_mut()
+            .map(|s| scope.spawn(move || (0..runs_each).try_for_each(|_| run_once(s, inputs))))
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| BenchError::Panicked)?
+                .map_err(failed)?;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    })
+}
+
+fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> ort::Result<()> {
     let refs: Vec<(&str, &DynValue)> = inputs.iter().map(|(n, v)| (n.as_str(), v)).collect();
-    session.run(refs).map(drop).map_err(|e| e.to_string())
+    session.run(refs).map(drop)
 }
 
 /// A batch of synthetic inputs; the rows per run are `batch` unless the model fixes its batch
@@ -150,15 +188,17 @@ fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<(), 
 fn synthetic_inputs(
     model: &Model,
     batch: usize,
-) -> Result<(Vec<(String, DynValue)>, usize), String> {
+) -> Result<(Vec<(String, DynValue)>, usize), BenchError> {
     let mut per_run = batch;
     let mut out = Vec::new();
     for input in &model.inputs {
+        let refuse = |why: String| BenchError::Input {
+            uri: model.uri.clone(),
+            input: input.name.clone(),
+            why,
+        };
         let IoKind::Tensor { dtype, shape } = &input.kind else {
-            return Err(format!(
-                "input {:?} is not a tensor ({})",
-                input.name, input.kind
-            ));
+            return Err(refuse(format!("is not a tensor ({})", input.kind)));
         };
         let mut dims: Vec<i64> = shape.clone();
         if dims.is_empty() {
@@ -191,11 +231,12 @@ fn synthetic_inputs(
                 let data = vec![String::new(); n];
                 Tensor::from_string_array((dims, data.as_slice())).map(|t| t.into_dyn())
             }
-            ElemType::Other(name) => {
-                return Err(format!("input {:?} is of type {name}", input.name));
-            }
+            ElemType::Other(name) => return Err(refuse(format!("is of type {name}"))),
         }
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| BenchError::Run {
+            uri: model.uri.clone(),
+            source,
+        })?;
         out.push((input.name.clone(), value));
     }
     Ok((out, per_run))
@@ -246,4 +287,55 @@ pub fn describe(report: &BenchReport) -> String {
         b.layout.intra_op_threads
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(batch_size: usize, sessions: usize, rows_per_second: f64) -> BenchResult {
+        BenchResult {
+            batch_size,
+            layout: Layout {
+                sessions,
+                intra_op_threads: 1,
+            },
+            rows_per_second,
+        }
+    }
+
+    #[test]
+    fn the_fastest_measurement_is_suggested() {
+        let results = vec![
+            result(1024, 2, 10.0),
+            result(2048, 2, 30.0),
+            result(8192, 1, 30.0),
+            result(65536, 1, 20.0),
+        ];
+        // The fastest is neither the first nor the last; of equals, the first wins.
+        let best = fastest(&results).unwrap();
+        assert_eq!((best.batch_size, best.layout.sessions), (2048, 2));
+        assert!(fastest(&[]).is_none());
+        let report = BenchReport {
+            model: "m.onnx".into(),
+            device: "cpu".into(),
+            cores: 2,
+            rows_per_measurement: 100,
+            best: best.clone(),
+            results,
+        };
+        let text = describe(&report);
+        assert!(
+            text.ends_with(
+                "best: 30 rows/s with batch 2048, 2 session(s) x 1 intra-op thread(s)\n\
+                 suggested:\n  [run]\n  inference_batch_size = 2048\n  workers = 2\n  intra_op_threads = 1\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.ends_with("  30")).count(),
+            2,
+            "{text}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{
 };
 
 use crate::features::InputBinding;
-use crate::model::ProtoReader;
+use crate::model::onnx::{OnnxError, ProtoReader};
 
 /// The most splits a row's key holds, one bit each (the key is a `u32`). Measured on the
 /// benchmark GBDT: 12 to 48 are alike, within the noise.
@@ -45,6 +45,8 @@ pub struct Split {
     pub feature: usize,
     pub threshold: f64,
     op: SplitOp,
+    /// The share of rows that reach it, summed over the trees (a root counts 1).
+    pub reach: f64,
 }
 
 /// The split conditions of a model's tree ensemble and the model input they read.
@@ -132,31 +134,7 @@ fn ranked_splits(n: &Node) -> Option<Vec<Split>> {
     {
         return None;
     }
-    let index: HashMap<(i64, i64), usize> = (0..count)
-        .map(|i| ((tree_ids[i], node_ids[i]), i))
-        .collect();
-    // A tree's root is its first node, as in ONNX Runtime.
-    let mut depth: Vec<Option<u32>> = vec![None; count];
-    let mut stack: Vec<usize> = (0..count)
-        .filter(|&i| i == 0 || tree_ids[i] != tree_ids[i - 1])
-        .collect();
-    for &root in &stack {
-        depth[root] = Some(0);
-    }
-    while let Some(i) = stack.pop() {
-        let d = depth[i].unwrap_or_default();
-        if modes[i] == "LEAF" || d >= 64 {
-            continue;
-        }
-        for child in [trues[i], falses[i]] {
-            if let Some(&c) = index.get(&(tree_ids[i], child))
-                && depth[c].is_none()
-            {
-                depth[c] = Some(d + 1);
-                stack.push(c);
-            }
-        }
-    }
+    let depth = node_depths(tree_ids, node_ids, trues, falses, modes);
     let mut reach: HashMap<(usize, u32, SplitOp), f64> = HashMap::new();
     for i in 0..count {
         let op = match modes[i].as_str() {
@@ -182,17 +160,55 @@ fn ranked_splits(n: &Node) -> Option<Vec<Split>> {
         ranked
             .into_iter()
             .take(MAX_SPLITS)
-            .map(|((feature, bits, op), _)| Split {
+            .map(|((feature, bits, op), reach)| Split {
                 feature,
                 threshold: f64::from(f32::from_bits(bits)),
                 op,
+                reach,
             })
             .collect(),
     )
 }
 
+/// Each node's depth in its tree (`None` for a node no branch leads to), following the
+/// attributes' true and false links from each tree's root, its first node as in ONNX Runtime.
+fn node_depths(
+    tree_ids: &[i64],
+    node_ids: &[i64],
+    trues: &[i64],
+    falses: &[i64],
+    modes: &[String],
+) -> Vec<Option<u32>> {
+    let count = tree_ids.len();
+    let index: HashMap<(i64, i64), usize> = (0..count)
+        .map(|i| ((tree_ids[i], node_ids[i]), i))
+        .collect();
+    let mut depth: Vec<Option<u32>> = vec![None; count];
+    let mut stack: Vec<usize> = (0..count)
+        .filter(|&i| i == 0 || tree_ids[i] != tree_ids[i - 1])
+        .collect();
+    for &root in &stack {
+        depth[root] = Some(0);
+    }
+    while let Some(i) = stack.pop() {
+        let d = depth[i].unwrap_or_default();
+        if modes[i] == "LEAF" || d >= 64 {
+            continue;
+        }
+        for child in [trues[i], falses[i]] {
+            if let Some(&c) = index.get(&(tree_ids[i], child))
+                && depth[c].is_none()
+            {
+                depth[c] = Some(d + 1);
+                stack.push(c);
+            }
+        }
+    }
+    depth
+}
+
 /// Every node of the model's main graph (`ModelProto.graph.node`), with its attributes.
-fn read_graph_nodes(bytes: &[u8]) -> Result<Vec<Node>, String> {
+fn read_graph_nodes(bytes: &[u8]) -> Result<Vec<Node>, OnnxError> {
     let mut model = ProtoReader::new(bytes);
     let mut nodes = Vec::new();
     while !model.done() {
@@ -213,7 +229,7 @@ fn read_graph_nodes(bytes: &[u8]) -> Result<Vec<Node>, String> {
 }
 
 /// A `NodeProto`: inputs (1), outputs (2), op_type (4), attributes (5), domain (7).
-fn read_node(bytes: &[u8]) -> Result<Node, String> {
+fn read_node(bytes: &[u8]) -> Result<Node, OnnxError> {
     let mut r = ProtoReader::new(bytes);
     let mut node = Node::default();
     while !r.done() {
@@ -231,7 +247,7 @@ fn read_node(bytes: &[u8]) -> Result<Node, String> {
 
 /// An `AttributeProto`'s name (1) and list values: floats (7), ints (8), strings (9), each
 /// packed or not.
-fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), String> {
+fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), OnnxError> {
     let mut r = ProtoReader::new(bytes);
     let (mut name, mut ints, mut floats, mut strings) =
         (String::new(), Vec::new(), Vec::new(), Vec::new());
@@ -282,14 +298,7 @@ impl TreeRowOrder {
         let mut offset = 0;
         for binding in inputs {
             if binding.name == ensemble.input {
-                let numeric = matches!(
-                    binding.dtype,
-                    crate::model::ElemType::Float32
-                        | crate::model::ElemType::Float64
-                        | crate::model::ElemType::Int32
-                        | crate::model::ElemType::Int64
-                );
-                if !numeric || binding.shape.len() != 2 {
+                if !binding.dtype.is_numeric() || binding.shape.len() != 2 {
                     return None;
                 }
                 let splits: Vec<_> = ensemble
@@ -417,6 +426,7 @@ mod tests {
             feature,
             threshold,
             op: SplitOp::Leq,
+            reach: 1.0,
         }
     }
 
@@ -427,9 +437,14 @@ mod tests {
         assert_eq!(e.splits.len(), MAX_SPLITS);
         // Every split reads one of the model's five features.
         assert!(e.splits.iter().all(|s| s.feature < 5), "{:?}", e.splits);
-        // The first is the most used: at least one tree's root (reach 1) sums into it.
-        let first = e.splits[0];
-        assert!(e.splits[1..].iter().all(|s| *s != first));
+        // Most used first: reach never grows down the list, and the first split is at least
+        // one tree's root (reach 1), as in a boosted model whose trees share their first cut.
+        assert!(
+            e.splits.windows(2).all(|w| w[0].reach >= w[1].reach),
+            "{:?}",
+            e.splits
+        );
+        assert!(e.splits[0].reach >= 1.0, "{:?}", e.splits[0]);
     }
 
     #[test]

@@ -7,15 +7,22 @@
 //! 4. resolves relative paths against the spec file's folder.
 //!
 //! Every error names the file and the key (`job spec jobs/a.toml: [output.mode]: ...`).
+//!
+//! This module holds the spec's types, each field's `///` doc stating its default (the JSON
+//! Schema and the README's table are made from them); [`load`](mod@load) reads a file into
+//! them and [`check`](mod@check) refuses values that parse but make no sense.
 
-use std::collections::BTreeMap;
+mod check;
+mod load;
+
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
+pub use check::{OutputRef, OutputRefError};
+pub use load::{LoadedSpec, VarError, load, load_str, parse_var};
 
 /// A batch scoring job.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -366,6 +373,15 @@ impl RunSpec {
         self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
     }
 
+    /// Scoring workers: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            available_cores()
+        } else {
+            self.workers
+        }
+    }
+
     /// Fills in the default batch size for the model: bigger when a tree ensemble's rows are
     /// sorted. A batch size the spec sets is kept.
     pub fn settle_batch_size(&mut self, sorted_tree_ensemble: bool) {
@@ -377,10 +393,10 @@ impl RunSpec {
     }
 
     /// Rows per ONNX Runtime call on `device` (before a model's fixed batch dimension).
-    pub fn inference_batch_size(&self, device: crate::model::ExecutionDevice) -> usize {
+    pub fn inference_batch_size(&self, device: Device) -> usize {
         let auto = match device {
-            crate::model::ExecutionDevice::Cpu => DEFAULT_CPU_INFERENCE_BATCH,
-            crate::model::ExecutionDevice::Cuda { .. } => self.batch_size(),
+            Device::Cpu => DEFAULT_CPU_INFERENCE_BATCH,
+            Device::Cuda => self.batch_size(),
         };
         self.inference_batch_size
             .unwrap_or(auto)
@@ -393,475 +409,25 @@ fn default_max_rows_per_file() -> u64 {
     1_000_000
 }
 
-/// The columns `_rejected/` parts add after the pass-through columns.
-pub const REJECT_COLUMNS: [&str; 3] = ["_stage", "_reason", "_value"];
-
-/// One thing wrong with a spec: the key it concerns and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `inputs.features.columns[2]`; empty for the whole file.
-    pub key: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// A spec that cannot be used, with every problem found.
-#[derive(Debug, thiserror::Error)]
-pub struct SpecError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-impl SpecError {
-    pub fn one(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            problems: vec![Problem::new(key, message)],
-        }
-    }
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            if p.key.is_empty() {
-                write!(f, "job spec {}: {}", self.file.display(), p.message)?;
-            } else {
-                write!(
-                    f,
-                    "job spec {}: [{}]: {}",
-                    self.file.display(),
-                    p.key,
-                    p.message
-                )?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A loaded, templated and path-resolved spec.
-#[derive(Debug, Clone)]
-pub struct LoadedSpec {
-    pub spec: JobSpec,
-    /// The spec file as given on the command line.
-    pub file: PathBuf,
-    /// SHA-256 of the spec after templating and path resolution (canonical JSON).
-    pub hash: String,
-}
-
-impl LoadedSpec {
-    pub fn error(&self, key: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError::one(&self.file, key, message)
-    }
-}
-
-/// Parses `name=value` command-line variables.
-pub fn parse_var(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
-    }
-}
-
-/// Loads a spec file, substituting `vars`.
-pub fn load(file: &Path, vars: &BTreeMap<String, String>) -> Result<LoadedSpec, SpecError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| SpecError::one(file, "", format!("cannot read the file: {e}")))?;
-    let base = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    load_str(&text, file, &base, vars)
-}
-
-/// Loads a spec from text; `file` names it in errors and picks the syntax by extension,
-/// `base` is the folder relative paths resolve against.
-pub fn load_str(
-    text: &str,
-    file: &Path,
-    base: &Path,
-    vars: &BTreeMap<String, String>,
-) -> Result<LoadedSpec, SpecError> {
-    let is_yaml = matches!(
-        file.extension().and_then(|e| e.to_str()),
-        Some("yaml") | Some("yml")
-    );
-    let mut tree: serde_json::Value = if is_yaml {
-        serde_yaml::from_str(text)
-            .map_err(|e| SpecError::one(file, "", format!("not valid YAML: {e}")))?
-    } else {
-        toml::from_str(text).map_err(|e| {
-            SpecError::one(
-                file,
-                "",
-                format!("not valid TOML: {}", e.to_string().trim_end()),
-            )
-        })?
-    };
-
-    let mut problems = Vec::new();
-    substitute(&mut tree, "", vars, &mut problems);
-    if !problems.is_empty() {
-        return Err(SpecError {
-            file: file.to_path_buf(),
-            problems,
-        });
-    }
-
-    let mut spec: JobSpec = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        SpecError::one(file, key, with_suggestion(&e.inner().to_string()))
-    })?;
-
-    spec.input.uri = resolve_path(base, &spec.input.uri);
-    spec.model.uri = resolve_path(base, &spec.model.uri);
-    spec.output.uri = resolve_path(base, &spec.output.uri);
-
-    let problems = check(&spec);
-    if !problems.is_empty() {
-        return Err(SpecError {
-            file: file.to_path_buf(),
-            problems,
-        });
-    }
-
-    // serde_json::to_vec on plain data cannot fail: every map key is a string.
-    let canonical = serde_json::to_vec(&spec).unwrap_or_default();
-    let hash = hex::encode(Sha256::digest(&canonical));
-    Ok(LoadedSpec {
-        spec,
-        file: file.to_path_buf(),
-        hash,
-    })
-}
-
-/// Adds "did you mean" to serde's "unknown field `mdoe`, expected one of `uri`, `mode`".
-fn with_suggestion(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
-    };
-    let Some((field, expected)) = rest.split_once('`') else {
-        return message.to_string();
-    };
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|cand| (crate::features::edit_distance(field, cand), cand))
-        .filter(|(d, cand)| *d <= 2.max(cand.len() / 3))
-        .min();
-    match best {
-        Some((_, cand)) => format!("{message} (did you mean `{cand}`?)"),
-        None => message.to_string(),
-    }
-}
-
-/// Checks what the types alone cannot: values that parse but make no sense.
-fn check(spec: &JobSpec) -> Vec<Problem> {
-    let mut p = Vec::new();
-    if spec.name.trim().is_empty() {
-        p.push(Problem::new("name", "must not be empty"));
-    }
-    for (key, value) in [
-        ("input.uri", &spec.input.uri),
-        ("model.uri", &spec.model.uri),
-        ("output.uri", &spec.output.uri),
-    ] {
-        if value.trim().is_empty() {
-            p.push(Problem::new(key, "must not be empty"));
-        }
-    }
-    p.extend(crate::storage::check(
-        &spec.storage,
-        &[
-            ("input.uri", &spec.input.uri),
-            ("model.uri", &spec.model.uri),
-            ("output.uri", &spec.output.uri),
-        ],
-    ));
-    for (key, value) in [
-        ("input.csv.delimiter", &spec.input.csv.delimiter),
-        ("input.csv.quote", &spec.input.csv.quote),
-    ] {
-        if value.len() != 1 || !value.is_ascii() {
-            p.push(Problem::new(
-                key,
-                format!("must be one ASCII character, got {value:?}"),
-            ));
-        }
-    }
-    if let Some(sha) = &spec.model.sha256
-        && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        p.push(Problem::new(
-            "model.sha256",
-            "must be 64 hexadecimal digits",
-        ));
-    }
-    for (name, input) in &spec.inputs {
-        if input.columns.is_empty() {
-            p.push(Problem::new(
-                format!("inputs.{name}.columns"),
-                "must name at least one column",
-            ));
-        }
-        for (i, c) in input.columns.iter().enumerate() {
-            if c.trim().is_empty() {
-                p.push(Problem::new(
-                    format!("inputs.{name}.columns[{i}]"),
-                    "is empty",
-                ));
-            }
-        }
-    }
-    if let Some(outputs) = &spec.outputs {
-        if outputs.is_empty() {
-            p.push(Problem::new(
-                "outputs",
-                "names no output column; leave the table out to get every model output",
-            ));
-        }
-        for (col, expr) in outputs {
-            if let Err(e) = OutputRef::parse(expr) {
-                p.push(Problem::new(format!("outputs.{col}"), e));
-            }
-            if spec.output.passthrough.contains(col) {
-                p.push(Problem::new(
-                    format!("outputs.{col}"),
-                    "is also a passthrough column; output column names must be unique",
-                ));
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in spec.output.passthrough.iter().enumerate() {
-        if !seen.insert(c) {
-            p.push(Problem::new(
-                format!("output.passthrough[{i}]"),
-                format!("{c:?} is listed twice"),
-            ));
-        }
-    }
-    if let Some(r) = spec.run.max_rejected_rate
-        && !(0.0..=1.0).contains(&r)
-    {
-        p.push(Problem::new(
-            "run.max_rejected_rate",
-            format!("must be between 0 and 1, got {r}"),
-        ));
-    }
-    for (i, c) in spec.output.passthrough.iter().enumerate() {
-        if REJECT_COLUMNS.contains(&c.as_str()) {
-            p.push(Problem::new(
-                format!("output.passthrough[{i}]"),
-                format!(
-                    "{c:?} is a column name batchscore uses in _rejected/; rename it in the query"
-                ),
-            ));
-        }
-    }
-    if spec.run.batch_size == Some(0) {
-        p.push(Problem::new("run.batch_size", "must be at least 1"));
-    }
-    if spec.run.inference_batch_size == Some(0) {
-        p.push(Problem::new(
-            "run.inference_batch_size",
-            "must be at least 1",
-        ));
-    }
-    if spec.run.intra_op_threads == 0 {
-        p.push(Problem::new("run.intra_op_threads", "must be at least 1"));
-    }
-    if spec.output.max_rows_per_file == 0 {
-        p.push(Problem::new(
-            "output.max_rows_per_file",
-            "must be at least 1",
-        ));
-    }
-    p
-}
-
-/// A reference to a model output in `[outputs]`: `name` or `name[index]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputRef {
-    pub output: String,
-    pub index: Option<usize>,
-}
-
-impl OutputRef {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Some(open) = s.find('[') {
-            let name = s[..open].trim();
-            let rest = &s[open + 1..];
-            let idx = rest
-                .strip_suffix(']')
-                .ok_or_else(|| format!("{s:?}: expected `output` or `output[index]`"))?;
-            let index: usize = idx
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?}: the index must be a non-negative integer"))?;
-            if name.is_empty() {
-                return Err(format!("{s:?}: no output name before `[`"));
-            }
-            Ok(Self {
-                output: name.to_string(),
-                index: Some(index),
-            })
-        } else if s.is_empty() {
-            Err("names no model output".into())
-        } else {
-            Ok(Self {
-                output: s.to_string(),
-                index: None,
-            })
-        }
-    }
-}
-
-/// Replaces `${name}` (a `--var`) and `${env:NAME}` (an environment variable) in every string
-/// of the tree; names without a value become problems. Secrets belong in `${env:NAME}`.
-fn substitute(
-    v: &mut serde_json::Value,
-    key: &str,
-    vars: &BTreeMap<String, String>,
-    problems: &mut Vec<Problem>,
-) {
-    match v {
-        serde_json::Value::String(s) => match expand(s, vars) {
-            Ok(out) => *s = out,
-            Err(name) => problems.push(Problem::new(
-                key,
-                match name.strip_prefix("env:") {
-                    Some(var) => format!("${{{name}}}: the environment variable {var} is not set"),
-                    None => format!("${{{name}}} has no value: pass --var {name}=VALUE"),
-                },
-            )),
-        },
-        serde_json::Value::Array(items) => {
-            for (i, item) in items.iter_mut().enumerate() {
-                substitute(item, &format!("{key}[{i}]"), vars, problems);
-            }
-        }
-        serde_json::Value::Object(map) => {
-            for (k, item) in map.iter_mut() {
-                let child = if key.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{key}.{k}")
-                };
-                substitute(item, &child, vars, problems);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Expands `${name}` references; `$${` stays a literal `${`. Returns the first unknown name.
-fn expand(s: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(tail) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = tail;
-        } else if let Some(tail) = after.strip_prefix("${") {
-            let Some(end) = tail.find('}') else {
-                // An unclosed `${` is not a reference: keep it as written.
-                out.push_str("${");
-                rest = tail;
-                continue;
-            };
-            let name = &tail[..end];
-            let value = match name.strip_prefix("env:") {
-                Some(var) => std::env::var(var).ok(),
-                None => vars.get(name).cloned(),
-            };
-            match value {
-                Some(value) => out.push_str(&value),
-                None => return Err(name.to_string()),
-            }
-            rest = &tail[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Resolves a local path or `file://` URL against `base`; other URLs are left as they are.
-fn resolve_path(base: &Path, uri: &str) -> String {
-    let path = if let Some(p) = uri.strip_prefix("file://") {
-        p
-    } else if uri.contains("://") {
-        return uri.to_string();
-    } else {
-        uri
-    };
-    let keep_slash = path.ends_with('/');
-    let p = Path::new(path);
-    let joined = if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    };
-    let mut s = normalize(&joined).to_string_lossy().into_owned();
-    if keep_slash && !s.ends_with('/') {
-        s.push('/');
-    }
-    s
-}
-
-/// Removes `.` and `a/..` segments without touching the file system (the path may not exist).
-fn normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => match out.components().next_back() {
-                Some(Component::Normal(_)) => {
-                    out.pop();
-                }
-                Some(Component::RootDir) => {}
-                _ => out.push(".."),
-            },
-            other => out.push(other.as_os_str()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
+/// The cores this process may use (1 when that cannot be told).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The JSON Schema of the job spec, as committed in `schemas/job.schema.json`.
-pub fn json_schema() -> String {
+pub fn json_schema() -> Result<String, serde_json::Error> {
     let schema = schemars::schema_for!(JobSpec);
-    // A schema of plain data always serializes.
-    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+    Ok(serde_json::to_string_pretty(&schema)? + "\n")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::diagnostics::SpecError;
 
     fn load_toml(text: &str, vars: &[(&str, &str)]) -> Result<LoadedSpec, SpecError> {
         let vars = vars
@@ -885,9 +451,6 @@ uri = "out/ds=${ds}/"
     fn defaults_and_relative_paths() {
         let s = load_toml(MINIMAL, &[("ds", "2026-11-27")]).unwrap();
         assert_eq!(s.spec.input.uri, "jobs/data/");
-        assert_eq!(resolve_path(Path::new("jobs"), "../d/x.csv"), "d/x.csv");
-        assert_eq!(resolve_path(Path::new("jobs"), "../../x"), "../x");
-        assert_eq!(resolve_path(Path::new("/a"), "file:///b/c"), "/b/c");
         assert_eq!(s.spec.model.uri, "jobs/m.onnx");
         assert_eq!(s.spec.output.uri, "jobs/out/ds=2026-11-27/");
         assert_eq!(s.spec.output.mode, WriteMode::Error);
@@ -984,14 +547,14 @@ uri = "out/ds=${ds}/"
 
     #[test]
     fn rows_per_inference_call_default_by_device_and_never_exceed_the_batch() {
-        use crate::model::ExecutionDevice::{Cpu, Cuda};
+        use Device::{Cpu, Cuda};
         let run = |text: &str| {
             load_toml(&format!("{MINIMAL}\n[run]\n{text}\n"), &[("ds", "x")])
                 .unwrap()
                 .spec
                 .run
         };
-        let cuda = Cuda { device_id: 0 };
+        let cuda = Cuda;
         assert_eq!(run("").inference_batch_size(Cpu), 2048);
         assert_eq!(run("").inference_batch_size(cuda), 8192);
         assert_eq!(run("batch_size = 500").inference_batch_size(Cpu), 500);
@@ -1021,26 +584,10 @@ uri = "out/ds=${ds}/"
     }
 
     #[test]
-    fn dollar_escapes_and_yaml() {
-        assert_eq!(expand("a$${b}c$d", &BTreeMap::new()).unwrap(), "a${b}c$d");
-        // SAFETY: tests in this module touch only this variable.
-        unsafe { std::env::set_var("BATCHSCORE_SPEC_TEST_VAR", "v1") };
-        assert_eq!(
-            expand("x-${env:BATCHSCORE_SPEC_TEST_VAR}", &BTreeMap::new()).unwrap(),
-            "x-v1"
-        );
-        assert_eq!(
-            expand("${env:BATCHSCORE_SPEC_TEST_UNSET}", &BTreeMap::new()).unwrap_err(),
-            "env:BATCHSCORE_SPEC_TEST_UNSET"
-        );
+    fn yaml_by_extension() {
         let yaml = "name: y\ninput: {uri: d.csv}\nmodel: {uri: m.onnx}\noutput: {uri: o/}\n";
-        let s = load_str(
-            yaml,
-            Path::new("j.yaml"),
-            Path::new("/abs"),
-            &BTreeMap::new(),
-        )
-        .unwrap();
+        let vars = Default::default();
+        let s = load_str(yaml, Path::new("j.yaml"), Path::new("/abs"), &vars).unwrap();
         assert_eq!(s.spec.input.uri, "/abs/d.csv");
     }
 

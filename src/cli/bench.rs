@@ -1,0 +1,87 @@
+//! `batchscore bench MODEL`: ONNX Runtime's inference-only rate for a model on this machine,
+//! over batch sizes and thread layouts (the measuring is `model::bench`).
+
+use std::path::Path;
+
+use crate::model::bench::{self, Layout};
+use crate::model::{ExecutionDevice, Model};
+use crate::spec::Device;
+
+/// What `bench` measures.
+#[derive(Debug)]
+pub struct BenchArgs {
+    pub rows: usize,
+    pub batch_sizes: Vec<usize>,
+    /// Empty: [`bench::default_layouts`] for this machine's cores.
+    pub layouts: Vec<Layout>,
+    pub device: Device,
+    pub device_id: u32,
+    pub json: bool,
+}
+
+/// Measures `model` and returns the report as a table (or JSON).
+pub fn run(model: &Path, args: BenchArgs, ort_lib: Option<&Path>) -> anyhow::Result<String> {
+    crate::model::init_runtime(ort_lib)?;
+    let device = ExecutionDevice::new(args.device, args.device_id);
+    device.check()?;
+    let m = Model::open(&model.to_string_lossy(), None)?;
+    let layouts = if args.layouts.is_empty() {
+        bench::default_layouts(crate::spec::available_cores())
+    } else {
+        args.layouts
+    };
+    let report = bench::bench(&m, args.rows.max(1), &args.batch_sizes, &layouts, device)?;
+    Ok(if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        bench::describe(&report)
+    })
+}
+
+/// Why a `--layouts` entry is not `SESSIONSxTHREADS`.
+#[derive(Debug, thiserror::Error)]
+#[error("{layout:?}: {why}")]
+pub struct LayoutError {
+    layout: String,
+    why: String,
+}
+
+/// `2x1`: two sessions of one intra-op thread each.
+pub fn parse_layout(s: &str) -> Result<Layout, LayoutError> {
+    let fail = |why: String| LayoutError {
+        layout: s.to_string(),
+        why,
+    };
+    let (a, b) = s
+        .split_once('x')
+        .ok_or_else(|| fail("expected SESSIONSxTHREADS, e.g. 2x1".into()))?;
+    let n = |t: &str| {
+        t.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| fail(format!("{t:?} is not a positive number")))
+    };
+    Ok(Layout {
+        sessions: n(a)?,
+        intra_op_threads: n(b)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_are_sessions_by_threads() {
+        let l = parse_layout("4x2").unwrap();
+        assert_eq!((l.sessions, l.intra_op_threads), (4, 2));
+        assert_eq!(
+            parse_layout("2y1").unwrap_err().to_string(),
+            "\"2y1\": expected SESSIONSxTHREADS, e.g. 2x1"
+        );
+        assert_eq!(
+            parse_layout("0x1").unwrap_err().to_string(),
+            "\"0x1\": \"0\" is not a positive number"
+        );
+    }
+}

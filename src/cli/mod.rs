@@ -1,0 +1,231 @@
+//! The command line: `run`, `validate`, `inspect`, `bench`, `schema`, one file per command
+//! (`run` and `validate` share one), and the progress bar. The only place `anyhow` is used.
+
+mod bench;
+mod inspect;
+mod progress;
+mod run;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::spec::parse_var;
+pub use inspect::describe_model;
+pub use progress::ProgressMode;
+pub use run::{Interrupted, Signal};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
+the command line, the model or an existing output is wrong; nothing was read or written); 3 more
+rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
+130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
+
+Examples:
+  batchscore run jobs/churn.toml --var ds=2026-11-27
+  batchscore validate jobs/churn.toml --var ds=2026-11-27
+  batchscore inspect sample_data/churn/churn_lgbm.onnx
+  batchscore bench sample_data/churn/churn_lgbm.onnx";
+
+/// Score Parquet and CSV data with ONNX models, offline and in bulk.
+#[derive(Debug, Parser)]
+#[command(name = "batchscore", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The ONNX Runtime shared library (libonnxruntime.so) to load. Default: ORT_DYLIB_PATH,
+    /// then one beside the executable, then the checkout's .ort/lib (scripts/fetch-ort).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job: score the input and commit the output atomically.
+    #[command(
+        after_help = "Example:\n  batchscore run jobs/churn.toml --var ds=2026-11-27\n\n\
+Prints one summary line on stdout; _manifest.json, _metrics.json and _SUCCESS are written\n\
+beside the output parts, _SUCCESS last."
+    )]
+    Run {
+        /// The job spec (TOML, or YAML by extension).
+        job: PathBuf,
+        /// A value for ${NAME} in the spec; repeatable.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// When to show a progress bar.
+        #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+        progress: ProgressMode,
+        /// Print the run's metrics as JSON on stdout instead of the summary line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
+    #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
+    Validate {
+        job: PathBuf,
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
+    #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
+    Inspect {
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure ONNX Runtime's inference-only throughput for a model on this machine, over
+    /// batch sizes and thread layouts, and print the [run] settings to use.
+    #[command(
+        after_help = "Example:\n  batchscore bench sample_data/churn/churn_lgbm.onnx --batch-sizes 1024,65536\n\n\
+Inputs are synthetic (zeros for integers, standard normal values for floats), in memory:\n\
+the figure is the ceiling a run of this model can approach here."
+    )]
+    Bench {
+        model: PathBuf,
+        /// Rows scored per measurement.
+        #[arg(long, default_value_t = 131_072)]
+        rows: usize,
+        /// Batch sizes to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 2048, 8192, 65536])]
+        batch_sizes: Vec<usize>,
+        /// Layouts to try as SESSIONSxTHREADS, comma-separated (e.g. 2x1,1x2). Default: one
+        /// session per core with one thread each, one session with every core, and (with 4+
+        /// cores) half as many sessions with two threads.
+        #[arg(long, value_delimiter = ',', value_parser = bench::parse_layout)]
+        layouts: Vec<crate::model::bench::Layout>,
+        /// Where to run: cpu, or cuda (with the onnxruntime-gpu wheel's library).
+        #[arg(long, value_enum, default_value_t = crate::spec::Device::Cpu)]
+        device: crate::spec::Device,
+        /// The GPU for --device cuda.
+        #[arg(long, default_value_t = 0)]
+        device_id: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a JSON Schema: of the job spec, of _metrics.json or of _manifest.json.
+    #[command(after_help = "Example:\n  batchscore schema job > job.schema.json")]
+    Schema {
+        #[arg(value_enum, default_value_t = SchemaKind::Job)]
+        kind: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    Job,
+    Metrics,
+    Manifest,
+}
+
+/// Sets up logging: `RUST_LOG` when set, else info for batchscore and errors only for ONNX
+/// Runtime (which warns once per batch about shapes some converters declare loosely).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        // ONNX Runtime stays at errors unless RUST_LOG names it.
+        Ok(v) if !v.split(',').any(|d| d.trim().starts_with("ort")) => {
+            EnvFilter::new(format!("{v},ort=error"))
+        }
+        Ok(v) => EnvFilter::new(v),
+        Err(_) => EnvFilter::new("warn,batchscore=info,ort=error"),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Runs the command; the error's exit code comes from [`exit_code`].
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ort_lib = cli.ort_lib.as_deref();
+    match cli.command {
+        Command::Run {
+            job,
+            vars,
+            progress,
+            json,
+        } => run::run(&job, &vars.into_iter().collect(), progress, json, ort_lib).await,
+        Command::Validate { job, vars } => {
+            run::validate(&job, &vars.into_iter().collect(), ort_lib).await
+        }
+        Command::Inspect { model, json } => {
+            print!("{}", inspect::inspect(&model, json, ort_lib)?);
+            Ok(())
+        }
+        Command::Bench {
+            model,
+            rows,
+            batch_sizes,
+            layouts,
+            device,
+            device_id,
+            json,
+        } => {
+            let args = bench::BenchArgs {
+                rows,
+                batch_sizes,
+                layouts,
+                device,
+                device_id,
+                json,
+            };
+            print!("{}", bench::run(&model, args, ort_lib)?);
+            Ok(())
+        }
+        Command::Schema { kind } => {
+            let name = match kind {
+                SchemaKind::Job => "job.schema.json",
+                SchemaKind::Metrics => "metrics.schema.json",
+                SchemaKind::Manifest => "manifest.schema.json",
+            };
+            let schemas = crate::report::json_schemas()?;
+            if let Some((_, text)) = schemas.iter().find(|(n, _)| *n == name) {
+                print!("{text}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The exit code for an error: 2 when refused before any work, 3 past the reject budget,
+/// 130/143 when stopped by SIGINT/SIGTERM, else 1.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    use crate::model::ModelError;
+    use crate::model::bench::BenchError;
+    let model_code = |m: &ModelError| if m.is_runtime() { 1 } else { 2 };
+    if let Some(Interrupted(signal)) = e.downcast_ref::<Interrupted>() {
+        signal.exit_code
+    } else if let Some(r) = e.downcast_ref::<crate::run::RunError>() {
+        r.exit_code()
+    } else if e.downcast_ref::<crate::diagnostics::SpecError>().is_some()
+        || e.downcast_ref::<crate::model::DeviceError>().is_some()
+    {
+        2
+    } else if let Some(m) = e.downcast_ref::<ModelError>() {
+        model_code(m)
+    } else if let Some(b) = e.downcast_ref::<BenchError>() {
+        match b {
+            BenchError::Model(m) => model_code(m),
+            BenchError::Input { .. } => 2,
+            _ => 1,
+        }
+    } else {
+        1
+    }
+}

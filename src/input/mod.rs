@@ -1,0 +1,311 @@
+//! The input: the files as the DataFusion table `input`, and the job's `query` over it.
+//!
+//! A Parquet input is a DataFusion `ListingTable` ([`parquet`]), so files are read in
+//! parallel partitions, in batches of `run.batch_size` rows, with projection and predicate
+//! push-down. A CSV input is a streaming table of our own scans ([`csv`]), which set
+//! malformed records aside as rejected rows instead of failing the run (DataFusion's CSV scan
+//! stops at the first one). A directory is read recursively; folders named `key=value` become
+//! string partition columns (hive layout), which a `query` can filter on without opening the
+//! other folders' files. [`listing`] finds the files; every one is checked before any work.
+
+pub mod csv;
+mod listing;
+mod parquet;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::ListingOptions;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use object_store::ObjectMeta;
+
+use crate::diagnostics::{Problem, first_line};
+use crate::spec::{CsvCompression, InputFormat, InputSpec, RunSpec};
+use crate::storage::{StorageError, StoreFactory};
+use csv::{CsvDialect, CsvFile, MalformedRow};
+use listing::Listing;
+
+/// The table name a `query` reads from.
+pub const INPUT_TABLE: &str = "input";
+
+/// Why an input cannot be read; each names the URI or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{uri}: no such file or directory")]
+    Missing { uri: String },
+    #[error("{uri}: {message}")]
+    BadUri { uri: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    #[error("{uri}: cannot list: {message}")]
+    List { uri: String, message: String },
+    #[error("cannot tell the format of {uri} from its name: set format = \"parquet\" or \"csv\"")]
+    UnknownFormat { uri: String },
+    #[error("{uri}: matches no {extension} files")]
+    NoFiles { uri: String, extension: String },
+    #[error("{file}: the file is empty (0 bytes)")]
+    EmptyFile { file: String },
+    #[error("{file}: cannot read it: {message}")]
+    Unreadable { file: String, message: String },
+    #[error(
+        "{file}: its columns differ from those of {first} (missing: [{missing}]; not in {first}: [{extra}]); every input file must have the same columns"
+    )]
+    ColumnsDiffer {
+        file: String,
+        first: String,
+        missing: String,
+        extra: String,
+    },
+    #[error("{uri}: cannot read the schema: {message}")]
+    Schema { uri: String, message: String },
+    #[error("{uri}: {message}")]
+    Table { uri: String, message: String },
+}
+
+impl InputError {
+    /// The refusal for `file`, whose columns (`b`) differ from the first file's (`a`).
+    pub(crate) fn columns_differ(file: &str, first: &str, a: &[String], b: &[String]) -> Self {
+        let not_in = |x: &[String], y: &[String]| -> String {
+            x.iter()
+                .filter(|c| !y.contains(c))
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Self::ColumnsDiffer {
+            file: file.to_string(),
+            first: first.to_string(),
+            missing: not_in(a, b),
+            extra: not_in(b, a),
+        }
+    }
+
+    /// The spec key the problem is reported under.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::UnknownFormat { .. } => "input.format",
+            _ => "input.uri",
+        }
+    }
+}
+
+impl From<InputError> for Problem {
+    fn from(e: InputError) -> Self {
+        Problem::new(e.key(), e.to_string())
+    }
+}
+
+/// A DataFusion session set up for a job: parallelism and batch size from `[run]`.
+pub fn session_context(run: &RunSpec) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(run.worker_count())
+        .with_batch_size(run.batch_size())
+        .with_information_schema(false);
+    // Footer statistics give the row count up front, for the progress bar's ETA.
+    config.options_mut().execution.collect_statistics = true;
+    SessionContext::new_with_config(config)
+}
+
+/// The job's input, opened: the queried data frame, the fingerprint of the files it reads,
+/// and, for CSV, the malformed rows the scan sets aside.
+pub struct OpenedInput {
+    pub frame: DataFrame,
+    pub fingerprint: String,
+    pub csv: Option<CsvScanReport>,
+}
+
+/// What a CSV scan reports besides its rows.
+#[derive(Debug)]
+pub struct CsvScanReport {
+    pub malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
+    pub rows_read: Arc<AtomicU64>,
+}
+
+/// Registers the input as the table `input` and returns the job's data frame (`query`
+/// applied) with the fingerprint of the files it reads. Problems name the spec key they
+/// concern.
+pub async fn open_input(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    stores: &StoreFactory,
+    batch_size: usize,
+) -> Result<OpenedInput, Vec<Problem>> {
+    let (fingerprint, csv) = register(ctx, input, stores, batch_size)
+        .await
+        .map_err(|e| vec![Problem::from(e)])?;
+    Ok(OpenedInput {
+        frame: query_frame(ctx, input).await?,
+        fingerprint,
+        csv,
+    })
+}
+
+/// Lists, checks and registers the input's files as the table `input`; returns their
+/// fingerprint and, for CSV, the scan's report.
+async fn register(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    stores: &StoreFactory,
+    batch_size: usize,
+) -> Result<(String, Option<CsvScanReport>), InputError> {
+    let uri = input.uri.as_str();
+    let listing = Listing::locate(ctx, uri, stores).await?;
+    let (format, compression) = listing::detect_format(input, listing.sample.as_deref())?;
+    let extension = listing::extension(format, compression);
+    let options = listing_options(ctx, input, &listing, format, compression, &extension).await?;
+    let state = ctx.state();
+    let files = listing::list_files(&state, &listing.url, &options.file_extension)
+        .await
+        .map_err(|e| InputError::List {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })?;
+    let fingerprint = listing::fingerprint(&files);
+    let table_error = |e: datafusion::error::DataFusionError| InputError::Table {
+        uri: uri.to_string(),
+        message: e.to_string(),
+    };
+    let report = match format {
+        InputFormat::Csv => {
+            let (table, report) = csv_table(
+                ctx,
+                input,
+                &listing,
+                &options,
+                files,
+                compression,
+                batch_size,
+            )
+            .await?;
+            ctx.register_table(INPUT_TABLE, Arc::new(table))
+                .map_err(table_error)?;
+            Some(report)
+        }
+        InputFormat::Parquet => {
+            parquet::check_files(&state, &listing.url, &options, &files).await?;
+            let table = parquet::table(&state, uri, listing.url, options).await?;
+            ctx.register_table(INPUT_TABLE, Arc::new(table))
+                .map_err(table_error)?;
+            None
+        }
+    };
+    Ok((fingerprint, report))
+}
+
+/// The listing's options: the format, the extension a collection keeps to (a single file is
+/// read whatever its name ends with), and the hive partition columns.
+async fn listing_options(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    listing: &Listing,
+    format: InputFormat,
+    compression: CsvCompression,
+    extension: &str,
+) -> Result<ListingOptions, InputError> {
+    let file_format: Arc<dyn FileFormat> = match format {
+        InputFormat::Parquet => Arc::new(ParquetFormat::default()),
+        InputFormat::Csv => Arc::new(
+            CsvFormat::default()
+                .with_has_header(input.csv.has_header)
+                .with_delimiter(input.csv.delimiter.as_bytes()[0])
+                .with_quote(input.csv.quote.as_bytes()[0])
+                .with_file_compression_type(listing::file_compression(compression)),
+        ),
+    };
+    let extension = if listing.is_collection { extension } else { "" };
+    let options = ListingOptions::new(file_format).with_file_extension(extension);
+    if !listing.infer_partitions {
+        return Ok(options);
+    }
+    let parts = options
+        .infer_partitions(&ctx.state(), &listing.url)
+        .await
+        .map_err(|e| InputError::BadUri {
+            uri: input.uri.clone(),
+            message: first_line(&e.to_string()).to_string(),
+        })?;
+    let dictionary = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
+    let cols = parts
+        .into_iter()
+        .map(|name| (name, dictionary.clone()))
+        .collect();
+    Ok(options.with_table_partition_cols(cols))
+}
+
+/// The CSV files as a streaming table of `csv` scans, one per worker.
+async fn csv_table(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    listing: &Listing,
+    options: &ListingOptions,
+    files: Vec<ObjectMeta>,
+    compression: CsvCompression,
+    batch_size: usize,
+) -> Result<
+    (
+        datafusion::catalog::streaming::StreamingTable,
+        CsvScanReport,
+    ),
+    InputError,
+> {
+    let store = ctx
+        .state()
+        .runtime_env()
+        .object_store(&listing.url)
+        .map_err(|e| InputError::BadUri {
+            uri: input.uri.clone(),
+            message: e.to_string(),
+        })?;
+    let partition_cols = &options.table_partition_cols;
+    let files: Vec<CsvFile> = files
+        .into_iter()
+        .map(|meta| CsvFile {
+            store: store.clone(),
+            name: listing::file_name(&listing.url, &meta),
+            partition_values: listing::partition_values(
+                &meta.location,
+                partition_cols.iter().map(|(name, _)| name.as_str()),
+            ),
+            meta,
+        })
+        .collect();
+    let dialect = CsvDialect {
+        has_header: input.csv.has_header,
+        delimiter: input.csv.delimiter.as_bytes()[0],
+        quote: input.csv.quote.as_bytes()[0],
+        compression: listing::file_compression(compression),
+    };
+    let workers = ctx.state().config().target_partitions();
+    let (table, log, malformed) = csv::table(
+        &input.uri,
+        files,
+        partition_cols,
+        dialect,
+        workers,
+        batch_size,
+    )
+    .await?;
+    let report = CsvScanReport {
+        malformed,
+        rows_read: log.rows_read.clone(),
+    };
+    Ok((table, report))
+}
+
+/// The table `input`, or the job's `query` over it.
+async fn query_frame(ctx: &SessionContext, input: &InputSpec) -> Result<DataFrame, Vec<Problem>> {
+    match &input.query {
+        Some(sql) => ctx
+            .sql(sql)
+            .await
+            .map_err(|e| vec![Problem::new("input.query", first_line(&e.to_string()))]),
+        None => ctx
+            .table(INPUT_TABLE)
+            .await
+            .map_err(|e| vec![Problem::new("input.uri", e.to_string())]),
+    }
+}

@@ -1,0 +1,148 @@
+//! ONNX Runtime sessions: opening one for a device, and the pool the scoring workers share.
+
+use std::sync::{Condvar, Mutex};
+
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use super::ModelError;
+use super::device::ExecutionDevice;
+use super::runtime::init_runtime;
+
+pub(super) fn new_session_on(
+    uri: &str,
+    bytes: &[u8],
+    intra_op_threads: usize,
+    device: ExecutionDevice,
+) -> Result<Session, ModelError> {
+    let env = init_runtime(None)?;
+    let err = |e: ort::Error<_>| ModelError::Session {
+        uri: uri.to_string(),
+        message: e.to_string(),
+    };
+    // One intra-op thread per session by default: parallelism comes from one session per
+    // worker, each scoring its own partition, which keeps every core busy without
+    // oversubscription. `batchscore bench` measures the alternatives.
+    Session::builder(env)
+        .map_err(|e| ModelError::Session {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(err)?
+        .with_intra_threads(intra_op_threads.max(1))
+        .map_err(err)?
+        .with_inter_threads(1)
+        .map_err(err)?
+        .with_execution_providers(device.providers())
+        .map_err(err)?
+        .commit_from_memory(bytes)
+        .map_err(|e| ModelError::Session {
+            uri: uri.to_string(),
+            message: readable_ort_message(&e.to_string()),
+        })
+}
+
+/// ONNX Runtime's load errors start with the C++ source location and function signature
+/// (`/onnxruntime_src/…/model_load_utils.h:46 void onnxruntime::…(…) Opset 99 is …`): keep
+/// what follows them, which is the part a person can act on.
+pub(super) fn readable_ort_message(message: &str) -> String {
+    let Some(at) = message.find("/onnxruntime_src/") else {
+        return message.to_string();
+    };
+    let (before, located) = message.split_at(at);
+    // The signature ends at the parenthesis that closes its argument list.
+    let mut depth = 0usize;
+    for (i, c) in located.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    let rest = located[i + 1..].trim_start();
+                    // `const` and friends may follow the parameter list.
+                    let rest = rest.strip_prefix("const ").unwrap_or(rest);
+                    return format!("{before}{rest}");
+                }
+            }
+            _ => {}
+        }
+    }
+    message.to_string()
+}
+
+/// Sessions shared by the scoring workers; `ort` sessions run with `&mut self`, so each worker
+/// borrows one for the length of a batch.
+pub struct SessionPool {
+    sessions: Mutex<Vec<Session>>,
+    available: Condvar,
+}
+
+impl SessionPool {
+    pub(super) fn new(sessions: Vec<Session>) -> Self {
+        Self {
+            sessions: Mutex::new(sessions),
+            available: Condvar::new(),
+        }
+    }
+
+    pub fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        let mut session = {
+            let mut guard = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(s) = guard.pop() {
+                    break s;
+                }
+                guard = self
+                    .available
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        // Put the session back even if `f` panics, so other workers never wait forever.
+        struct Return<'a> {
+            pool: &'a SessionPool,
+            session: Option<Session>,
+        }
+        impl Drop for Return<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.session.take() {
+                    self.pool
+                        .sessions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(s);
+                    self.pool.available.notify_one();
+                }
+            }
+        }
+        let mut guard = Return {
+            pool: self,
+            session: None,
+        };
+        let out = f(&mut session);
+        guard.session = Some(session);
+        out
+    }
+}
+
+impl std::fmt::Debug for SessionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionPool")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ort_source_locations_are_dropped_from_messages() {
+        let raw = "Load model failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::string, int>&, const onnxruntime::logging::Logger&, bool, const std::string&, int) ONNX Runtime only *guarantees* support for models stamped with official released onnx opset versions. Opset 99 is under development.";
+        assert_eq!(
+            readable_ort_message(raw),
+            "Load model failed:ONNX Runtime only *guarantees* support for models stamped with official released onnx opset versions. Opset 99 is under development."
+        );
+        assert_eq!(readable_ort_message("plain"), "plain");
+    }
+}

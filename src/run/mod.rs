@@ -1,0 +1,392 @@
+//! Orchestration: check a job completely ([`plan_job`]), then run it as one streaming plan
+//! and commit its output exactly once ([`execute`]).
+//!
+//! [`execute`] reads as the pipeline it runs: build the scorer, plan the outputs, spawn the
+//! partition tasks ([`partition`]: each pulls scored batches, reading, features and inference
+//! happening inside the pull in DataFusion's plan ([`physical`]), and writes them to its own
+//! parts in the staging), join them, check the reject budget, commit, report.
+
+pub mod partition;
+pub mod physical;
+pub mod plan;
+pub mod work_queue;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::physical_plan::{
+    ExecutionPlan, StatisticsArgs, StatisticsContext, execute_stream_partitioned,
+};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::diagnostics::SpecError;
+use crate::model::ModelError;
+use crate::output::{Committer, OutputError, RollingWriter, Staging};
+use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
+use crate::score::tree_order::TreeRowOrder;
+use crate::score::{ScoreStats, Scorer};
+use partition::{AbortOnDrop, Budget, PartitionResult, PartitionTask};
+use physical::Scoring;
+pub use plan::{JobPlan, plan_job};
+
+/// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec, the model or the input cannot work together; nothing was read.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Runtime(ModelError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// More rows were rejected than `[run]` allows; nothing was committed.
+    #[error("{message}")]
+    RejectBudget { message: String },
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error("{what} failed: {message}")]
+    Task { what: String, message: String },
+}
+
+impl RunError {
+    /// 2: refused before any work (spec, command line, model, existing output); 3: more rows
+    /// rejected than the budget allows; 1: anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Spec(_) => 2,
+            Self::Output(e) if e.is_refusal() => 2,
+            Self::RejectBudget { .. } => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// For `mode = "skip"`: the run id that already committed this output with the same spec,
+/// model and input files, if one did.
+pub async fn already_committed(plan: &JobPlan) -> Result<Option<String>, RunError> {
+    let uri = &plan.spec.spec.output.uri;
+    let Some(m) = Committer::committed_manifest(uri, &plan.stores).await? else {
+        return Ok(None);
+    };
+    let same = m.is_same_job(&plan.spec.hash, &plan.model.sha256, &plan.input_fingerprint);
+    Ok(same.then_some(m.run_id))
+}
+
+/// What a finished run reports to the command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The committed output's path or URL.
+    pub output: String,
+    pub metrics: RunMetrics,
+}
+
+/// What the run's tasks wrote, before the commit.
+struct Written {
+    physical: Arc<dyn ExecutionPlan>,
+    results: Vec<PartitionResult>,
+    files: Vec<PartFile>,
+    rejected_files: Vec<PartFile>,
+}
+
+/// Runs a planned job and commits its output.
+pub async fn execute(
+    mut plan: JobPlan,
+    progress: Option<ProgressBar>,
+) -> Result<RunSummary, RunError> {
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let scorer = Arc::new(build_scorer(&mut plan)?);
+    let scoring = Scoring::new(&plan, scorer.clone())?;
+    let s = &plan.spec.spec;
+    let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
+    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
+    let written =
+        match write_parts(&mut plan, &scoring, &scorer, committer.staging(), progress).await {
+            Ok(w) => w,
+            Err(e) => {
+                committer.abort().await;
+                return Err(e);
+            }
+        };
+    let commit_started = Instant::now();
+    let facts = run_facts(&plan, &scorer, &written, run_id, started_at, started);
+    let mut metrics = RunMetrics::new(facts, &scorer.stats);
+    let manifest = manifest(&plan, &metrics, written);
+    let output = committer
+        .commit(&manifest, &mut metrics, commit_started)
+        .await?;
+    tracing::info!(output = %output, rows = manifest.rows, "committed");
+    Ok(RunSummary { output, metrics })
+}
+
+/// The scorer: a session per worker, and a tree ensemble's row order when it has one.
+fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
+    let run = &plan.spec.spec.run;
+    let sessions = plan
+        .model
+        .session_pool(plan.workers, run.intra_op_threads, plan.device)
+        .map_err(RunError::Runtime)?;
+    let row_order = plan
+        .tree_splits
+        .take()
+        .and_then(|splits| TreeRowOrder::bind(splits, &plan.bound.inputs));
+    if let Some(order) = &row_order {
+        tracing::debug!(
+            splits = order.split_count(),
+            "tree ensemble: each batch's rows are scored sorted by the branches they take"
+        );
+    }
+    Ok(Scorer::new(
+        plan.bound.inputs.clone(),
+        plan.outputs.clone(),
+        sessions,
+        run.inference_batch_size(plan.device.kind()),
+    )
+    .with_row_order(row_order))
+}
+
+/// Runs the plan: every worker's task, and the malformed rows' for a CSV input, writing into
+/// `staging`; then checks the reject rate. An empty input still gets one empty part, so that
+/// readers see the output's schema.
+async fn write_parts(
+    plan: &mut JobPlan,
+    scoring: &Scoring,
+    scorer: &Arc<Scorer>,
+    staging: Staging,
+    progress: Option<ProgressBar>,
+) -> Result<Written, RunError> {
+    let physical = scoring.physical_plan(&plan.ctx, plan.workers).await?;
+    if let Some(pb) = &progress
+        && let Ok(stats) =
+            StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
+        && let Some(&n) = stats.num_rows.get_value()
+    {
+        pb.set_length(n as u64);
+    }
+    let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())?;
+    let results = run_tasks(plan, scoring, scorer, &staging, streams, progress.as_ref()).await?;
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let s = &plan.spec.spec;
+    check_reject_rate(&s.name, s.run.max_rejected_rate, &scorer.stats)?;
+    let mut files: Vec<PartFile> = results.iter().flat_map(|r| r.files.clone()).collect();
+    let mut rejected_files: Vec<PartFile> = results
+        .iter()
+        .flat_map(|r| r.rejected_files.clone())
+        .collect();
+    if files.is_empty() {
+        let name = format!("part-00000-0000.{}", s.output.format.extension());
+        let part = staging.create_part(name, s.output.format, scoring.out_schema.clone())?;
+        files.push(part.finish().await?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    rejected_files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Written {
+        physical,
+        results,
+        files,
+        rejected_files,
+    })
+}
+
+/// Spawns a task per partition stream (and one for a CSV scan's malformed rows) and joins
+/// them. Dropping the run (a signal) aborts them before the staging goes.
+async fn run_tasks(
+    plan: &mut JobPlan,
+    scoring: &Scoring,
+    scorer: &Arc<Scorer>,
+    staging: &Staging,
+    streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
+    progress: Option<&ProgressBar>,
+) -> Result<Vec<PartitionResult>, RunError> {
+    let s = &plan.spec.spec;
+    let budget = Budget {
+        job: s.name.clone(),
+        max_rejected: s.run.max_rejected,
+    };
+    let writer = |prefix: &'static str,
+                  partition: usize,
+                  schema: &datafusion::arrow::datatypes::SchemaRef| {
+        RollingWriter::new(
+            staging.clone(),
+            prefix,
+            partition,
+            s.output.format,
+            schema.clone(),
+            s.output.max_rows_per_file,
+        )
+    };
+    let (scan_done, scan_done_rx) = tokio::sync::oneshot::channel::<()>();
+    // Malformed CSV rows go to `_rejected/` through parts of their own, numbered after the
+    // scoring partitions' parts.
+    let malformed = plan.csv_malformed.take().map(|rows| {
+        tokio::spawn(partition::write_malformed(
+            rows,
+            scan_done_rx,
+            writer("_rejected/part", streams.len(), &scoring.rej_schema),
+            scoring.rej_schema.clone(),
+            scorer.clone(),
+            budget.clone(),
+        ))
+    });
+    let tasks = streams.into_iter().enumerate().map(|(i, stream)| {
+        tokio::spawn(
+            PartitionTask {
+                stream,
+                writer: writer("part", i, &scoring.out_schema),
+                rejected: writer("_rejected/part", i, &scoring.rej_schema),
+                n_pass: scoring.n_pass,
+                out_schema: scoring.out_schema.clone(),
+                rej_schema: scoring.rej_schema.clone(),
+                scorer: scorer.clone(),
+                budget: budget.clone(),
+                progress: progress.cloned(),
+            }
+            .run(),
+        )
+    });
+    let mut tasks = AbortOnDrop(tasks.collect());
+    let mut malformed = AbortOnDrop(malformed.into_iter().collect());
+    let mut results = Vec::with_capacity(tasks.0.len() + 1);
+    let scoring_outcome = partition::join_all(&mut tasks, "a scoring task", &mut results).await;
+    // Every scan has ended, so every malformed row has been sent.
+    let _ = scan_done.send(());
+    let malformed_outcome =
+        partition::join_all(&mut malformed, "the rejected-rows task", &mut results).await;
+    scoring_outcome.and(malformed_outcome)?;
+    Ok(results)
+}
+
+/// Past `[run] max_rejected_rate` of the rows considered, nothing is committed. Malformed
+/// rows never reach the query: they count as considered, and as rejected.
+fn check_reject_rate(job: &str, rate: Option<f64>, stats: &ScoreStats) -> Result<(), RunError> {
+    let considered = stats.rows_considered();
+    let rejected = stats.rejected.rows();
+    match rate {
+        Some(rate) if considered > 0 && rejected as f64 > rate * considered as f64 => {
+            Err(partition::budget_error(
+                job,
+                &stats.rejected,
+                format!(
+                    "{:.4}% of {considered} rows, more than [run] max_rejected_rate = {rate}",
+                    100.0 * rejected as f64 / considered as f64
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What the run knows about itself, for its metrics.
+fn run_facts(
+    plan: &JobPlan,
+    scorer: &Scorer,
+    written: &Written,
+    run_id: String,
+    started_at: chrono::DateTime<chrono::Utc>,
+    started: Instant,
+) -> RunFacts {
+    let s = &plan.spec.spec;
+    let csv_rows_read = plan
+        .csv_rows_read
+        .as_ref()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
+    let sum = |f: fn(&PartitionResult) -> std::time::Duration| -> f64 {
+        written.results.iter().map(|r| f(r).as_secs_f64()).sum()
+    };
+    RunFacts {
+        run_id,
+        job_name: s.name.clone(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        rows_read: csv_rows_read.or_else(|| physical::rows_read(written.physical.as_ref())),
+        rows_written: written.files.iter().map(|f| f.rows).sum(),
+        pull_seconds: sum(|r| r.pull),
+        write_seconds: sum(|r| r.write),
+        workers: plan.workers,
+        batch_size: s.run.batch_size(),
+        inference_batch_size: scorer.rows_per_call(),
+        rows_reordered: scorer.reorders_rows(),
+        device: plan.device.to_string(),
+        model: ModelReport::of(&plan.model),
+        output_files: written.files.len() as u64,
+        output_bytes: written.files.iter().map(|f| f.bytes).sum(),
+    }
+}
+
+/// The manifest of what was written.
+fn manifest(plan: &JobPlan, metrics: &RunMetrics, written: Written) -> Manifest {
+    let s = &plan.spec.spec;
+    Manifest {
+        run_id: metrics.run_id.clone(),
+        job_name: s.name.clone(),
+        spec_hash: plan.spec.hash.clone(),
+        input_fingerprint: plan.input_fingerprint.clone(),
+        model_uri: plan.model.uri.clone(),
+        model_sha256: plan.model.sha256.clone(),
+        format: s.output.format.extension().to_string(),
+        rows: metrics.rows.written,
+        files: written.files,
+        rejected_rows: written.rejected_files.iter().map(|f| f.rows).sum(),
+        rejected_files: written.rejected_files,
+        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+
+    #[test]
+    fn the_reject_rate_counts_malformed_rows_as_considered_and_names_the_top_reasons() {
+        let stats = ScoreStats::default();
+        stats.rows_in.store(90, Ordering::Relaxed);
+        stats.rows_malformed.store(10, Ordering::Relaxed);
+        stats.rejected.add(["bad line"; 10]);
+        // 10 of 100 rows: within 10%, past 9.9%.
+        assert!(check_reject_rate("j", Some(0.1), &stats).is_ok());
+        assert!(check_reject_rate("j", None, &stats).is_ok());
+        let e = check_reject_rate("j", Some(0.099), &stats).unwrap_err();
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(
+            e.to_string(),
+            "job j: 10 rows rejected, 10.0000% of 100 rows, more than [run] max_rejected_rate = 0.099; nothing was committed. Top reasons:\n  10 x bad line"
+        );
+        let budget = partition::Budget {
+            job: "j".into(),
+            max_rejected: Some(10),
+        };
+        assert!(budget.check(&stats.rejected).is_ok());
+        stats.rejected.add(["another"]);
+        let e = budget.check(&stats.rejected).unwrap_err().to_string();
+        assert!(
+            e.starts_with("job j: 11 rows rejected, more than [run] max_rejected = 10"),
+            "{e}"
+        );
+        assert!(e.ends_with("  10 x bad line\n  1 x another"), "{e}");
+    }
+
+    #[test]
+    fn refusals_exit_2_the_budget_3_and_failures_1() {
+        let refused = RunError::Output(OutputError::CorruptManifest {
+            uri: "u".into(),
+            message: "m".into(),
+        });
+        assert_eq!(refused.exit_code(), 2);
+        let lost = RunError::Output(OutputError::Conflict { uri: "u".into() });
+        assert_eq!(lost.exit_code(), 1);
+        let task = RunError::Task {
+            what: "a scoring task".into(),
+            message: "panicked".into(),
+        };
+        assert_eq!(task.exit_code(), 1);
+    }
+}

@@ -1,0 +1,209 @@
+//! The tasks of a run: one per scoring worker, each pulling scored batches from its
+//! partition of the plan and writing them to its own parts; and, for a CSV input, one that
+//! writes the malformed rows the scan set aside. Each stops the run as soon as the reject
+//! budget (`[run] max_rejected`) is exceeded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+
+use super::RunError;
+use crate::input::csv::MalformedRow;
+use crate::output::RollingWriter;
+use crate::reject::RejectCounts;
+use crate::report::PartFile;
+use crate::score::Scorer;
+
+/// What a task wrote and how long it spent.
+#[derive(Default)]
+pub(super) struct PartitionResult {
+    pub files: Vec<PartFile>,
+    pub rejected_files: Vec<PartFile>,
+    pub pull: Duration,
+    pub write: Duration,
+}
+
+/// The reject budget a task checks after each batch.
+#[derive(Clone)]
+pub(super) struct Budget {
+    pub job: String,
+    pub max_rejected: Option<u64>,
+}
+
+impl Budget {
+    /// Past `[run] max_rejected`, the error that stops the run at once: nothing will be
+    /// committed.
+    pub fn check(&self, rejected: &RejectCounts) -> Result<(), RunError> {
+        match self.max_rejected {
+            Some(max) if rejected.rows() > max => Err(budget_error(
+                &self.job,
+                rejected,
+                format!("more than [run] max_rejected = {max}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The error for a run past its reject budget: how many, which limit, and the top reasons.
+pub(super) fn budget_error(job: &str, rejected: &RejectCounts, limit: String) -> RunError {
+    let reasons: Vec<String> = rejected
+        .top(5)
+        .iter()
+        .map(|r| format!("  {} x {}", r.count, r.reason))
+        .collect();
+    RunError::RejectBudget {
+        message: format!(
+            "job {job}: {} rows rejected, {limit}; nothing was committed. Top reasons:\n{}",
+            rejected.rows(),
+            reasons.join("\n")
+        ),
+    }
+}
+
+/// One scoring worker: pulls its partition's scored batches, writes the scored rows to
+/// `writer` and the rejected ones to `rejected`.
+pub(super) struct PartitionTask {
+    pub stream: SendableRecordBatchStream,
+    pub writer: RollingWriter,
+    pub rejected: RollingWriter,
+    pub n_pass: usize,
+    pub out_schema: SchemaRef,
+    pub rej_schema: SchemaRef,
+    pub scorer: Arc<Scorer>,
+    pub budget: Budget,
+    pub progress: Option<ProgressBar>,
+}
+
+impl PartitionTask {
+    pub async fn run(mut self) -> Result<PartitionResult, RunError> {
+        let mut result = PartitionResult::default();
+        loop {
+            let t = Instant::now();
+            let next = self.stream.next().await;
+            result.pull += t.elapsed();
+            let Some(batch) = next else { break };
+            let batch = batch?;
+            let (out, rej) =
+                crate::reject::split(&batch, self.n_pass, &self.out_schema, &self.rej_schema)?;
+            let t = Instant::now();
+            self.writer.write(&out).await?;
+            if let Some(rej) = &rej {
+                self.rejected.write(rej).await?;
+            }
+            result.write += t.elapsed();
+            if let Some(pb) = &self.progress {
+                pb.inc(batch.num_rows() as u64);
+            }
+            self.budget.check(&self.scorer.stats.rejected)?;
+        }
+        let t = Instant::now();
+        result.files = self.writer.finish().await?;
+        result.rejected_files = self.rejected.finish().await?;
+        result.write += t.elapsed();
+        Ok(result)
+    }
+}
+
+/// Writes the malformed rows of a CSV scan to `_rejected/` (stage `read`, the file and line
+/// in `_reason`, the record in `_value`, pass-through columns null) and counts them as
+/// rejected, stopping the run past `max_rejected` as the scoring tasks do.
+pub(super) async fn write_malformed(
+    mut malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
+    mut scan_done: tokio::sync::oneshot::Receiver<()>,
+    mut writer: RollingWriter,
+    schema: SchemaRef,
+    scorer: Arc<Scorer>,
+    budget: Budget,
+) -> Result<PartitionResult, RunError> {
+    let stats = &scorer.stats;
+    let mut result = PartitionResult::default();
+    let mut rows: Vec<MalformedRow> = Vec::new();
+    let mut closed = false;
+    loop {
+        // The table (and so a sender) lives as long as the plan: the run says when the scans
+        // are over, and what is queued by then is the rest.
+        let n = tokio::select! {
+            n = malformed.recv_many(&mut rows, 1024) => n,
+            _ = &mut scan_done, if !closed => {
+                closed = true;
+                malformed.close();
+                continue;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        let t = Instant::now();
+        let texts: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (r.to_string(), r.text.clone()))
+            .collect();
+        writer
+            .write(&crate::reject::read_rejects(&schema, &texts)?)
+            .await?;
+        result.write += t.elapsed();
+        stats.rejected.add(rows.iter().map(|r| r.reason.as_str()));
+        stats
+            .rows_malformed
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        rows.clear();
+        budget.check(&stats.rejected)?;
+    }
+    let t = Instant::now();
+    result.rejected_files = writer.finish().await?;
+    result.write += t.elapsed();
+    Ok(result)
+}
+
+/// Join handles that abort their tasks when dropped, and wait until they have stopped.
+pub(super) struct AbortOnDrop<T>(pub Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+        // An aborted task stops at its next await, not at once: one in the middle of an ONNX
+        // Runtime call went on to write a part into the staging directory after the
+        // committer (dropped next) had removed it, and a stopped run left a staging
+        // directory behind (1 run in 4 of the SIGINT test). Waiting blocks this thread only,
+        // and only on the multi-thread runtime, whose workers finish the tasks.
+        let running: Vec<_> = self.0.drain(..).filter(|t| !t.is_finished()).collect();
+        if crate::score::udf::on_multi_thread_runtime() && !running.is_empty() {
+            tokio::task::block_in_place(|| {
+                futures::executor::block_on(futures::future::join_all(running))
+            });
+        }
+    }
+}
+
+/// Every task's result, in order, or the first error (a panic or cancellation as an error
+/// naming `what`).
+pub(super) async fn join_all(
+    tasks: &mut AbortOnDrop<Result<PartitionResult, RunError>>,
+    what: &str,
+    results: &mut Vec<PartitionResult>,
+) -> Result<(), RunError> {
+    let mut first_error = None;
+    for task in tasks.0.iter_mut() {
+        let r = match task.await {
+            Ok(r) => r,
+            Err(join) => Err(RunError::Task {
+                what: what.to_string(),
+                message: join.to_string(),
+            }),
+        };
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,220 @@
+//! Checks of a spec that the types alone cannot make: values that parse but make no sense.
+//! Every problem is listed, each under its key.
+
+use std::collections::HashSet;
+
+use super::{JobSpec, RunSpec};
+use crate::diagnostics::Problem;
+
+/// Every problem of a deserialized spec.
+pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
+    let mut p = Vec::new();
+    check_names_and_uris(spec, &mut p);
+    check_inputs(spec, &mut p);
+    check_outputs(spec, &mut p);
+    check_run(&spec.run, &mut p);
+    if spec.output.max_rows_per_file == 0 {
+        p.push(Problem::new(
+            "output.max_rows_per_file",
+            "must be at least 1",
+        ));
+    }
+    p
+}
+
+fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
+    if spec.name.trim().is_empty() {
+        p.push(Problem::new("name", "must not be empty"));
+    }
+    let uris = [
+        ("input.uri", spec.input.uri.as_str()),
+        ("model.uri", spec.model.uri.as_str()),
+        ("output.uri", spec.output.uri.as_str()),
+    ];
+    for (key, value) in uris {
+        if value.trim().is_empty() {
+            p.push(Problem::new(key, "must not be empty"));
+        }
+    }
+    p.extend(crate::storage::check(&spec.storage, &uris));
+    for (key, value) in [
+        ("input.csv.delimiter", &spec.input.csv.delimiter),
+        ("input.csv.quote", &spec.input.csv.quote),
+    ] {
+        if value.len() != 1 || !value.is_ascii() {
+            p.push(Problem::new(
+                key,
+                format!("must be one ASCII character, got {value:?}"),
+            ));
+        }
+    }
+    if let Some(sha) = &spec.model.sha256
+        && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        p.push(Problem::new(
+            "model.sha256",
+            "must be 64 hexadecimal digits",
+        ));
+    }
+}
+
+fn check_inputs(spec: &JobSpec, p: &mut Vec<Problem>) {
+    for (name, input) in &spec.inputs {
+        if input.columns.is_empty() {
+            p.push(Problem::new(
+                format!("inputs.{name}.columns"),
+                "must name at least one column",
+            ));
+        }
+        for (i, c) in input.columns.iter().enumerate() {
+            if c.trim().is_empty() {
+                p.push(Problem::new(
+                    format!("inputs.{name}.columns[{i}]"),
+                    "is empty",
+                ));
+            }
+        }
+    }
+}
+
+fn check_outputs(spec: &JobSpec, p: &mut Vec<Problem>) {
+    if let Some(outputs) = &spec.outputs {
+        if outputs.is_empty() {
+            p.push(Problem::new(
+                "outputs",
+                "names no output column; leave the table out to get every model output",
+            ));
+        }
+        for (col, expr) in outputs {
+            if let Err(e) = OutputRef::parse(expr) {
+                p.push(Problem::new(format!("outputs.{col}"), e.to_string()));
+            }
+            if spec.output.passthrough.contains(col) {
+                p.push(Problem::new(
+                    format!("outputs.{col}"),
+                    "is also a passthrough column; output column names must be unique",
+                ));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, c) in spec.output.passthrough.iter().enumerate() {
+        if !seen.insert(c) {
+            p.push(Problem::new(
+                format!("output.passthrough[{i}]"),
+                format!("{c:?} is listed twice"),
+            ));
+        }
+    }
+    for (i, c) in spec.output.passthrough.iter().enumerate() {
+        if crate::reject::COLUMNS.contains(&c.as_str()) {
+            p.push(Problem::new(
+                format!("output.passthrough[{i}]"),
+                format!(
+                    "{c:?} is a column name batchscore uses in _rejected/; rename it in the query"
+                ),
+            ));
+        }
+    }
+}
+
+fn check_run(run: &RunSpec, p: &mut Vec<Problem>) {
+    if let Some(r) = run.max_rejected_rate
+        && !(0.0..=1.0).contains(&r)
+    {
+        p.push(Problem::new(
+            "run.max_rejected_rate",
+            format!("must be between 0 and 1, got {r}"),
+        ));
+    }
+    let at_least_one = [
+        ("run.batch_size", run.batch_size),
+        ("run.inference_batch_size", run.inference_batch_size),
+        ("run.intra_op_threads", Some(run.intra_op_threads)),
+    ];
+    for (key, value) in at_least_one {
+        if value == Some(0) {
+            p.push(Problem::new(key, "must be at least 1"));
+        }
+    }
+}
+
+/// A reference to a model output in `[outputs]`: `name` or `name[index]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRef {
+    pub output: String,
+    pub index: Option<usize>,
+}
+
+/// Why an `[outputs]` value is not `name` or `name[index]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputRefError {
+    #[error("names no model output")]
+    Empty,
+    #[error("{0:?}: expected `output` or `output[index]`")]
+    Unclosed(String),
+    #[error("{0:?}: the index must be a non-negative integer")]
+    BadIndex(String),
+    #[error("{0:?}: no output name before `[`")]
+    NoName(String),
+}
+
+impl OutputRef {
+    pub fn parse(s: &str) -> Result<Self, OutputRefError> {
+        let s = s.trim();
+        let Some(open) = s.find('[') else {
+            if s.is_empty() {
+                return Err(OutputRefError::Empty);
+            }
+            return Ok(Self {
+                output: s.to_string(),
+                index: None,
+            });
+        };
+        let name = s[..open].trim();
+        let idx = s[open + 1..]
+            .strip_suffix(']')
+            .ok_or_else(|| OutputRefError::Unclosed(s.to_string()))?;
+        let index: usize = idx
+            .trim()
+            .parse()
+            .map_err(|_| OutputRefError::BadIndex(s.to_string()))?;
+        if name.is_empty() {
+            return Err(OutputRefError::NoName(s.to_string()));
+        }
+        Ok(Self {
+            output: name.to_string(),
+            index: Some(index),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_references_parse_or_say_why() {
+        assert_eq!(
+            OutputRef::parse(" probabilities[1] ").unwrap(),
+            OutputRef {
+                output: "probabilities".into(),
+                index: Some(1)
+            }
+        );
+        assert_eq!(OutputRef::parse("label").unwrap().index, None);
+        assert_eq!(OutputRef::parse(""), Err(OutputRefError::Empty));
+        assert!(matches!(
+            OutputRef::parse("p[-1]"),
+            Err(OutputRefError::BadIndex(_))
+        ));
+        assert!(matches!(
+            OutputRef::parse("p[1"),
+            Err(OutputRefError::Unclosed(_))
+        ));
+        assert!(matches!(
+            OutputRef::parse("[1]"),
+            Err(OutputRefError::NoName(_))
+        ));
+    }
+}
