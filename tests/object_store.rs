@@ -30,19 +30,10 @@ fn endpoint() -> String {
 /// A fresh bucket, created with a plain HTTP PUT (CreateBucket), and a client for it.
 fn bucket(name: &str) -> (String, impl ObjectStore) {
     let bucket = format!("{name}-{}", std::process::id());
-    let ep = endpoint();
-    let addr = ep.trim_start_matches("http://").to_string();
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
+    let reply = http_to_moto(&format!("PUT /{bucket} HTTP/1.1\r\nContent-Length: 0"));
     assert!(reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
     let store = AmazonS3Builder::new()
-        .with_endpoint(&ep)
+        .with_endpoint(endpoint())
         .with_allow_http(true)
         .with_bucket_name(&bucket)
         .with_region("us-east-1")
@@ -51,6 +42,18 @@ fn bucket(name: &str) -> (String, impl ObjectStore) {
         .build()
         .unwrap();
     (bucket, store)
+}
+
+/// Sends one plain request (its first lines, without `Host`) to the S3 server and returns the
+/// whole reply. HTTP/1.0 or `Connection: close`, so that the server closes when done.
+fn http_to_moto(head: &str) -> String {
+    let ep = endpoint();
+    let addr = ep.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "{head}\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -498,17 +501,8 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
     // Both runs stand at the commit point before either writes its manifest: the
     // conditional put, not the timing, decides which commits.
     let barrier = s.path("barrier");
-    let spawn = || {
-        s3_command(&s, &["run", job])
-            .env(BARRIER_VAR, format!("commit:{}:2", barrier.display()))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, c) = (spawn(), spawn());
-    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
-    assert_one_commits_after_both_reached_it(&a, &c, &barrier, &format!("s3://{b}/scores/ds=1"));
+    let output = format!("s3://{b}/scores/ds=1");
+    race_to_commit(|| s3_command(&s, &["run", job]), &barrier, &output);
     assert_bucket_output(
         &store,
         "scores/ds=1",
@@ -519,20 +513,30 @@ fn two_runs_racing_on_one_output_commit_exactly_once() {
     );
 }
 
-/// Of two runs held at the commit barrier in `barrier`, exactly one commits and the other is
-/// refused by the conditional write on `output`, having reached the barrier too.
+/// Starts two runs that wait for each other at the commit barrier in `barrier`, and checks
+/// that both reached it and that exactly one committed: the other is refused by the
+/// conditional write on `output`.
 #[track_caller]
-fn assert_one_commits_after_both_reached_it(
-    a: &std::process::Output,
-    c: &std::process::Output,
+fn race_to_commit(
+    mut command: impl FnMut() -> std::process::Command,
     barrier: &Path,
     output: &str,
 ) {
+    let mut spawn = || {
+        command()
+            .env(BARRIER_VAR, format!("commit:{}:2", barrier.display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, c) = (spawn(), spawn());
+    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
     let arrived = std::fs::read_dir(barrier).map_or(0, Iterator::count);
     assert_eq!(arrived, 2, "both runs reach the commit point");
-    let wins = [a, c].iter().filter(|o| o.status.success()).count();
-    assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(a), text(c));
-    let loser = if a.status.success() { c } else { a };
+    let wins = [&a, &c].iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "a: {:?}\nc: {:?}", text(&a), text(&c));
+    let loser = if a.status.success() { &c } else { &a };
     let err = assert_exit(loser, 1);
     assert!(
         err.contains(&format!(
@@ -892,18 +896,8 @@ fn server_side_encryption_applies_to_every_written_object() {
 
 /// The live (not deleted) objects moto holds in `bucket`, from its state API.
 fn moto_keys(bucket: &str) -> Vec<serde_json::Value> {
-    let ep = endpoint();
-    let addr = ep.trim_start_matches("http://").to_string();
-    let mut c = std::net::TcpStream::connect(&addr).unwrap();
     // HTTP/1.0: a plain body, never chunked.
-    write!(
-        c,
-        "GET /moto-api/data.json HTTP/1.0\r\nHost: {addr}\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = Vec::new();
-    c.read_to_end(&mut reply).unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = http_to_moto("GET /moto-api/data.json HTTP/1.0");
     let (_, body) = reply.split_once("\r\n\r\n").unwrap();
     let state: serde_json::Value = serde_json::from_str(body).unwrap();
     state["s3"]["FakeKey"]

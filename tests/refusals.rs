@@ -779,3 +779,38 @@ fn cuda_where_there_is_none_is_refused_or_falls_back_only_when_allowed() {
         &["region", "churn_probability", "churn_label"],
     );
 }
+
+/// A malformed record under a hive partition folder: the partition column is never null in
+/// the input, but the rejected row has no value to trust in it. (Its batch was refused as
+/// invalid, failing the run, until `_rejected/` made every pass-through column nullable.)
+#[test]
+fn a_malformed_row_in_a_partition_folder_is_rejected_with_null_pass_through_columns() {
+    let s = Scratch::new();
+    std::fs::create_dir_all(s.path("data/region=eu")).unwrap();
+    std::fs::write(
+        s.path("data/region=eu/d.csv"),
+        "row_id,a,b\n1,2,3\n2,4\n3,6,7\n",
+    )
+    .unwrap();
+    let job = s.job(
+        "hive.toml",
+        &format!(
+            "name = \"hive\"\n[input]\nuri = \"../data/\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/x/\"\npassthrough = [\"row_id\", \"region\"]\n",
+            sample("synthetic/rank1_int.onnx")
+        ),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = read_output(&s.path("out/x"));
+    assert_eq!(out["row_id"], [Cell::Int(1), Cell::Int(3)]);
+    assert_eq!(texts(&out["region"]), ["eu", "eu"]);
+    let rejected = read_rejected(&s.path("out/x"));
+    assert_eq!(rejected["row_id"], [Cell::Null]);
+    assert_eq!(rejected["region"], [Cell::Null]);
+    assert_eq!(
+        texts(&rejected["_reason"]),
+        [format!(
+            "{} line 3: malformed CSV record: expected 3 fields, found 2",
+            s.path("data/region=eu/d.csv").display()
+        )]
+    );
+}

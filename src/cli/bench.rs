@@ -7,15 +7,28 @@ use crate::model::bench::{self, Layout};
 use crate::model::{ExecutionDevice, Model};
 use crate::spec::Device;
 
-/// What `bench` measures.
-#[derive(Debug)]
+/// What `bench` measures, and how it reports.
+#[derive(Debug, clap::Args)]
 pub struct BenchArgs {
+    /// Rows scored per measurement.
+    #[arg(long, default_value_t = 131_072)]
     pub rows: usize,
+    /// Batch sizes to try, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 2048, 8192, 65536])]
     pub batch_sizes: Vec<usize>,
-    /// Empty: [`bench::default_layouts`] for this machine's cores.
+    /// Layouts to try as SESSIONSxTHREADS, comma-separated (e.g. 2x1,1x2). Default: one
+    /// session per core with one thread each, one session with every core, and (with 4+
+    /// cores) half as many sessions with two threads.
+    #[arg(long, value_delimiter = ',', value_parser = parse_layout)]
     pub layouts: Vec<Layout>,
+    /// Where to run: cpu, or cuda (with the onnxruntime-gpu wheel's library).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// The GPU for --device cuda.
+    #[arg(long, default_value_t = 0)]
     pub device_id: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
 }
 

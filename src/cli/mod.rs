@@ -11,7 +11,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::spec::parse_var;
 pub use inspect::describe_model;
 pub use progress::ProgressMode;
 pub use run::{Interrupted, Signal};
@@ -58,11 +57,8 @@ Prints one summary line on stdout; _manifest.json, _metrics.json and _SUCCESS ar
 beside the output parts, _SUCCESS last."
     )]
     Run {
-        /// The job spec (TOML, or YAML by extension).
-        job: PathBuf,
-        /// A value for ${NAME} in the spec; repeatable.
-        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        job: run::JobArgs,
         /// When to show a progress bar.
         #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
         progress: ProgressMode,
@@ -73,9 +69,8 @@ beside the output parts, _SUCCESS last."
     /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
     #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
     Validate {
-        job: PathBuf,
-        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        job: run::JobArgs,
     },
     /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
     #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
@@ -94,26 +89,8 @@ the figure is the ceiling a run of this model can approach here."
     )]
     Bench {
         model: PathBuf,
-        /// Rows scored per measurement.
-        #[arg(long, default_value_t = 131_072)]
-        rows: usize,
-        /// Batch sizes to try, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 2048, 8192, 65536])]
-        batch_sizes: Vec<usize>,
-        /// Layouts to try as SESSIONSxTHREADS, comma-separated (e.g. 2x1,1x2). Default: one
-        /// session per core with one thread each, one session with every core, and (with 4+
-        /// cores) half as many sessions with two threads.
-        #[arg(long, value_delimiter = ',', value_parser = bench::parse_layout)]
-        layouts: Vec<crate::model::bench::Layout>,
-        /// Where to run: cpu, or cuda (with the onnxruntime-gpu wheel's library).
-        #[arg(long, value_enum, default_value_t = crate::spec::Device::Cpu)]
-        device: crate::spec::Device,
-        /// The GPU for --device cuda.
-        #[arg(long, default_value_t = 0)]
-        device_id: u32,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        args: bench::BenchArgs,
     },
     /// Print a JSON Schema: of the job spec, of _metrics.json or of _manifest.json.
     #[command(after_help = "Example:\n  batchscore schema job > job.schema.json")]
@@ -157,34 +134,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             job,
-            vars,
             progress,
             json,
-        } => run::run(&job, &vars.into_iter().collect(), progress, json, ort_lib).await,
-        Command::Validate { job, vars } => {
-            run::validate(&job, &vars.into_iter().collect(), ort_lib).await
-        }
+        } => run::run(&job, progress, json, ort_lib).await,
+        Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Inspect { model, json } => {
             print!("{}", inspect::inspect(&model, json, ort_lib)?);
             Ok(())
         }
-        Command::Bench {
-            model,
-            rows,
-            batch_sizes,
-            layouts,
-            device,
-            device_id,
-            json,
-        } => {
-            let args = bench::BenchArgs {
-                rows,
-                batch_sizes,
-                layouts,
-                device,
-                device_id,
-                json,
-            };
+        Command::Bench { model, args } => {
             print!("{}", bench::run(&model, args, ort_lib)?);
             Ok(())
         }

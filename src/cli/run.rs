@@ -2,21 +2,37 @@
 //! then, for `run`, score it and commit, stopping cleanly on SIGINT or SIGTERM.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::progress::{ProgressMode, bar};
 use crate::run::{RunSummary, already_committed, execute, plan_job};
 use crate::spec::{self, WriteMode};
 
+/// The job spec and its variables, as `run` and `validate` take them.
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    /// The job spec (TOML, or YAML by extension).
+    pub job: PathBuf,
+    /// A value for ${NAME} in the spec; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = spec::parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+impl JobArgs {
+    fn load(&self) -> Result<spec::LoadedSpec, crate::diagnostics::SpecError> {
+        let vars: BTreeMap<String, String> = self.vars.iter().cloned().collect();
+        spec::load(&self.job, &vars)
+    }
+}
+
 /// Runs a job; prints one summary line (or, with `json`, the metrics) on stdout.
 pub async fn run(
-    job: &Path,
-    vars: &BTreeMap<String, String>,
+    job: &JobArgs,
     progress: ProgressMode,
     json: bool,
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let spec = spec::load(job, vars)?;
+    let spec = job.load()?;
     let plan = plan_job(spec, ort_lib).await?;
     if plan.spec.spec.output.mode == WriteMode::Skip
         && let Some(run_id) = already_committed(&plan).await?
@@ -63,14 +79,9 @@ fn summary_line(summary: &RunSummary) -> String {
 }
 
 /// Checks a job without scoring and describes its bindings.
-pub async fn validate(
-    job: &Path,
-    vars: &BTreeMap<String, String>,
-    ort_lib: Option<&Path>,
-) -> anyhow::Result<()> {
-    let spec = spec::load(job, vars)?;
-    let plan = plan_job(spec, ort_lib).await?;
-    println!("{}: OK", job.display());
+pub async fn validate(job: &JobArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
+    let plan = plan_job(job.load()?, ort_lib).await?;
+    println!("{}: OK", job.job.display());
     println!("model {} (sha256 {})", plan.model.uri, plan.model.sha256);
     for b in &plan.bindings().inputs {
         println!(

@@ -125,19 +125,12 @@ fn two_runs_racing_on_one_container_output_commit_exactly_once() {
     upload_churn(&store, &prefix);
     let job = s.job("r.toml", &churn_in_azure(&prefix, "error"));
     let job = job.to_str().unwrap();
-    let barrier = s.path("barrier");
-    let spawn = || {
-        az_command(&s, &["run", job])
-            .env(BARRIER_VAR, format!("commit:{}:2", barrier.display()))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let (a, c) = (spawn(), spawn());
-    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
     let output = format!("az://{CONTAINER}/{prefix}/scores");
-    assert_one_commits_after_both_reached_it(&a, &c, &barrier, &output);
+    race_to_commit(
+        || az_command(&s, &["run", job]),
+        &s.path("barrier"),
+        &output,
+    );
     assert_bucket_output(
         &store,
         &format!("{prefix}/scores"),
