@@ -6,8 +6,7 @@
 
 use ort::session::Session;
 
-use super::runtime::init_runtime;
-use super::session::readable_ort_message;
+use super::runtime::{init_runtime, readable_ort_message};
 use crate::spec::Device;
 
 /// ONNX Runtime cannot open sessions on a device; `reason` is its own.

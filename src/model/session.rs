@@ -7,7 +7,7 @@ use ort::session::builder::GraphOptimizationLevel;
 
 use super::ModelError;
 use super::device::ExecutionDevice;
-use super::runtime::init_runtime;
+use super::runtime::{init_runtime, readable_ort_message};
 
 pub(super) fn new_session_on(
     uri: &str,
@@ -41,34 +41,6 @@ pub(super) fn new_session_on(
             uri: uri.to_string(),
             message: readable_ort_message(&e.to_string()),
         })
-}
-
-/// ONNX Runtime's load errors start with the C++ source location and function signature
-/// (`/onnxruntime_src/…/model_load_utils.h:46 void onnxruntime::…(…) Opset 99 is …`): keep
-/// what follows them, which is the part a person can act on.
-pub(super) fn readable_ort_message(message: &str) -> String {
-    let Some(at) = message.find("/onnxruntime_src/") else {
-        return message.to_string();
-    };
-    let (before, located) = message.split_at(at);
-    // The signature ends at the parenthesis that closes its argument list.
-    let mut depth = 0usize;
-    for (i, c) in located.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' if depth > 0 => {
-                depth -= 1;
-                if depth == 0 {
-                    let rest = located[i + 1..].trim_start();
-                    // `const` and friends may follow the parameter list.
-                    let rest = rest.strip_prefix("const ").unwrap_or(rest);
-                    return format!("{before}{rest}");
-                }
-            }
-            _ => {}
-        }
-    }
-    message.to_string()
 }
 
 /// Sessions shared by the scoring workers; `ort` sessions run with `&mut self`, so each worker
@@ -129,20 +101,5 @@ impl SessionPool {
 impl std::fmt::Debug for SessionPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SessionPool")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ort_source_locations_are_dropped_from_messages() {
-        let raw = "Load model failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::string, int>&, const onnxruntime::logging::Logger&, bool, const std::string&, int) ONNX Runtime only *guarantees* support for models stamped with official released onnx opset versions. Opset 99 is under development.";
-        assert_eq!(
-            readable_ort_message(raw),
-            "Load model failed:ONNX Runtime only *guarantees* support for models stamped with official released onnx opset versions. Opset 99 is under development."
-        );
-        assert_eq!(readable_ort_message("plain"), "plain");
     }
 }
