@@ -347,6 +347,8 @@ Commands:
   run       Run a job: score the input and commit the output atomically
   validate  Check a job without scoring: spec, model, input schema, every mapping. Lists every
             problem
+  plan      List the work units a run's input is cut into, with their rows, and how they fall into
+            shards. Checks the job as validate does; nothing is scored
   inspect   Describe a model: inputs and outputs with types and shapes, opsets, metadata
   bench     Measure ONNX Runtime's inference-only throughput for a model on this machine, over batch
             sizes and thread layouts, and print the [run] settings to use
@@ -369,12 +371,13 @@ rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing c
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore validate jobs/churn.toml --var ds=2026-11-27
+  batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx
 "
     );
     // Each command's own help ends with an example of that command.
-    for cmd in ["run", "validate", "inspect", "bench", "schema"] {
+    for cmd in ["run", "validate", "plan", "inspect", "bench", "schema"] {
         let out = help(&[cmd, "--help"]);
         assert!(
             out.contains(&format!("Example:\n  batchscore {cmd} ")),
@@ -709,4 +712,86 @@ for path in sys.argv[2:]:
     let errors = wrong["errors"].to_string();
     assert!(errors.contains("'sometimes' is not one of"), "{errors}");
     assert!(errors.contains("'batch' was unexpected"), "{errors}");
+}
+
+/// `plan` cuts the input into one unit per Parquet row group, with the rows the file's own
+/// footer gives (read here with the parquet crate), and deals them to shards as contiguous
+/// runs that together hold every row once.
+#[test]
+fn plan_lists_every_row_group_and_balances_shards_by_rows() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let o = run(&["plan", job.to_str().unwrap(), "--shards", "3", "--json"]);
+    assert_ok(&o);
+    let report: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+    let file = std::fs::File::open(sample("fraud/transactions.parquet")).unwrap();
+    let footer = SerializedFileReader::new(file).unwrap();
+    let groups: Vec<u64> = footer
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as u64)
+        .collect();
+    assert!(groups.len() >= 3, "{groups:?}");
+    let units = report["units"].as_array().unwrap();
+    let rows: Vec<u64> = units.iter().map(|u| u["rows"].as_u64().unwrap()).collect();
+    assert_eq!(rows, groups);
+    let row_groups: Vec<u64> = units
+        .iter()
+        .map(|u| u["row_group"].as_u64().unwrap())
+        .collect();
+    assert_eq!(row_groups, (0..groups.len() as u64).collect::<Vec<_>>());
+    // Shards: contiguous, covering every unit once, each within one unit of an even share.
+    let shards = report["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3);
+    let mut next = 0;
+    for (i, shard) in shards.iter().enumerate() {
+        let (start, end) = (
+            shard["units"]["start"].as_u64().unwrap() as usize,
+            shard["units"]["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(start, next, "shard {i}");
+        next = end;
+        let share: u64 = rows[start..end].iter().sum();
+        assert_eq!(shard["rows"].as_u64(), Some(share));
+        let even = groups.iter().sum::<u64>() / 3;
+        let largest = *groups.iter().max().unwrap();
+        assert!(share.abs_diff(even) <= largest, "shard {i}: {share} rows");
+        for u in &units[start..end] {
+            assert_eq!(u["shard"].as_u64(), Some(i as u64));
+        }
+    }
+    assert_eq!(next, units.len());
+    let key = report["run_key"].as_str().unwrap();
+    assert_eq!(key.len(), 64);
+
+    // The same job planned again names the same run; another input file does not.
+    let key_of = |job: &std::path::Path| -> String {
+        let o = run(&["plan", job.to_str().unwrap(), "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+        report["run_key"].as_str().unwrap().to_string()
+    };
+    assert_eq!(key_of(&job), key);
+    big_fraud_input(&s.path("big.parquet"), 1000);
+    let big = fraud_job(
+        &s,
+        "overwrite",
+        s.path("big.parquet").to_str().unwrap(),
+        "../out/p/",
+    );
+    let first = key_of(&big);
+    assert_eq!(key_of(&big), first);
+    big_fraud_input(&s.path("big.parquet"), 1001);
+    assert_ne!(key_of(&big), first);
+
+    // CSV: a unit per file, weighed by bytes, its rows unknown until read.
+    let o = run(&["plan", s.repo_job("houses").to_str().unwrap()]);
+    assert_ok(&o);
+    let out = text(&o).0;
+    assert!(
+        out.starts_with("house-prices: 1 work unit, unknown rows, 1 shard; run key "),
+        "{out}"
+    );
+    assert!(out.contains("houses.csv.gz\nshard 0: unit 0, "), "{out}");
 }

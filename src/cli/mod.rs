@@ -1,8 +1,9 @@
-//! The command line: `run`, `validate`, `inspect`, `bench`, `schema`, one file per command
-//! (`run` and `validate` share one), and the progress bar. The only place `anyhow` is used.
+//! The command line: `run`, `validate`, `plan`, `inspect`, `bench`, `schema`, one file per
+//! command (`run` and `validate` share one), and the progress bar. The only place `anyhow` is used.
 
 mod bench;
 mod inspect;
+mod plan;
 mod progress;
 mod run;
 
@@ -24,6 +25,7 @@ rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing c
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore validate jobs/churn.toml --var ds=2026-11-27
+  batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx";
 
@@ -71,6 +73,23 @@ beside the output parts, _SUCCESS last."
     Validate {
         #[command(flatten)]
         job: run::JobArgs,
+    },
+    /// List the work units a run's input is cut into, with their rows, and how they fall into
+    /// shards. Checks the job as validate does; nothing is scored.
+    #[command(
+        after_help = "Example:\n  batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4\n\n\
+A unit is a Parquet row group or a CSV file; shards take contiguous runs of units, balanced\n\
+by rows (by bytes for CSV). The run key names the run: shards of one run must agree on it."
+    )]
+    Plan {
+        #[command(flatten)]
+        job: run::JobArgs,
+        /// How many shards to cut the units into.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        shards: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
     #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
@@ -138,6 +157,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => run::run(&job, progress, json, ort_lib).await,
         Command::Validate { job } => run::validate(&job, ort_lib).await,
+        Command::Plan { job, shards, json } => {
+            print!(
+                "{}",
+                plan::plan(&job, shards as usize, json, ort_lib).await?
+            );
+            Ok(())
+        }
         Command::Inspect { model, json } => {
             print!("{}", inspect::inspect(&model, json, ort_lib)?);
             Ok(())

@@ -19,7 +19,7 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    fn load(&self) -> Result<spec::LoadedSpec, crate::diagnostics::SpecError> {
+    pub(super) fn load(&self) -> Result<spec::LoadedSpec, crate::diagnostics::SpecError> {
         let vars: BTreeMap<String, String> = self.vars.iter().cloned().collect();
         spec::load(&self.job, &vars)
     }

@@ -312,9 +312,10 @@ impl Binder<'_> {
             self.problem(format!("{}.dtype", wanted.key), e);
         }
         if let Err(e) = check_shape(&io.name, &shape, wanted.columns.len()) {
-            let key = match wanted.explicit {
-                true => format!("{}.columns", wanted.key),
-                false => wanted.key.clone(),
+            let key = if wanted.explicit {
+                format!("{}.columns", wanted.key)
+            } else {
+                wanted.key.clone()
             };
             self.problem(key, e);
             return None;

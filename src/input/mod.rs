@@ -11,6 +11,7 @@
 pub mod csv;
 mod listing;
 mod parquet;
+pub mod units;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -28,6 +29,7 @@ use crate::spec::{CsvCompression, InputFormat, InputSpec, RunSpec};
 use crate::storage::{StorageError, StoreFactory};
 use csv::{CsvDialect, CsvFile, MalformedRow};
 use listing::Listing;
+pub use units::WorkUnit;
 
 /// The table name a `query` reads from.
 pub const INPUT_TABLE: &str = "input";
@@ -111,11 +113,19 @@ pub fn session_context(run: &RunSpec) -> SessionContext {
 }
 
 /// The job's input, opened: the queried data frame, the fingerprint of the files it reads,
-/// and, for CSV, the malformed rows the scan sets aside.
+/// its work units, and, for CSV, the malformed rows the scan sets aside.
 pub struct OpenedInput {
     pub frame: DataFrame,
     pub fingerprint: String,
+    pub units: Vec<WorkUnit>,
     pub csv: Option<CsvScanReport>,
+}
+
+/// What registering the input's files found out about them.
+struct Registered {
+    fingerprint: String,
+    units: Vec<WorkUnit>,
+    csv: Option<CsvScanReport>,
 }
 
 /// What a CSV scan reports besides its rows.
@@ -134,24 +144,24 @@ pub async fn open_input(
     stores: &StoreFactory,
     batch_size: usize,
 ) -> Result<OpenedInput, Vec<Problem>> {
-    let (fingerprint, csv) = register(ctx, input, stores, batch_size)
+    let registered = register(ctx, input, stores, batch_size)
         .await
         .map_err(|e| vec![Problem::from(e)])?;
     Ok(OpenedInput {
         frame: query_frame(ctx, input).await?,
-        fingerprint,
-        csv,
+        fingerprint: registered.fingerprint,
+        units: registered.units,
+        csv: registered.csv,
     })
 }
 
-/// Lists, checks and registers the input's files as the table `input`; returns their
-/// fingerprint and, for CSV, the scan's report.
+/// Lists, checks and registers the input's files as the table `input`.
 async fn register(
     ctx: &SessionContext,
     input: &InputSpec,
     stores: &StoreFactory,
     batch_size: usize,
-) -> Result<(String, Option<CsvScanReport>), InputError> {
+) -> Result<Registered, InputError> {
     let uri = input.uri.as_str();
     let listing = Listing::locate(ctx, uri, stores).await?;
     let (format, compression) = listing::detect_format(input, listing.sample.as_deref())?;
@@ -169,8 +179,9 @@ async fn register(
         uri: uri.to_string(),
         message: e.to_string(),
     };
-    let report = match format {
+    let (units, csv) = match format {
         InputFormat::Csv => {
+            let units = units::csv_units(&listing.url, &files);
             let (table, report) = csv_table(
                 ctx,
                 input,
@@ -183,17 +194,22 @@ async fn register(
             .await?;
             ctx.register_table(INPUT_TABLE, Arc::new(table))
                 .map_err(table_error)?;
-            Some(report)
+            (units, Some(report))
         }
         InputFormat::Parquet => {
             parquet::check_files(&state, &listing.url, &options, &files).await?;
+            let units = units::parquet_units(&state, &listing.url, &files).await?;
             let table = parquet::table(&state, uri, listing.url, options).await?;
             ctx.register_table(INPUT_TABLE, Arc::new(table))
                 .map_err(table_error)?;
-            None
+            (units, None)
         }
     };
-    Ok((fingerprint, report))
+    Ok(Registered {
+        fingerprint,
+        units,
+        csv,
+    })
 }
 
 /// The listing's options: the format, the extension a collection keeps to (a single file is

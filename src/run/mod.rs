@@ -9,6 +9,7 @@
 pub mod partition;
 pub mod physical;
 pub mod plan;
+pub mod shards;
 pub mod work_queue;
 
 use std::sync::Arc;

@@ -16,7 +16,7 @@ use super::RunError;
 use crate::diagnostics::{Problem, SpecError};
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::input::csv::MalformedRow;
-use crate::input::{OpenedInput, open_input, session_context};
+use crate::input::{OpenedInput, WorkUnit, open_input, session_context};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::score::tree_order::EnsembleSplits;
@@ -38,6 +38,8 @@ pub struct JobPlan {
     pub(super) stores: StoreFactory,
     /// SHA-256 of the input files' listing (see `input::open_input`).
     pub(super) input_fingerprint: String,
+    /// The input's work units, in listing order.
+    pub units: Vec<WorkUnit>,
     /// For CSV inputs: the malformed rows the scan sets aside (taken by the run)...
     pub(super) csv_malformed: Option<tokio::sync::mpsc::Receiver<MalformedRow>>,
     /// ...and the rows it read.
@@ -70,6 +72,18 @@ impl JobPlan {
 
     pub fn bindings(&self) -> &BoundInputs {
         &self.bound
+    }
+
+    /// What makes two processes "the same run": a hash of the spec (after templating, so
+    /// `--var`s count), the model's SHA-256 and the input files' listing (paths, sizes,
+    /// modification times). Shards of one run, and a resumed attempt, must agree on it.
+    pub fn run_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = format!(
+            "{}\n{}\n{}",
+            self.spec.hash, self.model.sha256, self.input_fingerprint
+        );
+        hex::encode(Sha256::digest(text.as_bytes()))
     }
 }
 
@@ -110,6 +124,7 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
     let OpenedInput {
         frame,
         fingerprint,
+        units,
         csv,
     } = opened;
     Ok(JobPlan {
@@ -124,6 +139,7 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
         passthrough,
         stores,
         input_fingerprint: fingerprint,
+        units,
         csv_rows_read: csv.as_ref().map(|r| r.rows_read.clone()),
         csv_malformed: csv.map(|r| r.malformed),
         spec,
