@@ -795,3 +795,67 @@ fn plan_lists_every_row_group_and_balances_shards_by_rows() {
     );
     assert!(out.contains("houses.csv.gz\nshard 0: unit 0, "), "{out}");
 }
+
+/// A pod's memory limit, for real: the job runs inside a cgroup v1 memory cgroup. Its two
+/// workers would need more than the limit allows for these 5 MiB row groups; the run reads
+/// the limit from its cgroup, fits one worker under it, says so, and scores every row. Under
+/// a limit no layout fits, it is refused before any work instead of being killed.
+#[test]
+fn a_run_fits_its_layout_under_its_cgroup_memory_limit() {
+    let s = Scratch::new();
+    let rows = 600_000;
+    noisy_fraud_input(&s.path("noisy.parquet"), rows, 200_000);
+    let job = fraud_job(
+        &s,
+        "overwrite",
+        s.path("noisy.parquet").to_str().unwrap(),
+        "../out/m/",
+    );
+    let job = std::fs::read_to_string(job)
+        .unwrap()
+        .replace("batch_size = 2048", "batch_size = 2048\nworkers = 2");
+    let job = s.job("mem.toml", &job);
+    let limit: u64 = 96 << 20;
+    let cgroup = MemoryCgroup::new("fit", limit);
+    let o = cgroup
+        .command(&["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = text(&o).1;
+    assert_ok(&o);
+    assert!(
+        err.contains("fitting the run under its memory limit"),
+        "the fit is never silent: {err}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/m/_metrics.json")).unwrap())
+            .unwrap();
+    let memory = &m["memory"];
+    assert_eq!(memory["limit_bytes"], limit, "{m}");
+    let source = memory["source"].as_str().unwrap();
+    assert!(
+        source.starts_with(cgroup.dir.to_str().unwrap())
+            && source.ends_with("memory.limit_in_bytes"),
+        "{source}"
+    );
+    assert_eq!(memory["reduced"], true);
+    assert_eq!(m["workers"], 1);
+    assert!(memory["estimated_peak_bytes"].as_u64().unwrap() < limit);
+    assert_eq!(
+        committed_keys(&s.path("out/m")),
+        (0..rows as i64).collect::<Vec<_>>()
+    );
+
+    // Too small for one worker: refused before any work, naming the limit and its source.
+    let tiny = MemoryCgroup::new("tiny", 48 << 20);
+    let o = tiny
+        .command(&["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = assert_exit(&o, 2);
+    assert!(
+        err.contains("[run]: the memory limit of 48 MiB (")
+            && err.contains("is less than even one worker"),
+        "{err}"
+    );
+}

@@ -39,6 +39,9 @@ pub struct RunMetrics {
     pub rows_reordered: bool,
     /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
     pub device: String,
+    /// The memory limit the run's workers and batch size were fitted under (`[run]
+    /// memory_limit` or the container's cgroup), when there was one.
+    pub memory: Option<MemoryReport>,
     pub model: ModelReport,
     pub output_files: u64,
     pub output_bytes: u64,
@@ -109,6 +112,20 @@ impl Latency {
     }
 }
 
+/// What `_metrics.json` says about memory: the limit, the layout chosen and what it is
+/// expected to need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MemoryReport {
+    /// The limit the run was fitted under, in bytes.
+    pub limit_bytes: u64,
+    /// `[run] memory_limit`, or the cgroup file the limit was read from.
+    pub source: String,
+    /// The peak the chosen layout is expected to need, in bytes.
+    pub estimated_peak_bytes: u64,
+    /// Whether the fit made the layout smaller than the spec and the machine asked for.
+    pub reduced: bool,
+}
+
 /// The model as run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ModelReport {
@@ -155,6 +172,7 @@ pub struct RunFacts {
     pub inference_batch_size: usize,
     pub rows_reordered: bool,
     pub device: String,
+    pub memory: Option<MemoryReport>,
     pub model: ModelReport,
     pub output_files: u64,
     pub output_bytes: u64,
@@ -205,6 +223,7 @@ impl RunMetrics {
             inference_batch_size: run.inference_batch_size,
             rows_reordered: run.rows_reordered,
             device: run.device,
+            memory: run.memory,
             model: run.model,
             output_files: run.output_files,
             output_bytes: run.output_bytes,
@@ -251,6 +270,7 @@ mod tests {
             inference_batch_size: 5,
             rows_reordered: false,
             device: "cpu".into(),
+            memory: None,
             model: ModelReport {
                 uri: "m.onnx".into(),
                 sha256: "00".into(),

@@ -7,7 +7,7 @@ pub mod metrics;
 
 pub use manifest::{Manifest, PartFile};
 pub use metrics::{
-    Latency, ModelReport, ReasonCount, RowCounts, RunFacts, RunMetrics, StageSeconds,
+    Latency, MemoryReport, ModelReport, ReasonCount, RowCounts, RunFacts, RunMetrics, StageSeconds,
 };
 
 /// The JSON Schemas committed in `schemas/`, by file name.

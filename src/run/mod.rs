@@ -6,6 +6,7 @@
 //! happening inside the pull in DataFusion's plan ([`physical`]), and writes them to its own
 //! parts in the staging), join them, check the reject budget, commit, report.
 
+pub mod memory;
 pub mod partition;
 pub mod physical;
 pub mod plan;
@@ -314,6 +315,7 @@ fn run_facts(
         inference_batch_size: scorer.rows_per_call(),
         rows_reordered: scorer.reorders_rows(),
         device: plan.device.to_string(),
+        memory: plan.memory.clone(),
         model: ModelReport::of(&plan.model),
         output_files: written.files.len() as u64,
         output_bytes: written.files.iter().map(|f| f.bytes).sum(),

@@ -13,12 +13,14 @@ use datafusion::logical_expr::{Expr, cast, col};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use super::RunError;
+use super::memory::{self, Demand, Layout, MemoryLimit};
 use crate::diagnostics::{Problem, SpecError};
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::input::csv::MalformedRow;
 use crate::input::{OpenedInput, WorkUnit, open_input, session_context};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
+use crate::report::MemoryReport;
 use crate::score::tree_order::EnsembleSplits;
 use crate::score::{OutputBinding, bind_outputs};
 use crate::spec::{Fallback, JobSpec, LoadedSpec, RunSpec};
@@ -40,6 +42,8 @@ pub struct JobPlan {
     pub(super) input_fingerprint: String,
     /// The input's work units, in listing order.
     pub units: Vec<WorkUnit>,
+    /// The memory limit the layout was fitted under, when there is one.
+    pub memory: Option<MemoryReport>,
     /// For CSV inputs: the malformed rows the scan sets aside (taken by the run)...
     pub(super) csv_malformed: Option<tokio::sync::mpsc::Receiver<MalformedRow>>,
     /// ...and the rows it read.
@@ -99,28 +103,38 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
         .filter(|_| spec.spec.run.reorder_rows)
         .and_then(|m| EnsembleSplits::from_onnx(m.onnx_bytes()));
     spec.spec.run.settle_batch_size(tree_splits.is_some());
-    let s = &spec.spec;
 
-    let ctx = session_context(&s.run);
-    let opened = open_input(&ctx, &s.input, &stores, s.run.batch_size())
-        .await
-        .map_err(|p| problems.extend(p))
-        .ok();
-    let passthrough = opened
-        .as_ref()
-        .map(|o| passthrough_columns(&o.frame, &s.output.passthrough, &mut problems))
-        .unwrap_or_default();
-    let (bound, outputs) = bind(s, model.as_deref(), opened.as_ref(), &mut problems);
+    let ctx = session_context(&spec.spec.run);
+    let mut bound = open_and_bind(&ctx, &spec.spec, &stores, model.as_deref(), &mut problems).await;
+    let memory = match (&model, &bound.input) {
+        (Some(m), Some(input)) if problems.is_empty() => {
+            fit_memory(&mut spec.spec.run, m, input, &mut problems)
+        }
+        _ => None,
+    };
+    if memory.as_ref().is_some_and(|m| m.reduced) {
+        // The layout changed: the scans are set up again with it (footers come from the cache).
+        set_layout(&ctx, &spec.spec.run);
+        let _ = ctx.deregister_table(crate::input::INPUT_TABLE);
+        bound = open_and_bind(&ctx, &spec.spec, &stores, model.as_deref(), &mut Vec::new()).await;
+    }
+    let s = &spec.spec;
     let device = choose_device(&s.run, &mut problems);
     if let Err(e) = Committer::check(&s.output.uri, s.output.mode, &stores).await {
         problems.push(Problem::new("output.uri", e.to_string()));
     }
-    let (Some(model), Some(opened), Some(bound)) = (model, opened, bound) else {
+    let Bound {
+        input: Some(opened),
+        passthrough,
+        inputs: Some(inputs),
+        outputs,
+    } = bound
+    else {
         return Err(refused(&spec, problems));
     };
-    if !problems.is_empty() {
+    let Some(model) = model.filter(|_| problems.is_empty()) else {
         return Err(refused(&spec, problems));
-    }
+    };
     let OpenedInput {
         frame,
         fingerprint,
@@ -134,16 +148,151 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
         model,
         ctx,
         input: frame,
-        bound,
+        bound: inputs,
         outputs,
         passthrough,
         stores,
         input_fingerprint: fingerprint,
         units,
+        memory,
         csv_rows_read: csv.as_ref().map(|r| r.rows_read.clone()),
         csv_malformed: csv.map(|r| r.malformed),
         spec,
     })
+}
+
+/// Gives the session `run`'s batch size and workers.
+fn set_layout(ctx: &SessionContext, run: &RunSpec) {
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let config = state.config().clone();
+    // A fitted batch is never empty: never the zero `with_batch_size` refuses.
+    *state.config_mut() = config
+        .with_batch_size(run.batch_size())
+        .with_target_partitions(run.worker_count());
+}
+
+/// The input opened and everything bound to it, as far as it could be.
+struct Bound {
+    input: Option<OpenedInput>,
+    passthrough: Vec<Expr>,
+    inputs: Option<BoundInputs>,
+    outputs: Vec<OutputBinding>,
+}
+
+/// Registers the input, and binds the pass-through columns, the model inputs and the
+/// output columns; problems are collected, not returned.
+async fn open_and_bind(
+    ctx: &SessionContext,
+    s: &JobSpec,
+    stores: &StoreFactory,
+    model: Option<&Model>,
+    problems: &mut Vec<Problem>,
+) -> Bound {
+    let input = open_input(ctx, &s.input, stores, s.run.batch_size())
+        .await
+        .map_err(|p| problems.extend(p))
+        .ok();
+    let passthrough = input
+        .as_ref()
+        .map(|o| passthrough_columns(&o.frame, &s.output.passthrough, problems))
+        .unwrap_or_default();
+    let (inputs, outputs) = bind(s, model, input.as_ref(), problems);
+    Bound {
+        input,
+        passthrough,
+        inputs,
+        outputs,
+    }
+}
+
+/// Fits the run's layout under its memory limit (`[run] memory_limit`, or the container's,
+/// whichever is smaller), shrinking `run`'s batch size and workers where they do not fit;
+/// none without a limit. A limit even the smallest layout does not fit is a problem.
+fn fit_memory(
+    run: &mut RunSpec,
+    model: &Model,
+    input: &OpenedInput,
+    problems: &mut Vec<Problem>,
+) -> Option<MemoryReport> {
+    let from_spec = run
+        .memory_limit
+        .as_ref()
+        .and_then(|m| m.bytes())
+        .map(|bytes| MemoryLimit {
+            bytes,
+            source: "[run] memory_limit".to_string(),
+        });
+    let limit = [from_spec, memory::container_limit()]
+        .into_iter()
+        .flatten()
+        .min_by_key(|l| l.bytes)?;
+    let demand = Demand {
+        model_bytes: model.size_bytes,
+        unit_bytes: input.units.iter().map(unit_held_bytes).max().unwrap_or(0),
+        row_bytes: row_bytes(input.frame.schema().as_arrow()),
+    };
+    let wanted = Layout {
+        workers: run.worker_count(),
+        batch_size: run.batch_size(),
+    };
+    let mib = |b: u64| b >> 20;
+    let mib1 = |b: u64| format!("{:.1}", b as f64 / (1 << 20) as f64);
+    let Some(fitted) = demand.fit(wanted, limit.bytes) else {
+        let smallest = Layout {
+            workers: 1,
+            batch_size: 1024.min(wanted.batch_size),
+        };
+        let key = if limit.source.starts_with('[') {
+            "run.memory_limit"
+        } else {
+            "run"
+        };
+        problems.push(Problem::new(
+            key,
+            format!(
+                "the memory limit of {} MiB ({}) is less than even one worker with {}-row batches needs (about {} MiB with a {} MiB model and {} MiB units of input, planned at 90% of the limit): give the job more memory, or write the input with smaller row groups",
+                mib(limit.bytes),
+                limit.source,
+                smallest.batch_size,
+                mib(demand.need(smallest)),
+                mib1(demand.model_bytes),
+                mib1(demand.unit_bytes)
+            ),
+        ));
+        return None;
+    };
+    let reduced = fitted != wanted;
+    tracing::info!(limit_mib = mib(limit.bytes), source = %limit.source, workers = fitted.workers, batch_size = fitted.batch_size, estimated_peak_mib = mib(demand.need(fitted)), "memory limit");
+    if reduced {
+        tracing::warn!(limit_mib = mib(limit.bytes), source = %limit.source, workers = fitted.workers, batch_size = fitted.batch_size, wanted_workers = wanted.workers, wanted_batch_size = wanted.batch_size, "fitting the run under its memory limit: fewer workers or smaller batches than asked for");
+        run.workers = fitted.workers;
+        run.batch_size = Some(fitted.batch_size);
+    }
+    Some(MemoryReport {
+        limit_bytes: limit.bytes,
+        source: limit.source,
+        estimated_peak_bytes: demand.need(fitted),
+        reduced,
+    })
+}
+
+/// What a worker holds of a unit at once: a Parquet row group's compressed bytes, or two of
+/// the CSV scan's 4 MiB chunks.
+fn unit_held_bytes(unit: &WorkUnit) -> u64 {
+    match unit.row_group {
+        Some(_) => unit.bytes,
+        None => 8 << 20,
+    }
+}
+
+/// Bytes per row of the queried input: fixed-width columns by their width, others 32.
+fn row_bytes(schema: &datafusion::arrow::datatypes::Schema) -> u64 {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().primitive_width().unwrap_or(32) as u64)
+        .sum()
 }
 
 fn refused(spec: &LoadedSpec, problems: Vec<Problem>) -> RunError {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{JobSpec, RunSpec};
+use super::{JobSpec, MemorySize, RunSpec};
 use crate::diagnostics::Problem;
 
 /// Every problem of a deserialized spec.
@@ -126,6 +126,14 @@ fn check_run(run: &RunSpec, p: &mut Vec<Problem>) {
             "run.max_rejected_rate",
             format!("must be between 0 and 1, got {r}"),
         ));
+    }
+    match &run.memory_limit {
+        Some(size @ MemorySize::Text(text)) if size.bytes().is_none() => p.push(Problem::new(
+            "run.memory_limit",
+            format!("{text:?} is not a size: give bytes, or a number with a unit such as \"512MiB\" or \"2Gi\""),
+        )),
+        Some(MemorySize::Bytes(0)) => p.push(Problem::new("run.memory_limit", "must be at least 1")),
+        _ => {}
     }
     let at_least_one = [
         ("run.batch_size", run.batch_size),

@@ -318,6 +318,12 @@ pub struct RunSpec {
     /// a warning. Never silent. Default: `"none"`.
     #[serde(default)]
     pub fallback: Fallback,
+    /// The memory the run must fit in: bytes, or a size such as `"512MiB"` or `"2Gi"`. The
+    /// run plans its workers and batch size to fit under this or the container's own limit
+    /// (cgroup), whichever is smaller, and is refused when even one worker cannot fit.
+    /// Default: none, only the container's limit.
+    #[serde(default)]
+    pub memory_limit: Option<MemorySize>,
     /// The most rows that may be rejected; past it the run stops, commits nothing and exits
     /// with code 3. Default: none, no limit.
     #[serde(default)]
@@ -341,8 +347,57 @@ impl Default for RunSpec {
             fallback: Fallback::None,
             max_rejected: None,
             max_rejected_rate: None,
+            memory_limit: None,
         }
     }
+}
+
+/// A size in bytes, written as a number of bytes or as text with a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MemorySize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl MemorySize {
+    /// The size in bytes; none when the text is not a size.
+    pub fn bytes(&self) -> Option<u64> {
+        match self {
+            Self::Bytes(b) => Some(*b).filter(|&b| b > 0),
+            Self::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// Reads a size as people write it: bytes, or a number with a unit (`KiB`, `MiB`, `GiB`,
+/// `TiB` or `Ki`, `Mi`, `Gi`, `Ti` for powers of 1024; `KB`, `MB`, `GB`, `TB` or `K`, `M`,
+/// `G`, `T` for powers of 1000), in any case.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = (
+        text[..split].trim(),
+        text[split..].trim().to_ascii_lowercase(),
+    );
+    let number: f64 = number.parse().ok()?;
+    let power = |base: f64, unit: &str| -> Option<f64> {
+        let n = ["k", "m", "g", "t"]
+            .iter()
+            .position(|p| unit.starts_with(p))?
+            + 1;
+        Some(base.powi(n as i32))
+    };
+    let scale = match unit.as_str() {
+        "" | "b" => 1.0,
+        u if u.ends_with("ib") || (u.len() == 2 && u.ends_with('i')) => power(1024.0, u)?,
+        u if u.len() == 1 || (u.len() == 2 && u.ends_with('b')) => power(1000.0, u)?,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
 }
 
 fn default_intra_op_threads() -> usize {
@@ -598,5 +653,18 @@ uri = "out/ds=${ds}/"
         let a2 = load_toml(MINIMAL, &[("ds", "1")]).unwrap();
         assert_ne!(a.hash, b.hash);
         assert_eq!(a.hash, a2.hash);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(super::parse_size("200MiB"), Some(200 << 20));
+        assert_eq!(super::parse_size("2Gi"), Some(2 << 30));
+        assert_eq!(super::parse_size("1.5 GiB"), Some(3 << 29));
+        assert_eq!(super::parse_size("1G"), Some(1_000_000_000));
+        assert_eq!(super::parse_size("512mb"), Some(512_000_000));
+        assert_eq!(super::parse_size("1048576"), Some(1 << 20));
+        assert_eq!(super::parse_size("lots"), None);
+        assert_eq!(super::parse_size("5 parsecs"), None);
+        assert_eq!(super::parse_size("0"), None);
     }
 }

@@ -393,3 +393,108 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// A cgroup v1 memory cgroup of its own under this process's, with a limit; processes
+/// started with [`MemoryCgroup::command`] run inside it. Removed when dropped.
+pub struct MemoryCgroup {
+    pub dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// These machines run the tests as root, with cgroup v1's memory controller mounted at
+    /// /sys/fs/cgroup/memory; a machine without it fails here, naming what is missing.
+    pub fn new(name: &str, limit_bytes: u64) -> Self {
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = cgroups
+            .lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.to_string())
+            })
+            .expect("no cgroup v1 memory controller in /proc/self/cgroup");
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(own.trim_start_matches('/'))
+            .join(format!("batchscore-test-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create {} (root and cgroup v1 needed): {e}",
+                dir.display()
+            )
+        });
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).unwrap();
+        // Without swap accounting the file is absent; with it, swap may not stretch the limit.
+        let _ = std::fs::write(
+            dir.join("memory.memsw.limit_in_bytes"),
+            limit_bytes.to_string(),
+        );
+        Self { dir }
+    }
+
+    /// The binary with `args`, started inside the cgroup (a shell joins it, then execs).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let inner = batchscore();
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(r#"echo $$ > "$0" && exec "$@""#)
+            .arg(self.dir.join("cgroup.procs"))
+            .arg(inner.get_program())
+            .args(args);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        sh
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes have exited; an empty cgroup is removed with rmdir.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `rows` rows shaped like the fraud sample (`txn_id`, `x0`..`x5`) with values that do not
+/// compress, in row groups of `group` rows: an input whose row groups weigh what they hold.
+pub fn noisy_fraud_input(path: &Path, rows: usize, group: usize) {
+    use datafusion::arrow::array::{Float32Array, Int64Array};
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let mut fields = vec![Field::new("txn_id", DataType::Int64, false)];
+    fields.extend((0..6).map(|j| Field::new(format!("x{j}"), DataType::Float32, false)));
+    let schema = Arc::new(Schema::new(fields));
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(group))
+        .set_dictionary_enabled(false)
+        .build();
+    let file = File::create(path).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+    };
+    for start in (0..rows).step_by(group) {
+        let n = group.min(rows - start);
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+            (start..start + n).map(|i| i as i64),
+        ))];
+        for _ in 0..6 {
+            cols.push(Arc::new(Float32Array::from_iter_values(
+                (0..n).map(|_| next()),
+            )));
+        }
+        w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+            .unwrap();
+    }
+    w.close().unwrap();
+}
