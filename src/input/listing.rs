@@ -104,6 +104,20 @@ impl Listing {
     }
 }
 
+/// The object store a listing reads from, as registered with the session.
+pub(super) fn store_of(
+    state: &SessionState,
+    url: &ListingTableUrl,
+) -> Result<std::sync::Arc<dyn object_store::ObjectStore>, InputError> {
+    state
+        .runtime_env()
+        .object_store(url)
+        .map_err(|e| InputError::BadUri {
+            uri: url.to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// The files the table reads, in path order.
 pub(super) async fn list_files(
     state: &SessionState,

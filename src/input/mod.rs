@@ -197,8 +197,7 @@ async fn register(
             (units, Some(report))
         }
         InputFormat::Parquet => {
-            parquet::check_files(&state, &listing.url, &options, &files).await?;
-            let units = units::parquet_units(&state, &listing.url, &files).await?;
+            let units = parquet::read_footers(&state, &listing.url, &options, &files).await?;
             let table = parquet::table(&state, uri, listing.url, options).await?;
             ctx.register_table(INPUT_TABLE, Arc::new(table))
                 .map_err(table_error)?;
@@ -268,14 +267,7 @@ async fn csv_table(
     ),
     InputError,
 > {
-    let store = ctx
-        .state()
-        .runtime_env()
-        .object_store(&listing.url)
-        .map_err(|e| InputError::BadUri {
-            uri: input.uri.clone(),
-            message: e.to_string(),
-        })?;
+    let store = listing::store_of(&ctx.state(), &listing.url)?;
     let partition_cols = &options.table_partition_cols;
     let files: Vec<CsvFile> = files
         .into_iter()

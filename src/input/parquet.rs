@@ -1,5 +1,6 @@
 //! Parquet input: DataFusion's own `ListingTable`, after every file's footer has been read
-//! once to refuse, naming the file, one that is empty or unreadable or whose columns differ.
+//! once: to refuse, naming the file, one that is empty or unreadable or whose columns differ,
+//! and to cut the input into work units, one per row group.
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::listing::{
@@ -8,11 +9,15 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SessionState;
 use object_store::ObjectMeta;
 
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::parquet::file::metadata::ParquetMetaData;
+
 use super::InputError;
-use super::listing::file_name;
+use super::listing::{file_name, store_of};
+use super::units::WorkUnit;
 use crate::diagnostics::first_line;
 
-/// The table over `files` (which [`check_files`] has checked).
+/// The table over `files` (whose footers [`read_footers`] has read and checked).
 pub(super) async fn table(
     state: &SessionState,
     uri: &str,
@@ -44,39 +49,42 @@ pub(super) async fn table(
     })
 }
 
-/// Refuses, naming the file, an empty file, a file that cannot be read, or files whose
-/// columns differ (names and types). CSV files get the same checks from
-/// `csv::infer_file_schema`.
-pub(super) async fn check_files(
+/// Reads every file's footer once (into the session's metadata cache, where the table and
+/// the scan find it again) and returns the files' work units, one per row group; refuses,
+/// naming the file, an empty file, a file that cannot be read, or files whose columns differ
+/// (names and types). CSV files get the same checks from `csv::infer_file_schema`.
+pub(super) async fn read_footers(
     state: &SessionState,
     url: &ListingTableUrl,
     options: &ListingOptions,
     files: &[ObjectMeta],
-) -> Result<(), InputError> {
-    let store = state
-        .runtime_env()
-        .object_store(url)
-        .map_err(|e| InputError::BadUri {
-            uri: url.to_string(),
-            message: e.to_string(),
-        })?;
+) -> Result<Vec<WorkUnit>, InputError> {
+    let store = store_of(state, url)?;
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
     let mut first: Option<(String, Vec<String>)> = None;
+    let mut units = Vec::new();
     for meta in files {
         let name = file_name(url, meta);
         if meta.size == 0 {
             return Err(InputError::EmptyFile { file: name });
         }
+        let unreadable = |e: datafusion::error::DataFusionError| InputError::Unreadable {
+            file: name.clone(),
+            message: e.to_string().replace('\n', "; "),
+        };
+        let footer = DFParquetMetadata::new(store.as_ref(), meta)
+            .with_file_metadata_cache(Some(cache.clone()))
+            .fetch_metadata()
+            .await
+            .map_err(unreadable)?;
         let schema = options
             .format
             .infer_schema(state, &store, std::slice::from_ref(meta))
             .await
-            .map_err(|e| InputError::Unreadable {
-                file: name.clone(),
-                message: e.to_string().replace('\n', "; "),
-            })?;
+            .map_err(unreadable)?;
         let columns = describe(&schema);
         match &first {
-            None => first = Some((name, columns)),
+            None => first = Some((name.clone(), columns)),
             Some((first_name, first_columns)) if *first_columns != columns => {
                 return Err(InputError::columns_differ(
                     &name,
@@ -87,8 +95,24 @@ pub(super) async fn check_files(
             }
             Some(_) => {}
         }
+        units.extend(row_group_units(&name, &footer));
     }
-    Ok(())
+    Ok(units)
+}
+
+/// One unit per row group of a file, with its rows and compressed bytes.
+fn row_group_units(file: &str, footer: &ParquetMetaData) -> Vec<WorkUnit> {
+    footer
+        .row_groups()
+        .iter()
+        .enumerate()
+        .map(|(i, rg)| WorkUnit {
+            file: file.to_string(),
+            row_group: Some(i),
+            rows: Some(rg.num_rows().max(0) as u64),
+            bytes: rg.compressed_size().max(0) as u64,
+        })
+        .collect()
 }
 
 /// `name: type` for every column.

@@ -2,7 +2,7 @@
 //! machines) and a resumed run agree on who scores what.
 //!
 //! A Parquet file gives one unit per row group, with its rows and compressed bytes from the
-//! footer (already read, and cached, when the files were checked: no request of its own). A
+//! footer (read once, when the files are checked: `parquet::read_footers`). A
 //! CSV file is one unit, weighed by its bytes (its rows are not known before it is read).
 //! Units are in the order of the listing (path, then row group), which depends only on the
 //! input's files; [`shard_ranges`] deals them to shards as contiguous runs balanced by weight.
@@ -10,12 +10,9 @@
 use std::ops::Range;
 
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::execution::SessionState;
 use object_store::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use super::InputError;
 use super::listing::file_name;
 
 /// One piece of the input: a Parquet row group, or a whole CSV file.
@@ -36,48 +33,6 @@ impl WorkUnit {
     pub fn weight(&self) -> u64 {
         self.rows.unwrap_or(self.bytes)
     }
-}
-
-/// A Parquet input's units: every row group of every file, in listing order. Empty files
-/// (no row groups) give none.
-pub(super) async fn parquet_units(
-    state: &SessionState,
-    url: &ListingTableUrl,
-    files: &[ObjectMeta],
-) -> Result<Vec<WorkUnit>, InputError> {
-    let store = state
-        .runtime_env()
-        .object_store(url)
-        .map_err(|e| InputError::BadUri {
-            uri: url.to_string(),
-            message: e.to_string(),
-        })?;
-    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut units = Vec::new();
-    for meta in files {
-        let file = file_name(url, meta);
-        let footer = DFParquetMetadata::new(store.as_ref(), meta)
-            .with_file_metadata_cache(Some(cache.clone()))
-            .fetch_metadata()
-            .await
-            .map_err(|e| InputError::Unreadable {
-                file: file.clone(),
-                message: e.to_string().replace('\n', "; "),
-            })?;
-        units.extend(
-            footer
-                .row_groups()
-                .iter()
-                .enumerate()
-                .map(|(i, rg)| WorkUnit {
-                    file: file.clone(),
-                    row_group: Some(i),
-                    rows: Some(rg.num_rows().max(0) as u64),
-                    bytes: rg.compressed_size().max(0) as u64,
-                }),
-        );
-    }
-    Ok(units)
 }
 
 /// A CSV input's units: one per file, in listing order.
