@@ -172,7 +172,9 @@ impl Scorer {
             columns.push(scatter(scored, &run.ok_rows, num_rows, needs_placing)?);
         }
         let s = &self.stats;
-        s.rejected.add(rejects.reasons());
+        if !rejects.is_empty() {
+            s.rejected.add(rejects.reasons());
+        }
         columns.extend(rejects.into_columns());
         s.rows_in.fetch_add(num_rows as u64, Ordering::Relaxed);
         s.rows_scored
