@@ -197,8 +197,10 @@ async fn register(
             (units, Some(report))
         }
         InputFormat::Parquet => {
-            let units = parquet::read_footers(&state, &listing.url, &options, &files).await?;
-            let table = parquet::table(&state, uri, listing.url, options).await?;
+            let footers = parquet::read_footers(&state, &listing.url, &files).await?;
+            let table =
+                parquet::table(&state, uri, listing.url, options, &footers.representatives).await?;
+            let units = footers.units;
             ctx.register_table(INPUT_TABLE, Arc::new(table))
                 .map_err(table_error)?;
             (units, None)
