@@ -859,3 +859,115 @@ fn a_run_fits_its_layout_under_its_cgroup_memory_limit() {
         "{err}"
     );
 }
+
+/// A run split over three processes, as a scheduler would start them: each scores its
+/// shard's row groups, the last to finish commits the run, and the output is exactly the
+/// rows of a single run (checked against onnxruntime's scores), once each.
+#[test]
+fn a_run_split_into_shards_commits_the_rows_of_a_single_run_once() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let job = job.to_str().unwrap();
+    let spawn = |i: usize| {
+        batchscore()
+            .args(["run", job, "--shard", &format!("{i}/3")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<_> = (0..3).map(spawn).collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert_ok(o);
+    }
+    let committed = outs
+        .iter()
+        .filter(|o| text(o).0.contains("committed the run"))
+        .count();
+    assert_eq!(
+        committed,
+        1,
+        "{:?}",
+        outs.iter().map(text).collect::<Vec<_>>()
+    );
+    let out = s.path("out/fraud");
+    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&out),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+    let manifest = read_manifest(&out);
+    assert_eq!(manifest.rows, 2500);
+    let plan = run(&["plan", job, "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&text(&plan).0).unwrap();
+    assert_eq!(manifest.run_key, plan["run_key"].as_str().unwrap());
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("_metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["rows"]["scored"], 2500);
+    assert_eq!(m["run_id"].as_str(), Some(manifest.run_id.as_str()));
+    let beside: Vec<_> = std::fs::read_dir(s.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["fraud"], "the run folder is gone");
+
+    // A scheduler's retry of a shard after the commit does nothing.
+    let o = run(&["run", job, "--shard", "1/3"]);
+    assert_ok(&o);
+    assert!(
+        text(&o).0.contains(&format!(
+            "run {} already committed this output; shard 1/3 has nothing to do",
+            manifest.run_id
+        )),
+        "{}",
+        text(&o).0
+    );
+    assert_eq!(read_manifest(&out), manifest);
+}
+
+/// Shards of one run must be the same run: a shard of another spec is refused while the
+/// first run is in progress, naming what differs; a query that needs every row is refused
+/// for a shard; and a shard index past the count is a command-line error.
+#[test]
+fn a_shard_of_another_run_or_an_unsplittable_query_is_refused() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let other = s.job(
+        "other.toml",
+        &std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("batch_size = 500", "batch_size = 400"),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--shard", "0/2"]));
+    let err = assert_exit(&run(&["run", other.to_str().unwrap(), "--shard", "1/2"]), 2);
+    assert!(
+        err.contains("another run is in progress here")
+            && err.contains("this shard differs from it in the spec (after its --vars)"),
+        "{err}"
+    );
+    let o = run(&["run", job.to_str().unwrap(), "--shard", "1/2"]);
+    assert_ok(&o);
+    assert!(text(&o).0.contains("committed the run"), "{}", text(&o).0);
+    assert_eq!(read_manifest(&s.path("out/fraud")).rows, 2500);
+
+    let sorted = s.job(
+        "sorted.toml",
+        &std::fs::read_to_string(&job).unwrap().replace(
+            "[input]\n",
+            "[input]\nquery = \"SELECT * FROM input ORDER BY txn_id\"\n",
+        ),
+    );
+    let err = assert_exit(
+        &run(&["run", sorted.to_str().unwrap(), "--shard", "0/2"]),
+        2,
+    );
+    assert!(err.contains("[input.query]: holds ORDER BY"), "{err}");
+    let err = assert_exit(&run(&["run", job.to_str().unwrap(), "--shard", "2/2"]), 2);
+    assert!(err.contains("I must be less than N"), "{err}");
+}

@@ -973,3 +973,84 @@ fn a_corrupt_manifest_in_the_bucket_is_refused_before_any_work_and_nothing_is_de
         }
     }
 }
+
+/// A run split over four shards, its output in a bucket: two shards finish one after the
+/// other, then the last two finish at the same moment (both held at a barrier once their
+/// shard is recorded, so both find every shard finished). Exactly one commits; the output is
+/// the rows of a single run, once each, and neither the run's folder nor staging is left.
+#[test]
+fn shards_in_a_bucket_commit_once_even_when_the_last_two_finish_together() {
+    let s = Scratch::new();
+    let (b, store) = bucket("shards");
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        )
+        .replace("../out/fraud/", &format!("s3://{b}/f/"))
+        + &storage_table(true);
+    let job = s.job("f.toml", &text);
+    let job = job.to_str().unwrap();
+    for i in 0..2 {
+        let o = s3_run(&s, &["run", job, "--shard", &format!("{i}/4")]);
+        assert_ok(&o);
+        assert!(
+            text_of(&o).contains(&format!("{} of 4 shards finished", i + 1)),
+            "{}",
+            text_of(&o)
+        );
+    }
+    assert!(count_objects(&store, "f/_run") > 0);
+    let barrier = s.path("barrier");
+    let spawn = |i: usize| {
+        s3_command(&s, &["run", job, "--shard", &format!("{i}/4")])
+            .env(
+                BARRIER_VAR,
+                format!("shard-finished:{}:2", barrier.display()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, c) = (spawn(2), spawn(3));
+    let (a, c) = (a.wait_with_output().unwrap(), c.wait_with_output().unwrap());
+    assert_ok(&a);
+    assert_ok(&c);
+    assert_eq!(std::fs::read_dir(&barrier).map_or(0, Iterator::count), 2);
+    let lines = [text_of(&a), text_of(&c)];
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("committed the run"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("another shard is committing run"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(
+        count_objects(&store, "f/_run"),
+        0,
+        "the run's folder is gone"
+    );
+    assert_bucket_output(
+        &store,
+        "f",
+        &s.path("got"),
+        "fraud/expected.parquet",
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    text(o).0
+}

@@ -61,6 +61,8 @@ beside the output parts, _SUCCESS last."
     Run {
         #[command(flatten)]
         job: run::JobArgs,
+        #[command(flatten)]
+        shard: run::ShardArgs,
         /// When to show a progress bar.
         #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
         progress: ProgressMode,
@@ -153,9 +155,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             job,
+            shard,
             progress,
             json,
-        } => run::run(&job, progress, json, ort_lib).await,
+        } => match shard.shard {
+            Some(id) => run::run_shard(&job, id, shard.run_id, progress, ort_lib).await,
+            None => run::run(&job, progress, json, ort_lib).await,
+        },
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::run::JobArgs;
 use crate::input::WorkUnit;
+use crate::input::units::{Shard, ShardPlan};
 use crate::run::plan_job;
-use crate::run::shards::{Shard, ShardPlan};
 
 /// What `plan` reports (`--json` prints it as it is).
 #[derive(Debug, Serialize)]

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::progress::{ProgressMode, bar};
-use crate::run::{RunSummary, already_committed, execute, plan_job};
+use crate::input::ShardId;
+use crate::run::shard::{ShardOutcome, execute_shard};
+use crate::run::{RunSummary, already_committed, execute, plan_job, plan_shard};
 use crate::spec::{self, WriteMode};
 
 /// The job spec and its variables, as `run` and `validate` take them.
@@ -23,6 +25,85 @@ impl JobArgs {
         let vars: BTreeMap<String, String> = self.vars.iter().cloned().collect();
         spec::load(&self.job, &vars)
     }
+}
+
+/// Which shard of a sharded run this process scores.
+#[derive(Debug, clap::Args)]
+pub struct ShardArgs {
+    /// Score shard I of N (from 0) of a run split over N processes: the input's work units
+    /// (`batchscore plan`) are dealt to N shards; the last shard to finish commits the run.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<ShardId>,
+    /// The run's id, which every shard of one run shares (default: the first shard's).
+    #[arg(long, requires = "shard")]
+    pub run_id: Option<String>,
+}
+
+/// `2/4`: shard 2 of 4, counted from 0.
+fn parse_shard(s: &str) -> Result<ShardId, ShardError> {
+    let fail = |why: &str| ShardError(format!("{s:?}: {why}"));
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| fail("expected I/N, e.g. 0/4"))?;
+    let index: usize = i.trim().parse().map_err(|_| fail("I is not a number"))?;
+    let count: usize = n.trim().parse().map_err(|_| fail("N is not a number"))?;
+    if count == 0 {
+        return Err(fail("N must be at least 1"));
+    }
+    if index >= count {
+        return Err(fail("I must be less than N (shards count from 0)"));
+    }
+    Ok(ShardId { index, count })
+}
+
+/// A `--shard` that is not `I/N`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ShardError(String);
+
+/// Runs one shard of a sharded run; prints what became of it on stdout.
+pub async fn run_shard(
+    job: &JobArgs,
+    id: ShardId,
+    run_id: Option<String>,
+    progress: ProgressMode,
+    ort_lib: Option<&Path>,
+) -> anyhow::Result<()> {
+    let plan = plan_shard(job.load()?, ort_lib, Some(id)).await?;
+    let (name, output) = (
+        plan.spec.spec.name.clone(),
+        plan.spec.spec.output.uri.clone(),
+    );
+    let outcome = tokio::select! {
+        r = execute_shard(plan, run_id, bar(progress)) => r.inspect_err(|_| {
+            tracing::error!("shard failed: nothing of it was recorded");
+        })?,
+        signal = shutdown_signal() => {
+            tracing::error!(signal = signal.name, "interrupted: nothing of this shard was recorded");
+            return Err(Interrupted(signal).into());
+        }
+    };
+    let line = match outcome {
+        ShardOutcome::Committed(summary) => format!(
+            "{} (shard {id}, the last to finish, committed the run)",
+            summary_line(&summary)
+        ),
+        ShardOutcome::Finished { metrics, done, of } => format!(
+            "{name}: shard {id} scored {} rows in {:.2} s, {} rejected; {done} of {of} shards finished, the last one commits the run -> {output}",
+            metrics.rows.scored, metrics.wall_seconds, metrics.rows.rejected
+        ),
+        ShardOutcome::Duplicate { run_id } => format!(
+            "{name}: shard {id} of run {run_id} was already finished by another attempt; this attempt's parts were dropped"
+        ),
+        ShardOutcome::CommittedByAnother { run_id } => format!(
+            "{name}: shard {id} finished; another shard is committing run {run_id} -> {output}"
+        ),
+        ShardOutcome::AlreadyCommitted { run_id } => format!(
+            "{name}: run {run_id} already committed this output; shard {id} has nothing to do -> {output}"
+        ),
+    };
+    println!("{line}");
+    Ok(())
 }
 
 /// Runs a job; prints one summary line (or, with `json`, the metrics) on stdout.

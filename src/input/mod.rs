@@ -11,12 +11,14 @@
 pub mod csv;
 mod listing;
 mod parquet;
+mod subset;
 pub mod units;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -29,7 +31,7 @@ use crate::spec::{CsvCompression, InputFormat, InputSpec, RunSpec};
 use crate::storage::{StorageError, StoreFactory};
 use csv::{CsvDialect, CsvFile, MalformedRow};
 use listing::Listing;
-pub use units::WorkUnit;
+pub use units::{Shard, ShardId, ShardPlan, WorkUnit};
 
 /// The table name a `query` reads from.
 pub const INPUT_TABLE: &str = "input";
@@ -117,7 +119,10 @@ pub fn session_context(run: &RunSpec) -> SessionContext {
 pub struct OpenedInput {
     pub frame: DataFrame,
     pub fingerprint: String,
+    /// Every unit of the input, whichever shard reads them.
     pub units: Vec<WorkUnit>,
+    /// For a sharded run, the units this shard reads (the table holds only those).
+    pub shard: Option<Shard>,
     pub csv: Option<CsvScanReport>,
 }
 
@@ -125,6 +130,7 @@ pub struct OpenedInput {
 struct Registered {
     fingerprint: String,
     units: Vec<WorkUnit>,
+    shard: Option<Shard>,
     csv: Option<CsvScanReport>,
 }
 
@@ -135,22 +141,24 @@ pub struct CsvScanReport {
     pub rows_read: Arc<AtomicU64>,
 }
 
-/// Registers the input as the table `input` and returns the job's data frame (`query`
-/// applied) with the fingerprint of the files it reads. Problems name the spec key they
-/// concern.
+/// Registers the input as the table `input` (for a shard, only its units) and returns the
+/// job's data frame (`query` applied) with the fingerprint of the files it reads. Problems
+/// name the spec key they concern.
 pub async fn open_input(
     ctx: &SessionContext,
     input: &InputSpec,
     stores: &StoreFactory,
     batch_size: usize,
+    shard: Option<ShardId>,
 ) -> Result<OpenedInput, Vec<Problem>> {
-    let registered = register(ctx, input, stores, batch_size)
+    let registered = register(ctx, input, stores, batch_size, shard)
         .await
         .map_err(|e| vec![Problem::from(e)])?;
     Ok(OpenedInput {
         frame: query_frame(ctx, input).await?,
         fingerprint: registered.fingerprint,
         units: registered.units,
+        shard: registered.shard,
         csv: registered.csv,
     })
 }
@@ -161,6 +169,7 @@ async fn register(
     input: &InputSpec,
     stores: &StoreFactory,
     batch_size: usize,
+    shard: Option<ShardId>,
 ) -> Result<Registered, InputError> {
     let uri = input.uri.as_str();
     let listing = Listing::locate(ctx, uri, stores).await?;
@@ -175,14 +184,9 @@ async fn register(
             message: e.to_string(),
         })?;
     let fingerprint = listing::fingerprint(&files);
-    let table_error = |e: datafusion::error::DataFusionError| InputError::Table {
-        uri: uri.to_string(),
-        message: e.to_string(),
-    };
-    let (units, csv) = match format {
+    let (units, shard, table, csv) = match format {
         InputFormat::Csv => {
-            let units = units::csv_units(&listing.url, &files);
-            let (table, report) = csv_table(
+            let (units, shard, table, report) = csv_input(
                 ctx,
                 input,
                 &listing,
@@ -190,27 +194,86 @@ async fn register(
                 files,
                 compression,
                 batch_size,
+                shard,
             )
             .await?;
-            ctx.register_table(INPUT_TABLE, Arc::new(table))
-                .map_err(table_error)?;
-            (units, Some(report))
+            (units, shard, table, Some(report))
         }
         InputFormat::Parquet => {
             let footers = parquet::read_footers(&state, &listing.url, &files).await?;
             let table =
                 parquet::table(&state, uri, listing.url, options, &footers.representatives).await?;
             let units = footers.units;
-            ctx.register_table(INPUT_TABLE, Arc::new(table))
-                .map_err(table_error)?;
-            (units, None)
+            let shard = shard.map(|id| choose(&units, id));
+            let table: Arc<dyn TableProvider> = match &shard {
+                Some(s) => Arc::new(subset::SubsetTable::new(
+                    table,
+                    &units,
+                    &units[s.units.clone()],
+                )),
+                None => Arc::new(table),
+            };
+            (units, shard, table, None)
         }
     };
+    ctx.register_table(INPUT_TABLE, table)
+        .map_err(|e| InputError::Table {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })?;
     Ok(Registered {
         fingerprint,
         units,
+        shard,
         csv,
     })
+}
+
+/// A CSV input's units, the shard's when there is one, and the table over its files (the
+/// shard's only).
+#[allow(clippy::too_many_arguments)]
+async fn csv_input(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    listing: &Listing,
+    options: &ListingOptions,
+    files: Vec<ObjectMeta>,
+    compression: CsvCompression,
+    batch_size: usize,
+    shard: Option<ShardId>,
+) -> Result<
+    (
+        Vec<WorkUnit>,
+        Option<Shard>,
+        Arc<dyn TableProvider>,
+        CsvScanReport,
+    ),
+    InputError,
+> {
+    let units = units::csv_units(&listing.url, &files);
+    let shard = shard.map(|id| choose(&units, id));
+    let files = match &shard {
+        Some(s) => {
+            let mine: Vec<&str> = units[s.units.clone()]
+                .iter()
+                .map(|u| u.location.as_str())
+                .collect();
+            files
+                .into_iter()
+                .filter(|f| mine.contains(&f.location.as_ref()))
+                .collect()
+        }
+        None => files,
+    };
+    let (table, report) =
+        csv_table(ctx, input, listing, options, files, compression, batch_size).await?;
+    Ok((units, shard, Arc::new(table), report))
+}
+
+/// Shard `id`'s units of the input's.
+fn choose(units: &[WorkUnit], id: ShardId) -> Shard {
+    let mut plan = ShardPlan::new(units, id.count);
+    plan.shards.swap_remove(id.index.min(plan.shards.len() - 1))
 }
 
 /// The listing's options: the format, the extension a collection keeps to (a single file is

@@ -123,7 +123,7 @@ pub(super) async fn read_footers(
             nullability.push(nullable);
             representatives.push(meta.clone());
         }
-        units.extend(row_group_units(name, footer));
+        units.extend(row_group_units(name, meta, footer));
     }
     Ok(Footers {
         units,
@@ -139,7 +139,7 @@ fn unreadable(file: &str, e: &dyn std::fmt::Display) -> InputError {
 }
 
 /// One unit per row group of a file, with its rows and compressed bytes.
-fn row_group_units(file: &str, footer: &ParquetMetaData) -> Vec<WorkUnit> {
+fn row_group_units(file: &str, meta: &ObjectMeta, footer: &ParquetMetaData) -> Vec<WorkUnit> {
     footer
         .row_groups()
         .iter()
@@ -149,6 +149,7 @@ fn row_group_units(file: &str, footer: &ParquetMetaData) -> Vec<WorkUnit> {
             row_group: Some(i),
             rows: Some(rg.num_rows().max(0) as u64),
             bytes: rg.compressed_size().max(0) as u64,
+            location: meta.location.to_string(),
         })
         .collect()
 }

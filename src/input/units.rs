@@ -5,7 +5,9 @@
 //! footer (read once, when the files are checked: `parquet::read_footers`). A
 //! CSV file is one unit, weighed by its bytes (its rows are not known before it is read).
 //! Units are in the order of the listing (path, then row group), which depends only on the
-//! input's files; [`shard_ranges`] deals them to shards as contiguous runs balanced by weight.
+//! input's files; [`ShardPlan`] deals them to shards as contiguous runs balanced by weight
+//! ([`shard_ranges`]): the same listing and shard count give the same shards, whichever
+//! machine computes them.
 
 use std::ops::Range;
 
@@ -26,6 +28,9 @@ pub struct WorkUnit {
     pub rows: Option<u64>,
     /// The row group's compressed bytes, or the CSV file's size.
     pub bytes: u64,
+    /// The file's path in its object store (what scans match files by).
+    #[serde(skip)]
+    pub location: String,
 }
 
 impl WorkUnit {
@@ -44,6 +49,7 @@ pub(super) fn csv_units(url: &ListingTableUrl, files: &[ObjectMeta]) -> Vec<Work
             row_group: None,
             rows: None,
             bytes: meta.size,
+            location: meta.location.to_string(),
         })
         .collect()
 }
@@ -76,6 +82,65 @@ pub fn shard_ranges(weights: &[u64], n: usize) -> Vec<Range<usize>> {
     cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
+/// Which shard of how many a process scores: `--shard 2/4` is index 2 of 4 (from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardId {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// One shard's share of the units.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    /// Its units, as indexes into the run's unit list.
+    pub units: Range<usize>,
+    /// Rows in its units, when the footers tell them (Parquet).
+    pub rows: Option<u64>,
+    pub bytes: u64,
+}
+
+/// Every shard of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPlan {
+    pub shards: Vec<Shard>,
+}
+
+impl ShardPlan {
+    /// `count` shards over `units` (at least one shard).
+    pub fn new(units: &[WorkUnit], count: usize) -> Self {
+        let weights: Vec<u64> = units.iter().map(WorkUnit::weight).collect();
+        let shards = shard_ranges(&weights, count)
+            .into_iter()
+            .enumerate()
+            .map(|(index, range)| {
+                let mine = &units[range.clone()];
+                Shard {
+                    index,
+                    rows: mine.iter().map(|u| u.rows).sum(),
+                    bytes: mine.iter().map(|u| u.bytes).sum(),
+                    units: range,
+                }
+            })
+            .collect();
+        Self { shards }
+    }
+
+    /// The shard unit `unit` falls in.
+    pub fn shard_of(&self, unit: usize) -> Option<usize> {
+        self.shards
+            .iter()
+            .find(|s| s.units.contains(&unit))
+            .map(|s| s.index)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,8 +170,40 @@ mod tests {
             row_group: None,
             rows,
             bytes,
+            location: String::new(),
         };
         assert_eq!(unit(Some(10), 999).weight(), 10);
         assert_eq!(unit(None, 999).weight(), 999);
+    }
+
+    fn unit(rows: Option<u64>, bytes: u64) -> WorkUnit {
+        WorkUnit {
+            file: "f".into(),
+            row_group: rows.map(|_| 0),
+            rows,
+            bytes,
+            location: String::new(),
+        }
+    }
+
+    #[test]
+    fn shards_sum_their_units_and_every_unit_has_one() {
+        let units = vec![
+            unit(Some(100), 10),
+            unit(Some(100), 10),
+            unit(Some(200), 30),
+        ];
+        let plan = ShardPlan::new(&units, 2);
+        assert_eq!(plan.shards[0].units, 0..2);
+        assert_eq!(plan.shards[0].rows, Some(200));
+        assert_eq!(plan.shards[1].bytes, 30);
+        assert_eq!(
+            (0..3).map(|u| plan.shard_of(u)).collect::<Vec<_>>(),
+            [Some(0), Some(0), Some(1)]
+        );
+        // CSV units: no rows known, weighed by bytes.
+        let csv = ShardPlan::new(&[unit(None, 5), unit(None, 5)], 2);
+        assert_eq!(csv.shards[1].rows, None);
+        assert_eq!(csv.shards[1].units, 1..2);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod local;
 pub mod part;
+pub mod run_folder;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::spec::WriteMode;
 use crate::storage::StoreFactory;
 pub use local::LocalCommitter;
 pub use part::{PartWriter, RollingWriter, Staging};
+pub use run_folder::{PartSource, RunFolder};
 pub use store::StoreCommitter;
 
 pub const SUCCESS_FILE: &str = "_SUCCESS";
@@ -54,6 +56,15 @@ pub enum OutputError {
         "output {uri}: another run committed this output first (its _manifest.json changed since this run started); nothing of this run was committed"
     )]
     Conflict { uri: String },
+    #[error(
+        "output {folder}: another run is in progress here (run {run_id}, started {started_at}), and this shard differs from it in {differs}; let that run finish, or remove {folder} to start another"
+    )]
+    AnotherRun {
+        folder: String,
+        run_id: String,
+        started_at: String,
+        differs: String,
+    },
 }
 
 impl OutputError {
@@ -61,7 +72,10 @@ impl OutputError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Self::OutputExists { .. } | Self::NotADirectory { .. } | Self::CorruptManifest { .. }
+            Self::OutputExists { .. }
+                | Self::NotADirectory { .. }
+                | Self::CorruptManifest { .. }
+                | Self::AnotherRun { .. }
         )
     }
 }
@@ -155,6 +169,39 @@ impl Committer {
                 c.commit().map(|p| p.display().to_string())
             }
             Self::Store(c) => c.commit(manifest, metrics, started).await,
+        }
+    }
+
+    /// Commits a sharded run: the parts its shards staged (each source with the name it has
+    /// in the output) with the run's manifest and metrics, as [`Self::commit`] does.
+    pub async fn commit_parts(
+        self,
+        sources: Vec<(PartSource, String)>,
+        manifest: &Manifest,
+        metrics: &mut RunMetrics,
+        started: std::time::Instant,
+    ) -> Result<String, OutputError> {
+        match self {
+            Self::Local(c) => {
+                for (source, name) in &sources {
+                    if let PartSource::Local(from) = source {
+                        c.adopt(from, name)?;
+                    }
+                }
+                Self::Local(c).commit(manifest, metrics, started).await
+            }
+            Self::Store(c) => {
+                let sources = sources
+                    .into_iter()
+                    .filter_map(|(source, name)| match source {
+                        PartSource::Store(path) => Some((name, path)),
+                        PartSource::Local(_) => None,
+                    })
+                    .collect();
+                c.with_sources(sources)
+                    .commit(manifest, metrics, started)
+                    .await
+            }
         }
     }
 

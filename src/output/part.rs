@@ -96,7 +96,7 @@ fn parquet_properties(schema: &SchemaRef) -> WriterProperties {
 /// a new part every `max_rows` rows.
 pub struct RollingWriter {
     staging: Staging,
-    prefix: &'static str,
+    prefix: String,
     partition: usize,
     format: OutputFormat,
     schema: SchemaRef,
@@ -109,7 +109,7 @@ pub struct RollingWriter {
 impl RollingWriter {
     pub fn new(
         staging: Staging,
-        prefix: &'static str,
+        prefix: String,
         partition: usize,
         format: OutputFormat,
         schema: SchemaRef,

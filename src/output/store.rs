@@ -13,6 +13,7 @@
 //! The old manifest says which old parts to delete, so one that cannot be read is an error
 //! before any work: guessing "no previous parts" would leave two runs' parts in the output.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct StoreCommitter {
     pub(super) staging: ObjectPath,
     /// The manifest's version when the run started, and the parts it listed.
     prior: Option<(UpdateVersion, Vec<String>)>,
+    /// Where parts staged elsewhere than `staging` are, by name (a sharded run's).
+    sources: HashMap<String, ObjectPath>,
 }
 
 impl StoreCommitter {
@@ -55,6 +58,7 @@ impl StoreCommitter {
             staging: located.path.clone().join("_staging"),
             prefix: located.path,
             prior: None,
+            sources: HashMap::new(),
         };
         if mode == WriteMode::Error {
             c.refuse_anything_there().await?;
@@ -63,12 +67,16 @@ impl StoreCommitter {
         Ok(c)
     }
 
-    /// `mode = "error"`: anything under the output but staging is a refusal.
+    /// `mode = "error"`: anything under the output but staging (a run's, or the shared folder
+    /// of a sharded run in progress) is a refusal.
     async fn refuse_anything_there(&self) -> Result<(), OutputError> {
         use futures::TryStreamExt;
+        let run_folder = self.prefix.clone().join("_run");
         let mut list = self.store.list(Some(&self.prefix));
         while let Some(meta) = list.try_next().await.map_err(self.err("list"))? {
-            if !meta.location.prefix_matches(&self.staging) {
+            if !meta.location.prefix_matches(&self.staging)
+                && !meta.location.prefix_matches(&run_folder)
+            {
                 let success = meta.location.filename() == Some(SUCCESS_FILE);
                 return Err(OutputError::OutputExists {
                     path: PathBuf::from(&self.uri),
@@ -156,6 +164,12 @@ impl StoreCommitter {
         }
     }
 
+    /// Takes each part named in `sources` from there instead of the staging.
+    pub(super) fn with_sources(mut self, sources: HashMap<String, ObjectPath>) -> Self {
+        self.sources = sources;
+        self
+    }
+
     /// Commits (see the module's documentation); returns the output's URL.
     pub(super) async fn commit(
         self,
@@ -230,8 +244,12 @@ impl StoreCommitter {
         };
         let new: std::collections::HashSet<&str> = manifest.part_paths().collect();
         for path in manifest.part_paths() {
+            let from = match self.sources.get(path) {
+                Some(source) => source.clone(),
+                None => under(&self.staging, path),
+            };
             self.store
-                .copy(&under(&self.staging, path), &under(&self.prefix, path))
+                .copy(&from, &under(&self.prefix, path))
                 .await
                 .map_err(self.err("copy a part into place"))?;
         }

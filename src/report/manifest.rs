@@ -16,6 +16,11 @@ pub struct PartFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Manifest {
     pub run_id: String,
+    /// What makes two processes the same run (see `batchscore plan`): a shard retried after
+    /// its run committed finds its key here, and does nothing. Empty in manifests written
+    /// before it existed.
+    #[serde(default)]
+    pub run_key: String,
     pub job_name: String,
     /// SHA-256 of the job spec after templating and path resolution.
     pub spec_hash: String,

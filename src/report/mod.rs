@@ -4,6 +4,7 @@
 
 pub mod manifest;
 pub mod metrics;
+pub mod shards;
 
 pub use manifest::{Manifest, PartFile};
 pub use metrics::{

@@ -10,7 +10,7 @@ pub mod memory;
 pub mod partition;
 pub mod physical;
 pub mod plan;
-pub mod shards;
+pub mod shard;
 pub mod work_queue;
 
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::score::tree_order::TreeRowOrder;
 use crate::score::{ScoreStats, Scorer};
 use partition::{AbortOnDrop, Budget, PartitionResult, PartitionTask};
 use physical::Scoring;
-pub use plan::{JobPlan, plan_job};
+pub use plan::{JobPlan, plan_job, plan_shard};
 
 /// Why a run did not succeed. [`RunError::exit_code`] maps each to the CLI's exit code.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,13 @@ pub struct RunSummary {
     pub metrics: RunMetrics,
 }
 
+/// Where a run's (or a shard's) parts go: the staging, and the name parts start with
+/// (`part`, or `part-00003` for shard 3, so that shards' parts never share a name).
+struct Destination {
+    staging: Staging,
+    part: String,
+}
+
 /// What the run's tasks wrote, before the commit.
 struct Written {
     physical: Arc<dyn ExecutionPlan>,
@@ -106,14 +113,17 @@ pub async fn execute(
     let s = &plan.spec.spec;
     let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
     tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
-    let written =
-        match write_parts(&mut plan, &scoring, &scorer, committer.staging(), progress).await {
-            Ok(w) => w,
-            Err(e) => {
-                committer.abort().await;
-                return Err(e);
-            }
-        };
+    let destination = Destination {
+        staging: committer.staging(),
+        part: "part".to_string(),
+    };
+    let written = match write_parts(&mut plan, &scoring, &scorer, &destination, progress).await {
+        Ok(w) => w,
+        Err(e) => {
+            committer.abort().await;
+            return Err(e);
+        }
+    };
     let commit_started = Instant::now();
     let facts = run_facts(&plan, &scorer, &written, run_id, started_at, started);
     let mut metrics = RunMetrics::new(facts, &scorer.stats);
@@ -158,7 +168,7 @@ async fn write_parts(
     plan: &mut JobPlan,
     scoring: &Scoring,
     scorer: &Arc<Scorer>,
-    staging: Staging,
+    destination: &Destination,
     progress: Option<ProgressBar>,
 ) -> Result<Written, RunError> {
     let physical = scoring.physical_plan(&plan.ctx, plan.workers).await?;
@@ -170,7 +180,15 @@ async fn write_parts(
         pb.set_length(n as u64);
     }
     let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())?;
-    let results = run_tasks(plan, scoring, scorer, &staging, streams, progress.as_ref()).await?;
+    let results = run_tasks(
+        plan,
+        scoring,
+        scorer,
+        destination,
+        streams,
+        progress.as_ref(),
+    )
+    .await?;
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
@@ -182,8 +200,15 @@ async fn write_parts(
         .flat_map(|r| r.rejected_files.clone())
         .collect();
     if files.is_empty() {
-        let name = format!("part-00000-0000.{}", s.output.format.extension());
-        let part = staging.create_part(name, s.output.format, scoring.out_schema.clone())?;
+        let name = format!(
+            "{}-00000-0000.{}",
+            destination.part,
+            s.output.format.extension()
+        );
+        let part =
+            destination
+                .staging
+                .create_part(name, s.output.format, scoring.out_schema.clone())?;
         files.push(part.finish().await?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -202,27 +227,27 @@ async fn run_tasks(
     plan: &mut JobPlan,
     scoring: &Scoring,
     scorer: &Arc<Scorer>,
-    staging: &Staging,
+    destination: &Destination,
     streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
     progress: Option<&ProgressBar>,
 ) -> Result<Vec<PartitionResult>, RunError> {
+    let (staging, part) = (&destination.staging, &destination.part);
     let s = &plan.spec.spec;
     let budget = Budget {
         job: s.name.clone(),
         max_rejected: s.run.max_rejected,
     };
-    let writer = |prefix: &'static str,
-                  partition: usize,
-                  schema: &datafusion::arrow::datatypes::SchemaRef| {
-        RollingWriter::new(
-            staging.clone(),
-            prefix,
-            partition,
-            s.output.format,
-            schema.clone(),
-            s.output.max_rows_per_file,
-        )
-    };
+    let writer =
+        |prefix: String, partition: usize, schema: &datafusion::arrow::datatypes::SchemaRef| {
+            RollingWriter::new(
+                staging.clone(),
+                prefix,
+                partition,
+                s.output.format,
+                schema.clone(),
+                s.output.max_rows_per_file,
+            )
+        };
     let (scan_done, scan_done_rx) = tokio::sync::oneshot::channel::<()>();
     // Malformed CSV rows go to `_rejected/` through parts of their own, numbered after the
     // scoring partitions' parts.
@@ -230,7 +255,11 @@ async fn run_tasks(
         tokio::spawn(partition::write_malformed(
             rows,
             scan_done_rx,
-            writer("_rejected/part", streams.len(), &scoring.rej_schema),
+            writer(
+                format!("_rejected/{part}"),
+                streams.len(),
+                &scoring.rej_schema,
+            ),
             scoring.rej_schema.clone(),
             scorer.clone(),
             budget.clone(),
@@ -240,8 +269,8 @@ async fn run_tasks(
         tokio::spawn(
             PartitionTask {
                 stream,
-                writer: writer("part", i, &scoring.out_schema),
-                rejected: writer("_rejected/part", i, &scoring.rej_schema),
+                writer: writer(part.to_string(), i, &scoring.out_schema),
+                rejected: writer(format!("_rejected/{part}"), i, &scoring.rej_schema),
                 n_pass: scoring.n_pass,
                 out_schema: scoring.out_schema.clone(),
                 rej_schema: scoring.rej_schema.clone(),
@@ -267,21 +296,9 @@ async fn run_tasks(
 /// Past `[run] max_rejected_rate` of the rows considered, nothing is committed. Malformed
 /// rows never reach the query: they count as considered, and as rejected.
 fn check_reject_rate(job: &str, rate: Option<f64>, stats: &ScoreStats) -> Result<(), RunError> {
-    let considered = stats.rows_considered();
-    let rejected = stats.rejected.rows();
-    match rate {
-        Some(rate) if considered > 0 && rejected as f64 > rate * considered as f64 => {
-            Err(partition::budget_error(
-                job,
-                &stats.rejected,
-                format!(
-                    "{:.4}% of {considered} rows, more than [run] max_rejected_rate = {rate}",
-                    100.0 * rejected as f64 / considered as f64
-                ),
-            ))
-        }
-        _ => Ok(()),
-    }
+    let top = stats.rejected.top(5);
+    let (considered, rejected) = (stats.rows_considered(), stats.rejected.rows());
+    partition::check_budget(job, None, rate, considered, rejected, &top)
 }
 
 /// What the run knows about itself, for its metrics.
@@ -327,6 +344,7 @@ fn manifest(plan: &JobPlan, metrics: &RunMetrics, written: Written) -> Manifest 
     let s = &plan.spec.spec;
     Manifest {
         run_id: metrics.run_id.clone(),
+        run_key: plan.run_key(),
         job_name: s.name.clone(),
         spec_hash: plan.spec.hash.clone(),
         input_fingerprint: plan.input_fingerprint.clone(),

@@ -14,7 +14,7 @@ use indicatif::ProgressBar;
 use super::RunError;
 use crate::input::csv::MalformedRow;
 use crate::output::RollingWriter;
-use crate::reject::RejectCounts;
+use crate::reject::{ReasonCount, RejectCounts};
 use crate::report::PartFile;
 use crate::score::Scorer;
 
@@ -38,31 +38,47 @@ impl Budget {
     /// Past `[run] max_rejected`, the error that stops the run at once: nothing will be
     /// committed.
     pub fn check(&self, rejected: &RejectCounts) -> Result<(), RunError> {
-        match self.max_rejected {
-            Some(max) if rejected.rows() > max => Err(budget_error(
-                &self.job,
-                rejected,
-                format!("more than [run] max_rejected = {max}"),
-            )),
-            _ => Ok(()),
-        }
+        check_budget(
+            &self.job,
+            self.max_rejected,
+            None,
+            0,
+            rejected.rows(),
+            &rejected.top(5),
+        )
     }
 }
 
-/// The error for a run past its reject budget: how many, which limit, and the top reasons.
-pub(super) fn budget_error(job: &str, rejected: &RejectCounts, limit: String) -> RunError {
-    let reasons: Vec<String> = rejected
-        .top(5)
+/// The reject budget over `rejected` of `considered` rows: past `max_rejected` or
+/// `max_rejected_rate`, the error that commits nothing (exit code 3) and names the top
+/// reasons.
+pub(super) fn check_budget(
+    job: &str,
+    max_rejected: Option<u64>,
+    max_rejected_rate: Option<f64>,
+    considered: u64,
+    rejected: u64,
+    top: &[ReasonCount],
+) -> Result<(), RunError> {
+    let limit = match (max_rejected, max_rejected_rate) {
+        (Some(max), _) if rejected > max => format!("more than [run] max_rejected = {max}"),
+        (_, Some(rate)) if considered > 0 && rejected as f64 > rate * considered as f64 => format!(
+            "{:.4}% of {considered} rows, more than [run] max_rejected_rate = {rate}",
+            100.0 * rejected as f64 / considered as f64
+        ),
+        _ => return Ok(()),
+    };
+    let reasons: Vec<String> = top
         .iter()
+        .take(5)
         .map(|r| format!("  {} x {}", r.count, r.reason))
         .collect();
-    RunError::RejectBudget {
+    Err(RunError::RejectBudget {
         message: format!(
-            "job {job}: {} rows rejected, {limit}; nothing was committed. Top reasons:\n{}",
-            rejected.rows(),
+            "job {job}: {rejected} rows rejected, {limit}; nothing was committed. Top reasons:\n{}",
             reasons.join("\n")
         ),
-    }
+    })
 }
 
 /// One scoring worker: pulls its partition's scored batches, writes the scored rows to

@@ -17,7 +17,7 @@ use super::memory::{self, Demand, Layout, MemoryLimit};
 use crate::diagnostics::{Problem, SpecError};
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::input::csv::MalformedRow;
-use crate::input::{OpenedInput, WorkUnit, open_input, session_context};
+use crate::input::{OpenedInput, Shard, ShardId, WorkUnit, open_input, session_context};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::report::MemoryReport;
@@ -42,6 +42,11 @@ pub struct JobPlan {
     pub(super) input_fingerprint: String,
     /// The input's work units, in listing order.
     pub units: Vec<WorkUnit>,
+    /// For one shard of a sharded run: which, and its units (the input holds only those).
+    pub shard: Option<(ShardId, Shard)>,
+    /// For a shard: the run that already committed this output with this run key, if one
+    /// did (a scheduler's retry after the commit, which has nothing to do).
+    pub already_committed: Option<String>,
     /// The memory limit the layout was fitted under, when there is one.
     pub memory: Option<MemoryReport>,
     /// For CSV inputs: the malformed rows the scan sets aside (taken by the run)...
@@ -82,17 +87,83 @@ impl JobPlan {
     /// `--var`s count), the model's SHA-256 and the input files' listing (paths, sizes,
     /// modification times). Shards of one run, and a resumed attempt, must agree on it.
     pub fn run_key(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let text = format!(
-            "{}\n{}\n{}",
-            self.spec.hash, self.model.sha256, self.input_fingerprint
-        );
-        hex::encode(Sha256::digest(text.as_bytes()))
+        run_key(&self.spec.hash, &self.model.sha256, &self.input_fingerprint)
+    }
+}
+
+/// See [`JobPlan::run_key`].
+fn run_key(spec_hash: &str, model_sha256: &str, input_fingerprint: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let text = format!("{spec_hash}\n{model_sha256}\n{input_fingerprint}");
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Checks the output location against `[output] mode`. A shard whose run already committed
+/// there is not refused: its run id is returned, and it has nothing to do.
+async fn check_output(
+    s: &JobSpec,
+    stores: &StoreFactory,
+    sharded: bool,
+    run_key: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<String> {
+    if sharded
+        && !run_key.is_empty()
+        && let Ok(Some(m)) = Committer::committed_manifest(&s.output.uri, stores).await
+        && m.run_key == run_key
+    {
+        return Some(m.run_id);
+    }
+    if let Err(e) = Committer::check(&s.output.uri, s.output.mode, stores).await {
+        problems.push(Problem::new("output.uri", e.to_string()));
+    }
+    None
+}
+
+/// A query a shard cannot compute over its units alone: ordering, limits, aggregates, joins
+/// and windows need every row of the run. Filters and projections split by units.
+fn refuse_unsplittable(plan: &datafusion::logical_expr::LogicalPlan, problems: &mut Vec<Problem>) {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        found = match node {
+            LogicalPlan::Sort(_) => Some("ORDER BY"),
+            LogicalPlan::Limit(_) => Some("LIMIT"),
+            LogicalPlan::Aggregate(_) => {
+                Some("an aggregate (GROUP BY, DISTINCT or an aggregate function)")
+            }
+            LogicalPlan::Distinct(_) => Some("DISTINCT"),
+            LogicalPlan::Join(_) => Some("a JOIN"),
+            LogicalPlan::Window(_) => Some("a window function"),
+            _ => None,
+        };
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if let Some(clause) = found {
+        problems.push(Problem::new(
+            "input.query",
+            format!("holds {clause}, which needs every row of the run: a sharded run scores each shard's rows alone, so its query may only filter and project"),
+        ));
     }
 }
 
 /// Checks everything that can be checked without scoring, listing every problem.
-pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPlan, RunError> {
+pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPlan, RunError> {
+    plan_shard(spec, ort_lib, None).await
+}
+
+/// [`plan_job`] for one shard of a sharded run (`None`: the whole run): the input holds only
+/// the shard's units, and a `query` that cannot be split by units is refused.
+pub async fn plan_shard(
+    mut spec: LoadedSpec,
+    ort_lib: Option<&Path>,
+    shard: Option<ShardId>,
+) -> Result<JobPlan, RunError> {
     crate::model::init_runtime(ort_lib).map_err(RunError::Runtime)?;
     let mut problems: Vec<Problem> = Vec::new();
     let stores = StoreFactory::new(spec.spec.storage.clone());
@@ -105,24 +176,27 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
     spec.spec.run.settle_batch_size(tree_splits.is_some());
 
     let ctx = session_context(&spec.spec.run);
-    let mut bound = open_and_bind(&ctx, &spec.spec, &stores, model.as_deref(), &mut problems).await;
-    let memory = match (&model, &bound.input) {
-        (Some(m), Some(input)) if problems.is_empty() => {
-            fit_memory(&mut spec.spec.run, m, input, &mut problems)
-        }
-        _ => None,
-    };
-    if memory.as_ref().is_some_and(|m| m.reduced) {
-        // The layout changed: the scans are set up again with it (footers come from the cache).
-        set_layout(&ctx, &spec.spec.run);
-        let _ = ctx.deregister_table(crate::input::INPUT_TABLE);
-        bound = open_and_bind(&ctx, &spec.spec, &stores, model.as_deref(), &mut Vec::new()).await;
-    }
+    let (bound, memory) = open_fitted(
+        &ctx,
+        &mut spec.spec,
+        &stores,
+        model.as_deref(),
+        shard,
+        &mut problems,
+    )
+    .await;
     let s = &spec.spec;
     let device = choose_device(&s.run, &mut problems);
-    if let Err(e) = Committer::check(&s.output.uri, s.output.mode, &stores).await {
-        problems.push(Problem::new("output.uri", e.to_string()));
+    let key = match (&model, &bound.input) {
+        (Some(m), Some(input)) => run_key(&spec.hash, &m.sha256, &input.fingerprint),
+        _ => String::new(),
+    };
+    if shard.is_some()
+        && let Some(input) = &bound.input
+    {
+        refuse_unsplittable(input.frame.logical_plan(), &mut problems);
     }
+    let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
     let Bound {
         input: Some(opened),
         passthrough,
@@ -139,6 +213,7 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
         frame,
         fingerprint,
         units,
+        shard: shard_units,
         csv,
     } = opened;
     Ok(JobPlan {
@@ -154,11 +229,37 @@ pub async fn plan_job(mut spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<Jo
         stores,
         input_fingerprint: fingerprint,
         units,
+        shard: shard.zip(shard_units),
+        already_committed,
         memory,
         csv_rows_read: csv.as_ref().map(|r| r.rows_read.clone()),
         csv_malformed: csv.map(|r| r.malformed),
         spec,
     })
+}
+
+/// Opens and binds the input, then fits the layout under the memory limit; when the fit
+/// changed the layout, the scans are set up again with it (footers come from the cache).
+async fn open_fitted(
+    ctx: &SessionContext,
+    s: &mut JobSpec,
+    stores: &StoreFactory,
+    model: Option<&Model>,
+    shard: Option<ShardId>,
+    problems: &mut Vec<Problem>,
+) -> (Bound, Option<MemoryReport>) {
+    let bound = open_and_bind(ctx, s, stores, model, shard, problems).await;
+    let memory = match (model, &bound.input) {
+        (Some(m), Some(input)) if problems.is_empty() => fit_memory(&mut s.run, m, input, problems),
+        _ => None,
+    };
+    if !memory.as_ref().is_some_and(|m| m.reduced) {
+        return (bound, memory);
+    }
+    set_layout(ctx, &s.run);
+    let _ = ctx.deregister_table(crate::input::INPUT_TABLE);
+    let bound = open_and_bind(ctx, s, stores, model, shard, &mut Vec::new()).await;
+    (bound, memory)
 }
 
 /// Gives the session `run`'s batch size and workers.
@@ -187,9 +288,10 @@ async fn open_and_bind(
     s: &JobSpec,
     stores: &StoreFactory,
     model: Option<&Model>,
+    shard: Option<ShardId>,
     problems: &mut Vec<Problem>,
 ) -> Bound {
-    let input = open_input(ctx, &s.input, stores, s.run.batch_size())
+    let input = open_input(ctx, &s.input, stores, s.run.batch_size(), shard)
         .await
         .map_err(|p| problems.extend(p))
         .ok();

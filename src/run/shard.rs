@@ -1,0 +1,248 @@
+//! One shard of a sharded run (`batchscore run JOB --shard i/N`).
+//!
+//! The shard joins the run in the output's run folder (`output::RunFolder`: the first shard
+//! records the run, the others must be the same run and adopt its id), scores its units into
+//! staging of its own, and records itself finished with its manifest. Whichever shard finds
+//! every shard finished takes the commit lock and commits the run as a single run commits:
+//! the parts of every shard, one `_manifest.json` and `_metrics.json` (summed over the
+//! shards), `_SUCCESS` last; then the run folder goes. A shard whose run already committed
+//! does nothing; a second copy of a finished shard leaves the first one's parts.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use super::partition::check_budget;
+use super::physical::Scoring;
+use super::{
+    Destination, JobPlan, RunError, RunSummary, Written, build_scorer, run_facts, write_parts,
+};
+use crate::input::ShardId;
+use crate::output::{Committer, RunFolder};
+use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
+use crate::report::{Manifest, PartFile, RunFacts, RunMetrics};
+use crate::score::Scorer;
+
+/// How a shard's process ended.
+#[derive(Debug)]
+pub enum ShardOutcome {
+    /// This shard was the last to finish and committed the run.
+    Committed(Box<RunSummary>),
+    /// The shard is finished; `done` of `of` shards are.
+    Finished {
+        metrics: Box<RunMetrics>,
+        done: usize,
+        of: usize,
+    },
+    /// Another attempt of this shard had finished first: this one's parts were dropped.
+    Duplicate { run_id: String },
+    /// Every shard was finished, and another one is committing the run.
+    CommittedByAnother { run_id: String },
+    /// The run had already committed (a retry after the commit): nothing was done.
+    AlreadyCommitted { run_id: String },
+}
+
+/// Runs one shard of a planned sharded run (see the module's documentation).
+pub async fn execute_shard(
+    mut plan: JobPlan,
+    run_id: Option<String>,
+    progress: Option<ProgressBar>,
+) -> Result<ShardOutcome, RunError> {
+    let Some((id, _)) = plan.shard.clone() else {
+        return Err(RunError::Task {
+            what: "a shard".into(),
+            message: "the plan is not of a shard".into(),
+        });
+    };
+    if let Some(run_id) = plan.already_committed.clone() {
+        return Ok(ShardOutcome::AlreadyCommitted { run_id });
+    }
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let s = &plan.spec.spec;
+    let folder = RunFolder::open(&s.output.uri, &plan.stores).await?;
+    let record = folder
+        .join(&record_of(&plan, id, run_id, started_at))
+        .await?;
+    let attempt = uuid::Uuid::now_v7().to_string();
+    tracing::info!(run_id = %record.run_id, shard = %id, attempt = %attempt, job = %s.name, folder = %folder.uri, "starting shard");
+    let scorer = Arc::new(build_scorer(&mut plan)?);
+    let scoring = Scoring::new(&plan, scorer.clone())?;
+    let destination = Destination {
+        staging: folder.staging(id.index, &attempt)?,
+        part: format!("part-{:05}", id.index),
+    };
+    let written = match write_parts(&mut plan, &scoring, &scorer, &destination, progress).await {
+        Ok(w) => w,
+        Err(e) => {
+            folder.discard(id.index, &attempt).await;
+            return Err(e);
+        }
+    };
+    let facts = run_facts(
+        &plan,
+        &scorer,
+        &written,
+        record.run_id.clone(),
+        started_at,
+        started,
+    );
+    let manifest = shard_manifest(&record, id, &attempt, &scorer, facts, &written);
+    if !folder.finish_shard(&manifest).await? {
+        folder.discard(id.index, &attempt).await;
+        return Ok(ShardOutcome::Duplicate {
+            run_id: record.run_id,
+        });
+    }
+    crate::hooks::barrier("shard-finished").await;
+    let finished = folder.finished_shards().await?;
+    if finished.len() < record.shards {
+        return Ok(ShardOutcome::Finished {
+            metrics: Box::new(manifest.metrics),
+            done: finished.len(),
+            of: record.shards,
+        });
+    }
+    if !folder.lock_commit(&attempt).await? {
+        return Ok(ShardOutcome::CommittedByAnother {
+            run_id: record.run_id,
+        });
+    }
+    commit_run(&plan, &folder, &record, &finished).await
+}
+
+/// What a finished shard records: its parts and its counts, every reject reason and its
+/// batch latencies as a histogram, so that the run's metrics can be summed exactly.
+fn shard_manifest(
+    record: &RunRecord,
+    id: ShardId,
+    attempt: &str,
+    scorer: &Scorer,
+    facts: RunFacts,
+    written: &Written,
+) -> ShardManifest {
+    let latencies = scorer
+        .stats
+        .batch_latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    ShardManifest {
+        run_id: record.run_id.clone(),
+        run_key: record.run_key.clone(),
+        shard: id.index,
+        shards: id.count,
+        attempt: attempt.to_string(),
+        files: written.files.clone(),
+        rejected_files: written.rejected_files.clone(),
+        metrics: RunMetrics::new(facts, &scorer.stats),
+        reasons: scorer.stats.rejected.all(),
+        latency: LatencyHistogram::from_samples(&latencies),
+        malformed: scorer
+            .stats
+            .rows_malformed
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// The record this shard would write, were it the first: its run id is `--run-id`, else the
+/// scheduler's job id, else a new one.
+fn record_of(
+    plan: &JobPlan,
+    id: ShardId,
+    run_id: Option<String>,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> RunRecord {
+    RunRecord {
+        run_key: plan.run_key(),
+        run_id: run_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        shards: id.count,
+        spec_hash: plan.spec.hash.clone(),
+        model_sha256: plan.model.sha256.clone(),
+        input_fingerprint: plan.input_fingerprint.clone(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
+}
+
+/// Commits the run from every shard's manifest, within the run's reject budget; the run
+/// folder goes either way (a run past its budget cannot commit).
+async fn commit_run(
+    plan: &JobPlan,
+    folder: &RunFolder,
+    record: &RunRecord,
+    shards: &[ShardManifest],
+) -> Result<ShardOutcome, RunError> {
+    let s = &plan.spec.spec;
+    let Some(mut metrics) = merge(shards, &record.started_at) else {
+        return Err(RunError::Task {
+            what: "the commit".into(),
+            message: "no shard finished".into(),
+        });
+    };
+    metrics.run_id = record.run_id.clone();
+    let considered = metrics.rows.selected + shards.iter().map(|m| m.malformed).sum::<u64>();
+    let budget = check_budget(
+        &s.name,
+        s.run.max_rejected,
+        s.run.max_rejected_rate,
+        considered,
+        metrics.rows.rejected,
+        &metrics.rejected_reasons,
+    );
+    if let Err(e) = budget {
+        folder.remove().await;
+        return Err(e);
+    }
+    let commit_started = Instant::now();
+    let (mut files, mut rejected_files, mut sources) = (Vec::new(), Vec::new(), Vec::new());
+    for m in shards {
+        for f in &m.files {
+            sources.push((folder.part(m, &f.path), f.path.clone()));
+            files.push(f.clone());
+        }
+        for f in &m.rejected_files {
+            sources.push((folder.part(m, &f.path), f.path.clone()));
+            rejected_files.push(f.clone());
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    rejected_files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = manifest(plan, record, files, rejected_files);
+    let committer =
+        Committer::prepare(&s.output.uri, s.output.mode, &record.run_id, &plan.stores).await?;
+    let output = committer
+        .commit_parts(sources, &manifest, &mut metrics, commit_started)
+        .await?;
+    folder.remove().await;
+    tracing::info!(output = %output, rows = manifest.rows, shards = shards.len(), "committed the run");
+    Ok(ShardOutcome::Committed(Box::new(RunSummary {
+        output,
+        metrics,
+    })))
+}
+
+fn manifest(
+    plan: &JobPlan,
+    record: &RunRecord,
+    files: Vec<PartFile>,
+    rejected_files: Vec<PartFile>,
+) -> Manifest {
+    let s = &plan.spec.spec;
+    Manifest {
+        run_id: record.run_id.clone(),
+        run_key: record.run_key.clone(),
+        job_name: s.name.clone(),
+        spec_hash: plan.spec.hash.clone(),
+        input_fingerprint: plan.input_fingerprint.clone(),
+        model_uri: plan.model.uri.clone(),
+        model_sha256: plan.model.sha256.clone(),
+        format: s.output.format.extension().to_string(),
+        rows: files.iter().map(|f| f.rows).sum(),
+        files,
+        rejected_rows: rejected_files.iter().map(|f| f.rows).sum(),
+        rejected_files,
+        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
