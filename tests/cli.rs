@@ -971,3 +971,60 @@ fn a_shard_of_another_run_or_an_unsplittable_query_is_refused() {
     let err = assert_exit(&run(&["run", job.to_str().unwrap(), "--shard", "2/2"]), 2);
     assert!(err.contains("I must be less than N"), "{err}");
 }
+
+/// `--shard auto` reads the scheduler's variables, as a Slurm job array sets them (index
+/// from the task id less the array's first, the count, the job id as the run's id); a
+/// Kubernetes index without a count, or `[run] shards` that differs from the scheduler's, is
+/// refused before any work.
+#[test]
+fn shard_auto_takes_the_shard_and_run_id_from_the_scheduler() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let job = job.to_str().unwrap();
+    let slurm = |task: &str| {
+        batchscore()
+            .args(["run", job, "--shard", "auto"])
+            .env("SLURM_ARRAY_TASK_ID", task)
+            .env("SLURM_ARRAY_TASK_MIN", "10")
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .env("SLURM_ARRAY_JOB_ID", "4242")
+            .output()
+            .unwrap()
+    };
+    let first = slurm("11");
+    assert_ok(&first);
+    assert!(
+        text(&first).0.contains("shard 1/2 scored 1100 rows"),
+        "{}",
+        text(&first).0
+    );
+    assert_ok(&slurm("10"));
+    let manifest = read_manifest(&s.path("out/fraud"));
+    assert_eq!((manifest.run_id.as_str(), manifest.rows), ("4242", 2500));
+
+    let k8s = batchscore()
+        .args(["run", job, "--shard", "auto"])
+        .env("JOB_COMPLETION_INDEX", "0")
+        .output()
+        .unwrap();
+    let err = assert_exit(&k8s, 2);
+    assert!(
+        err.contains("gives only the index: set [run] shards or --shards N"),
+        "{err}"
+    );
+    let spec = std::fs::read_to_string(s.path("jobs/fraud.toml"))
+        .unwrap()
+        .replace("[run]\n", "[run]\nshards = 3\n");
+    let three = s.job("three.toml", &spec);
+    let o = batchscore()
+        .args(["run", three.to_str().unwrap()])
+        .env("BATCH_TASK_INDEX", "0")
+        .env("BATCH_TASK_COUNT", "2")
+        .output()
+        .unwrap();
+    let err = assert_exit(&o, 2);
+    assert!(
+        err.contains("runs 2 copies, but the job asks for 3 shards"),
+        "{err}"
+    );
+}

@@ -158,10 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             shard,
             progress,
             json,
-        } => match shard.shard {
-            Some(id) => run::run_shard(&job, id, shard.run_id, progress, ort_lib).await,
-            None => run::run(&job, progress, json, ort_lib).await,
-        },
+        } => run::run_or_shard(&job, &shard, progress, json, ort_lib).await,
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(
@@ -205,6 +202,9 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         r.exit_code()
     } else if e.downcast_ref::<crate::diagnostics::SpecError>().is_some()
         || e.downcast_ref::<crate::model::DeviceError>().is_some()
+        || e.downcast_ref::<crate::run::scheduler::AutoShardError>()
+            .is_some()
+        || e.downcast_ref::<run::ShardError>().is_some()
     {
         2
     } else if let Some(m) = e.downcast_ref::<ModelError>() {

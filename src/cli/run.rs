@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::progress::{ProgressMode, bar};
 use crate::input::ShardId;
+use crate::run::scheduler::detect;
 use crate::run::shard::{ShardOutcome, execute_shard};
 use crate::run::{RunSummary, already_committed, execute, plan_job, plan_shard};
+use crate::spec::LoadedSpec;
 use crate::spec::{self, WriteMode};
 
 /// The job spec and its variables, as `run` and `validate` take them.
@@ -30,21 +32,39 @@ impl JobArgs {
 /// Which shard of a sharded run this process scores.
 #[derive(Debug, clap::Args)]
 pub struct ShardArgs {
-    /// Score shard I of N (from 0) of a run split over N processes: the input's work units
+    /// Score shard I of N (from 0) of a run split over N processes, or `auto`: the index
+    /// (and the count, where it gives one) from the scheduler that started this process
+    /// (Kubernetes, AWS Batch, Slurm, Google Cloud Batch). The input's work units
     /// (`batchscore plan`) are dealt to N shards; the last shard to finish commits the run.
-    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
-    pub shard: Option<ShardId>,
-    /// The run's id, which every shard of one run shares (default: the first shard's).
-    #[arg(long, requires = "shard")]
+    /// Default: `auto` when the spec sets `[run] shards`, else the whole run.
+    #[arg(long, value_name = "I/N|auto", value_parser = parse_shard)]
+    pub shard: Option<ShardArg>,
+    /// The shard count for `--shard auto` where the scheduler gives only the index
+    /// (Kubernetes). Default: `[run] shards`.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// The run's id, which every shard of one run shares. Default: the scheduler's job id,
+    /// else the first shard's new one.
+    #[arg(long, env = "BATCHSCORE_RUN_ID")]
     pub run_id: Option<String>,
 }
 
-/// `2/4`: shard 2 of 4, counted from 0.
-fn parse_shard(s: &str) -> Result<ShardId, ShardError> {
+/// `--shard`: a shard given, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    Given(ShardId),
+    Auto,
+}
+
+/// `2/4`: shard 2 of 4, counted from 0; or `auto`.
+fn parse_shard(s: &str) -> Result<ShardArg, ShardError> {
+    if s.trim() == "auto" {
+        return Ok(ShardArg::Auto);
+    }
     let fail = |why: &str| ShardError(format!("{s:?}: {why}"));
     let (i, n) = s
         .split_once('/')
-        .ok_or_else(|| fail("expected I/N, e.g. 0/4"))?;
+        .ok_or_else(|| fail("expected I/N, e.g. 0/4, or auto"))?;
     let index: usize = i.trim().parse().map_err(|_| fail("I is not a number"))?;
     let count: usize = n.trim().parse().map_err(|_| fail("N is not a number"))?;
     if count == 0 {
@@ -53,23 +73,63 @@ fn parse_shard(s: &str) -> Result<ShardId, ShardError> {
     if index >= count {
         return Err(fail("I must be less than N (shards count from 0)"));
     }
-    Ok(ShardId { index, count })
+    Ok(ShardArg::Given(ShardId { index, count }))
 }
 
-/// A `--shard` that is not `I/N`.
+/// A `--shard` that is not `I/N` or `auto`.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ShardError(String);
 
-/// Runs one shard of a sharded run; prints what became of it on stdout.
-pub async fn run_shard(
+impl ShardArgs {
+    /// The shard this process scores, if the run is split: `--shard`, or the scheduler's
+    /// variables under `--shard auto` or `[run] shards`; and the run id to propose.
+    fn resolve(
+        &self,
+        spec_shards: Option<usize>,
+    ) -> anyhow::Result<Option<(ShardId, Option<String>)>> {
+        let auto = match (self.shard, spec_shards) {
+            (Some(ShardArg::Given(id)), Some(n)) if n != id.count => {
+                return Err(
+                    ShardError(format!("--shard {id}: the spec's [run] shards is {n}")).into(),
+                );
+            }
+            (Some(ShardArg::Given(id)), _) => return Ok(Some((id, self.run_id.clone()))),
+            (Some(ShardArg::Auto), _) | (None, Some(_)) => {
+                let var = |name: &str| std::env::var(name).ok();
+                detect(&var, self.shards.or(spec_shards))?
+            }
+            (None, None) => return Ok(None),
+        };
+        tracing::info!(shard = %auto.shard, scheduler = auto.scheduler, "--shard auto");
+        Ok(Some((auto.shard, self.run_id.clone().or(auto.run_id))))
+    }
+}
+
+/// Runs a job, or one shard of it when it is split (see [`ShardArgs`]).
+pub async fn run_or_shard(
     job: &JobArgs,
+    shard: &ShardArgs,
+    progress: ProgressMode,
+    json: bool,
+    ort_lib: Option<&Path>,
+) -> anyhow::Result<()> {
+    let spec = job.load()?;
+    match shard.resolve(spec.spec.run.shards)? {
+        Some((id, run_id)) => run_shard(spec, id, run_id, progress, ort_lib).await,
+        None => run(spec, progress, json, ort_lib).await,
+    }
+}
+
+/// Runs one shard of a sharded run; prints what became of it on stdout.
+async fn run_shard(
+    spec: LoadedSpec,
     id: ShardId,
     run_id: Option<String>,
     progress: ProgressMode,
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let plan = plan_shard(job.load()?, ort_lib, Some(id)).await?;
+    let plan = plan_shard(spec, ort_lib, Some(id)).await?;
     let (name, output) = (
         plan.spec.spec.name.clone(),
         plan.spec.spec.output.uri.clone(),
@@ -106,14 +166,13 @@ pub async fn run_shard(
     Ok(())
 }
 
-/// Runs a job; prints one summary line (or, with `json`, the metrics) on stdout.
-pub async fn run(
-    job: &JobArgs,
+/// Runs a whole job; prints one summary line (or, with `json`, the metrics) on stdout.
+async fn run(
+    spec: LoadedSpec,
     progress: ProgressMode,
     json: bool,
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let spec = job.load()?;
     let plan = plan_job(spec, ort_lib).await?;
     if plan.spec.spec.output.mode == WriteMode::Skip
         && let Some(run_id) = already_committed(&plan).await?

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod partition;
 pub mod physical;
 pub mod plan;
+pub mod scheduler;
 pub mod shard;
 pub mod work_queue;
 

@@ -139,6 +139,7 @@ fn check_run(run: &RunSpec, p: &mut Vec<Problem>) {
         ("run.batch_size", run.batch_size),
         ("run.inference_batch_size", run.inference_batch_size),
         ("run.intra_op_threads", Some(run.intra_op_threads)),
+        ("run.shards", run.shards),
     ];
     for (key, value) in at_least_one {
         if value == Some(0) {

@@ -318,6 +318,12 @@ pub struct RunSpec {
     /// a warning. Never silent. Default: `"none"`.
     #[serde(default)]
     pub fallback: Fallback,
+    /// How many shards the run is split into, when a scheduler starts the copies: with it, a
+    /// `run` without `--shard` is `--shard auto` (the shard's index from the scheduler's
+    /// variables), and a scheduler that gives a count must give this one. Default: none, the
+    /// run is not split unless `--shard` says so.
+    #[serde(default)]
+    pub shards: Option<usize>,
     /// The memory the run must fit in: bytes, or a size such as `"512MiB"` or `"2Gi"`. The
     /// run plans its workers and batch size to fit under this or the container's own limit
     /// (cgroup), whichever is smaller, and is refused when even one worker cannot fit.
@@ -347,6 +353,7 @@ impl Default for RunSpec {
             fallback: Fallback::None,
             max_rejected: None,
             max_rejected_rate: None,
+            shards: None,
             memory_limit: None,
         }
     }
