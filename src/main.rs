@@ -16,9 +16,23 @@ fn main() {
     };
     let result = runtime.block_on(batchscore::cli::run(cli));
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(batchscore::cli::exit_code(&e));
     }
+}
+
+/// The error and its causes, each cause once: most of our errors already carry their cause in
+/// their message (`output out/: cannot create: No space left on device`), which `{:#}` would
+/// repeat.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// Tunes glibc's malloc for a run's pattern: a few buffers of 0.1 to 10 MB per batch, freed

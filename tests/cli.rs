@@ -349,6 +349,8 @@ Commands:
             problem
   plan      List the work units a run's input is cut into, with their rows, and how they fall into
             shards. Checks the job as validate does; nothing is scored
+  commit    Commit a sharded run from its finished shards, when its last shard could not; or name
+            the shards still to run
   inspect   Describe a model: inputs and outputs with types and shapes, opsets, metadata
   bench     Measure ONNX Runtime's inference-only throughput for a model on this machine, over batch
             sizes and thread layouts, and print the [run] settings to use
@@ -366,18 +368,23 @@ Options:
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
 the command line, the model or an existing output is wrong; nothing was read or written); 3 more
 rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
+4 commit found shards of the run still to finish (nothing committed);
 130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
+  batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
+  batchscore commit jobs/churn.toml --var ds=2026-11-27
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx
 "
     );
     // Each command's own help ends with an example of that command.
-    for cmd in ["run", "validate", "plan", "inspect", "bench", "schema"] {
+    for cmd in [
+        "run", "validate", "plan", "commit", "inspect", "bench", "schema",
+    ] {
         let out = help(&[cmd, "--help"]);
         assert!(
             out.contains(&format!("Example:\n  batchscore {cmd} ")),
@@ -970,6 +977,83 @@ fn a_shard_of_another_run_or_an_unsplittable_query_is_refused() {
     assert!(err.contains("[input.query]: holds ORDER BY"), "{err}");
     let err = assert_exit(&run(&["run", job.to_str().unwrap(), "--shard", "2/2"]), 2);
     assert!(err.contains("I must be less than N"), "{err}");
+}
+
+/// `batchscore commit` recovers a run whose last shard died committing: it names the shards
+/// still to run, refuses while a shard holds the commit lock, and with `--force` commits the
+/// rows of a single run (checked against onnxruntime's scores) from the shards' parts.
+#[test]
+fn commit_finishes_a_run_whose_last_shard_died_committing() {
+    let s = Scratch::new();
+    let job = s.repo_job("fraud");
+    let job = job.to_str().unwrap();
+    let err = assert_exit(&run(&["commit", job]), 2);
+    assert!(err.contains("no sharded run is in progress here"), "{err}");
+    assert!(!s.path("out").join(".fraud.run").exists());
+
+    assert_ok(&run(&["run", job, "--shard", "0/2"]));
+    let err = assert_exit(&run(&["commit", job]), 4);
+    assert!(
+        err.contains(
+            "shard(s) 1 of 2 have not finished; run them (the same command with --shard I/2)"
+        ),
+        "{err}"
+    );
+    // Shard 1 finishes, takes the commit lock, links the parts and dies before _SUCCESS.
+    let barrier = s.path("barrier");
+    let child = batchscore()
+        .args(["run", job, "--shard", "1/2"])
+        .env(
+            "BATCHSCORE_TEST_BARRIER",
+            format!("commit:{}:2", barrier.display()),
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("shard 1 stands at the commit", || {
+        std::fs::read_dir(&barrier).is_ok_and(|d| d.count() == 1)
+    });
+    // SAFETY: signalling our own child process by its id.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    child.wait_with_output().unwrap();
+    let out = s.path("out/fraud");
+    assert!(!out.exists(), "nothing was published");
+
+    let err = assert_exit(&run(&["commit", job]), 2);
+    assert!(err.contains("a shard took the commit lock"), "{err}");
+    let o = run(&["commit", job, "--force"]);
+    assert_ok(&o);
+    assert!(
+        text(&o).0.contains("fraud-scores: 2500 rows scored")
+            && text(&o).0.contains("(committed by hand)"),
+        "{}",
+        text(&o).0
+    );
+    let expected = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_matches(
+        &read_output(&out),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+    let manifest = read_manifest(&out);
+    assert_eq!(manifest.rows, 2500);
+    let beside: Vec<_> = std::fs::read_dir(s.path("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["fraud"], "no run folder or staging left");
+
+    let o = run(&["commit", job]);
+    assert_ok(&o);
+    assert!(
+        text(&o).0.contains(&format!(
+            "run {} already committed this output; nothing to do",
+            manifest.run_id
+        )),
+        "{}",
+        text(&o).0
+    );
 }
 
 /// `--shard auto` reads the scheduler's variables, as a Slurm job array sets them (index

@@ -1,7 +1,8 @@
-//! The command line: `run`, `validate`, `plan`, `inspect`, `bench`, `schema`, one file per
-//! command (`run` and `validate` share one), and the progress bar. The only place `anyhow` is used.
+//! The command line: `run`, `validate`, `plan`, `commit`, `inspect`, `bench`, `schema`, one
+//! file per command (`run` and `validate` share one), and the progress bar. The only place `anyhow` is used.
 
 mod bench;
+mod commit;
 mod inspect;
 mod plan;
 mod progress;
@@ -20,12 +21,15 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
 the command line, the model or an existing output is wrong; nothing was read or written); 3 more
 rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
+4 commit found shards of the run still to finish (nothing committed);
 130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
+  batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
+  batchscore commit jobs/churn.toml --var ds=2026-11-27
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx";
 
@@ -92,6 +96,18 @@ by rows (by bytes for CSV). The run key names the run: shards of one run must ag
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Commit a sharded run from its finished shards, when its last shard could not; or
+    /// name the shards still to run.
+    #[command(
+        after_help = "Example:\n  batchscore commit jobs/churn.toml --var ds=2026-11-27\n\n\
+The last shard of a run to finish commits it; this is for when that shard died after\n\
+finishing or its commit failed. Exits 4, naming them, while shards have not finished;\n\
+0 when the output is committed already."
+    )]
+    Commit {
+        #[command(flatten)]
+        args: commit::CommitArgs,
     },
     /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
     #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
@@ -167,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Commit { args } => commit::commit(&args).await,
         Command::Inspect { model, json } => {
             print!("{}", inspect::inspect(&model, json, ort_lib)?);
             Ok(())
@@ -191,7 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The exit code for an error: 2 when refused before any work, 3 past the reject budget,
-/// 130/143 when stopped by SIGINT/SIGTERM, else 1.
+/// 4 when `commit` finds shards still to run, 130/143 when stopped by SIGINT/SIGTERM, else 1.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     use crate::model::ModelError;
     use crate::model::bench::BenchError;

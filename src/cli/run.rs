@@ -203,7 +203,7 @@ async fn run(
 }
 
 /// `churn-nightly: 1941 rows scored in 0.05 s (39522 rows/s), 0 rejected -> out/ (2 files)`.
-fn summary_line(summary: &RunSummary) -> String {
+pub(super) fn summary_line(summary: &RunSummary) -> String {
     let m = &summary.metrics;
     format!(
         "{}: {} rows scored in {:.2} s ({} rows/s), {} rejected -> {} ({} file{})",

@@ -106,13 +106,15 @@ impl LocalCommitter {
         &self.output
     }
 
-    /// Moves a file staged elsewhere on this file system into the staging as `name`.
+    /// Links a file staged elsewhere on this file system into the staging as `name`.
     pub fn adopt(&self, from: &Path, name: &str) -> Result<(), OutputError> {
         let to = self.staging.join(name);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
         }
-        std::fs::rename(from, &to).map_err(io_err(from, "move a shard's part"))
+        // A link, not a move: a commit that dies here leaves the run folder whole, for
+        // `batchscore commit --force`. The folder is beside the output, on one filesystem.
+        std::fs::hard_link(from, &to).map_err(io_err(from, "link a shard's part"))
     }
 
     /// Writes a JSON file into staging, synced.

@@ -29,7 +29,7 @@ pub struct RunFolder {
 }
 
 impl RunFolder {
-    /// The run folder of the output at `uri`.
+    /// The run folder of the output at `uri` (a local one is created when missing).
     pub async fn open(uri: &str, stores: &StoreFactory) -> Result<Self, OutputError> {
         if crate::storage::is_remote(uri) {
             let located = stores.locate(uri).map_err(|e| OutputError::Store {
@@ -108,6 +108,15 @@ impl RunFolder {
             uri: format!("{}/{rel}", self.uri),
             message: e.to_string(),
         })
+    }
+
+    /// The record of the run in progress here, if one is.
+    pub async fn record(&self) -> Result<Option<RunRecord>, OutputError> {
+        match self.store.head(&self.path("run.json")).await {
+            Ok(_) => self.read("run.json").await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("read")(e)),
+        }
     }
 
     /// Joins the run: records `ours` when no run is in progress here, else checks that the
@@ -195,6 +204,14 @@ impl RunFolder {
     /// Removes one attempt's staged parts.
     pub async fn discard(&self, shard: usize, attempt: &str) {
         self.remove_under(&format!("parts/{shard}-{attempt}")).await;
+    }
+
+    /// Removes the local folder [`Self::open`] created, when nothing was put in it (a
+    /// remote folder is only a prefix). A shard joining meanwhile keeps it.
+    pub fn remove_if_empty(&self) {
+        if let Some(dir) = &self.local {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// Removes the whole folder: the run has committed, or cannot.

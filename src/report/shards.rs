@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Latency, PartFile, ReasonCount, RowCounts, RunMetrics, StageSeconds};
 
-/// What a sharded run is: every shard of it must agree with the record the first one wrote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a sharded run is: every shard of it must agree with the record the first one wrote,
+/// which also holds what committing the run needs from the spec (so that `batchscore commit`
+/// can do it with no spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     pub run_key: String,
     pub run_id: String,
@@ -20,6 +22,14 @@ pub struct RunRecord {
     pub model_sha256: String,
     pub input_fingerprint: String,
     pub started_at: String,
+    pub job_name: String,
+    pub output_uri: String,
+    pub model_uri: String,
+    /// `parquet` or `csv`.
+    pub format: String,
+    pub mode: crate::spec::WriteMode,
+    pub max_rejected: Option<u64>,
+    pub max_rejected_rate: Option<f64>,
 }
 
 impl RunRecord {
@@ -250,6 +260,13 @@ mod tests {
             model_sha256: "m".into(),
             input_fingerprint: "i".into(),
             started_at: "t".into(),
+            job_name: "j".into(),
+            output_uri: "o".into(),
+            model_uri: "m.onnx".into(),
+            format: "parquet".into(),
+            mode: crate::spec::WriteMode::Error,
+            max_rejected: None,
+            max_rejected_rate: None,
         };
         let mut other = r.clone();
         assert!(r.differences(&other).is_empty());

@@ -52,16 +52,34 @@ pub enum RunError {
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     #[error("{what} failed: {message}")]
     Task { what: String, message: String },
+    /// `batchscore commit` found no run in progress, and no committed output.
+    #[error("output {output}: no sharded run is in progress here, and none has committed")]
+    NoRun { output: String },
+    /// `batchscore commit` before every shard finished.
+    #[error(
+        "output {output}: run {run_id} cannot commit yet: shard(s) {missing} of {of} have not finished; run them (the same command with --shard I/{of}), then commit again"
+    )]
+    ShardsMissing {
+        output: String,
+        run_id: String,
+        missing: String,
+        of: usize,
+    },
+    #[error(
+        "{folder}: a shard took the commit lock (commit.lock) and may be committing the run now; if it died, run batchscore commit --force"
+    )]
+    CommitLocked { folder: String },
 }
 
 impl RunError {
     /// 2: refused before any work (spec, command line, model, existing output); 3: more rows
-    /// rejected than the budget allows; 1: anything else.
+    /// rejected than the budget allows; 4: `commit` with shards missing; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Spec(_) => 2,
+            Self::Spec(_) | Self::NoRun { .. } | Self::CommitLocked { .. } => 2,
             Self::Output(e) if e.is_refusal() => 2,
             Self::RejectBudget { .. } => 3,
+            Self::ShardsMissing { .. } => 4,
             _ => 1,
         }
     }

@@ -23,6 +23,7 @@ use crate::output::{Committer, RunFolder};
 use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
 use crate::report::{Manifest, PartFile, RunFacts, RunMetrics};
 use crate::score::Scorer;
+use crate::storage::StoreFactory;
 
 /// How a shard's process ended.
 #[derive(Debug)]
@@ -109,7 +110,8 @@ pub async fn execute_shard(
             run_id: record.run_id,
         });
     }
-    commit_run(&plan, &folder, &record, &finished).await
+    let summary = commit_run(&folder, &record, &finished, &plan.stores).await?;
+    Ok(ShardOutcome::Committed(Box::new(summary)))
 }
 
 /// What a finished shard records: its parts and its counts, every reject reason and its
@@ -154,6 +156,7 @@ fn record_of(
     run_id: Option<String>,
     started_at: chrono::DateTime<chrono::Utc>,
 ) -> RunRecord {
+    let s = &plan.spec.spec;
     RunRecord {
         run_key: plan.run_key(),
         run_id: run_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
@@ -162,18 +165,24 @@ fn record_of(
         model_sha256: plan.model.sha256.clone(),
         input_fingerprint: plan.input_fingerprint.clone(),
         started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        job_name: s.name.clone(),
+        output_uri: s.output.uri.clone(),
+        model_uri: plan.model.uri.clone(),
+        format: s.output.format.extension().to_string(),
+        mode: s.output.mode,
+        max_rejected: s.run.max_rejected,
+        max_rejected_rate: s.run.max_rejected_rate,
     }
 }
 
 /// Commits the run from every shard's manifest, within the run's reject budget; the run
 /// folder goes either way (a run past its budget cannot commit).
 async fn commit_run(
-    plan: &JobPlan,
     folder: &RunFolder,
     record: &RunRecord,
     shards: &[ShardManifest],
-) -> Result<ShardOutcome, RunError> {
-    let s = &plan.spec.spec;
+    stores: &StoreFactory,
+) -> Result<RunSummary, RunError> {
     let Some(mut metrics) = merge(shards, &record.started_at) else {
         return Err(RunError::Task {
             what: "the commit".into(),
@@ -183,9 +192,9 @@ async fn commit_run(
     metrics.run_id = record.run_id.clone();
     let considered = metrics.rows.selected + shards.iter().map(|m| m.malformed).sum::<u64>();
     let budget = check_budget(
-        &s.name,
-        s.run.max_rejected,
-        s.run.max_rejected_rate,
+        &record.job_name,
+        record.max_rejected,
+        record.max_rejected_rate,
         considered,
         metrics.rows.rejected,
         &metrics.rejected_reasons,
@@ -208,36 +217,27 @@ async fn commit_run(
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     rejected_files.sort_by(|a, b| a.path.cmp(&b.path));
-    let manifest = manifest(plan, record, files, rejected_files);
-    let committer =
-        Committer::prepare(&s.output.uri, s.output.mode, &record.run_id, &plan.stores).await?;
+    let manifest = manifest(record, files, rejected_files);
+    let uri = &record.output_uri;
+    let committer = Committer::prepare(uri, record.mode, &record.run_id, stores).await?;
     let output = committer
         .commit_parts(sources, &manifest, &mut metrics, commit_started)
         .await?;
     folder.remove().await;
     tracing::info!(output = %output, rows = manifest.rows, shards = shards.len(), "committed the run");
-    Ok(ShardOutcome::Committed(Box::new(RunSummary {
-        output,
-        metrics,
-    })))
+    Ok(RunSummary { output, metrics })
 }
 
-fn manifest(
-    plan: &JobPlan,
-    record: &RunRecord,
-    files: Vec<PartFile>,
-    rejected_files: Vec<PartFile>,
-) -> Manifest {
-    let s = &plan.spec.spec;
+fn manifest(record: &RunRecord, files: Vec<PartFile>, rejected_files: Vec<PartFile>) -> Manifest {
     Manifest {
         run_id: record.run_id.clone(),
         run_key: record.run_key.clone(),
-        job_name: s.name.clone(),
-        spec_hash: plan.spec.hash.clone(),
-        input_fingerprint: plan.input_fingerprint.clone(),
-        model_uri: plan.model.uri.clone(),
-        model_sha256: plan.model.sha256.clone(),
-        format: s.output.format.extension().to_string(),
+        job_name: record.job_name.clone(),
+        spec_hash: record.spec_hash.clone(),
+        input_fingerprint: record.input_fingerprint.clone(),
+        model_uri: record.model_uri.clone(),
+        model_sha256: record.model_sha256.clone(),
+        format: record.format.clone(),
         rows: files.iter().map(|f| f.rows).sum(),
         files,
         rejected_rows: rejected_files.iter().map(|f| f.rows).sum(),
@@ -245,4 +245,54 @@ fn manifest(
         committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         batchscore_version: env!("CARGO_PKG_VERSION").to_string(),
     }
+}
+
+/// What `batchscore commit` did.
+#[derive(Debug)]
+pub enum CommitOutcome {
+    Committed(Box<RunSummary>),
+    /// The output was committed already, by this run.
+    AlreadyCommitted {
+        run_id: String,
+    },
+}
+
+/// `batchscore commit OUTPUT`: commits the run in progress at `output` from its finished
+/// shards, as the last shard would have; refuses, naming them, while shards are missing.
+/// `force` takes the commit lock even when a shard holds it (one that died committing).
+pub async fn commit_by_hand(
+    output: &str,
+    stores: &StoreFactory,
+    force: bool,
+) -> Result<CommitOutcome, RunError> {
+    let folder = RunFolder::open(output, stores).await?;
+    let Some(record) = folder.record().await? else {
+        folder.remove_if_empty();
+        if let Some(m) = Committer::committed_manifest(output, stores).await? {
+            return Ok(CommitOutcome::AlreadyCommitted { run_id: m.run_id });
+        }
+        return Err(RunError::NoRun {
+            output: output.to_string(),
+        });
+    };
+    let finished = folder.finished_shards().await?;
+    let missing: Vec<String> = (0..record.shards)
+        .filter(|i| !finished.iter().any(|m| m.shard == *i))
+        .map(|i| i.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(RunError::ShardsMissing {
+            output: output.to_string(),
+            run_id: record.run_id,
+            missing: missing.join(", "),
+            of: record.shards,
+        });
+    }
+    if !folder.lock_commit("commit").await? && !force {
+        return Err(RunError::CommitLocked {
+            folder: folder.uri.clone(),
+        });
+    }
+    let summary = commit_run(&folder, &record, &finished, stores).await?;
+    Ok(CommitOutcome::Committed(Box::new(summary)))
 }
