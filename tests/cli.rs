@@ -376,7 +376,7 @@ Examples:
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
-  batchscore commit jobs/churn.toml --var ds=2026-11-27
+  batchscore commit s3://bucket/scores/ds=2026-11-27/ --spec jobs/churn.toml
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx
 "
@@ -987,12 +987,14 @@ fn commit_finishes_a_run_whose_last_shard_died_committing() {
     let s = Scratch::new();
     let job = s.repo_job("fraud");
     let job = job.to_str().unwrap();
-    let err = assert_exit(&run(&["commit", job]), 2);
+    let out = s.path("out/fraud");
+    let output = out.to_str().unwrap();
+    let err = assert_exit(&run(&["commit", output]), 2);
     assert!(err.contains("no sharded run is in progress here"), "{err}");
     assert!(!s.path("out").join(".fraud.run").exists());
 
     assert_ok(&run(&["run", job, "--shard", "0/2"]));
-    let err = assert_exit(&run(&["commit", job]), 4);
+    let err = assert_exit(&run(&["commit", output, "--spec", job]), 4);
     assert!(
         err.contains(
             "shard(s) 1 of 2 have not finished; run them (the same command with --shard I/2)"
@@ -1016,12 +1018,11 @@ fn commit_finishes_a_run_whose_last_shard_died_committing() {
     // SAFETY: signalling our own child process by its id.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     child.wait_with_output().unwrap();
-    let out = s.path("out/fraud");
     assert!(!out.exists(), "nothing was published");
 
-    let err = assert_exit(&run(&["commit", job]), 2);
+    let err = assert_exit(&run(&["commit", output]), 2);
     assert!(err.contains("a shard took the commit lock"), "{err}");
-    let o = run(&["commit", job, "--force"]);
+    let o = run(&["commit", output, "--force"]);
     assert_ok(&o);
     assert!(
         text(&o).0.contains("fraud-scores: 2500 rows scored")
@@ -1044,7 +1045,7 @@ fn commit_finishes_a_run_whose_last_shard_died_committing() {
         .collect();
     assert_eq!(beside, ["fraud"], "no run folder or staging left");
 
-    let o = run(&["commit", job]);
+    let o = run(&["commit", output]);
     assert_ok(&o);
     assert!(
         text(&o).0.contains(&format!(

@@ -29,7 +29,7 @@ Examples:
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
-  batchscore commit jobs/churn.toml --var ds=2026-11-27
+  batchscore commit s3://bucket/scores/ds=2026-11-27/ --spec jobs/churn.toml
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx";
 
@@ -100,7 +100,7 @@ by rows (by bytes for CSV). The run key names the run: shards of one run must ag
     /// Commit a sharded run from its finished shards, when its last shard could not; or
     /// name the shards still to run.
     #[command(
-        after_help = "Example:\n  batchscore commit jobs/churn.toml --var ds=2026-11-27\n\n\
+        after_help = "Example:\n  batchscore commit s3://bucket/scores/ds=2026-11-27/ --spec jobs/churn.toml\n\n\
 The last shard of a run to finish commits it; this is for when that shard died after\n\
 finishing or its commit failed. Exits 4, naming them, while shards have not finished;\n\
 0 when the output is committed already."

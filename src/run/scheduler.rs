@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | Kubernetes Indexed Job | `JOB_COMPLETION_INDEX` | none: `[run] shards` or `--shards` | `BATCHSCORE_RUN_ID` (the Job's name, from the downward API) |
 //! | AWS Batch array job | `AWS_BATCH_JOB_ARRAY_INDEX` | `AWS_BATCH_JOB_ARRAY_SIZE` | `AWS_BATCH_JOB_ID` without its `:index` |
-//! | Slurm job array | `SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN` | `SLURM_ARRAY_TASK_COUNT` | `SLURM_ARRAY_JOB_ID` |
+//! | Slurm job array | `SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`, or the task id itself when the job gives the count | `SLURM_ARRAY_TASK_COUNT`, or the job's | `SLURM_ARRAY_JOB_ID` |
 //! | Google Cloud Batch | `BATCH_TASK_INDEX` | `BATCH_TASK_COUNT` | `BATCH_JOB_UID` |
 
 use crate::input::ShardId;
@@ -39,7 +39,7 @@ pub fn detect(
     shards: Option<usize>,
 ) -> Result<AutoShard, AutoShardError> {
     let fail = |m: String| AutoShardError(m);
-    let seen = seen(var).map_err(fail)?;
+    let seen = seen(var, shards).map_err(fail)?;
     let Some(first) = seen.first() else {
         return Err(fail("no scheduler's variables are set (JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX, SLURM_ARRAY_TASK_ID, BATCH_TASK_INDEX): give --shard I/N".into()));
     };
@@ -92,8 +92,10 @@ fn show(count: Option<usize>) -> String {
     count.map_or("an unknown count".into(), |n| n.to_string())
 }
 
-/// Every scheduler whose index variable is set, with what its variables say.
-fn seen(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Seen>, String> {
+/// Every scheduler whose index variable is set, with what its variables say. `shards` is the
+/// job's own count: with it, a Slurm array task's id is its shard, so that an array of some
+/// of the indices (`sbatch --array=2`, rerunning one) is shards of the same run.
+fn seen(var: &dyn Fn(&str) -> Option<String>, shards: Option<usize>) -> Result<Vec<Seen>, String> {
     let number = |name: &str| -> Result<Option<usize>, String> {
         match var(name) {
             None => Ok(None),
@@ -123,14 +125,20 @@ fn seen(var: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Seen>, String> {
         });
     }
     if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
-        let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-        let index = id.checked_sub(min).ok_or_else(|| {
-            format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")
-        })?;
+        let (index, count) = match shards {
+            Some(_) => (id, None),
+            None => {
+                let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+                let index = id.checked_sub(min).ok_or_else(|| {
+                    format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}")
+                })?;
+                (index, number("SLURM_ARRAY_TASK_COUNT")?)
+            }
+        };
         seen.push(Seen {
             scheduler: "Slurm (SLURM_ARRAY_TASK_ID)",
             index,
-            count: number("SLURM_ARRAY_TASK_COUNT")?,
+            count,
             run_id: var("SLURM_ARRAY_JOB_ID"),
         });
     }
@@ -173,6 +181,20 @@ mod tests {
         let s = detect(&slurm, None).unwrap();
         assert_eq!((s.shard.index, s.shard.count), (2, 4));
         assert_eq!(s.run_id.as_deref(), Some("1234"));
+        // `sbatch --array=2` reruns shard 2 of a job that says it has 4.
+        let rerun = env(&[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "1"),
+        ]);
+        let s = detect(&rerun, Some(4)).unwrap();
+        assert_eq!((s.shard.index, s.shard.count), (2, 4));
+        assert!(
+            detect(&rerun, Some(2))
+                .unwrap_err()
+                .to_string()
+                .contains("says shard 2 of 2: the index must be less than the count")
+        );
         let aws = env(&[
             ("AWS_BATCH_JOB_ARRAY_INDEX", "1"),
             ("AWS_BATCH_JOB_ARRAY_SIZE", "3"),
