@@ -194,6 +194,15 @@ pub struct RejectCounts {
 }
 
 impl RejectCounts {
+    /// Forgets every count (between a resumable run's pieces, each counted alone).
+    pub fn clear(&self) {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.rows.store(0, Ordering::Relaxed);
+    }
+
     /// Counts one rejected row per reason.
     pub fn add<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
         let mut counts = self.reasons.lock().unwrap_or_else(|e| e.into_inner());

@@ -955,7 +955,7 @@ fn a_shard_of_another_run_or_an_unsplittable_query_is_refused() {
     let err = assert_exit(&run(&["run", other.to_str().unwrap(), "--shard", "1/2"]), 2);
     assert!(
         err.contains("another run is in progress here")
-            && err.contains("this shard differs from it in the spec (after its --vars)"),
+            && err.contains("this one differs from it in the spec (after its --vars)"),
         "{err}"
     );
     let o = run(&["run", job.to_str().unwrap(), "--shard", "1/2"]);

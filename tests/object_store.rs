@@ -1054,3 +1054,130 @@ fn shards_in_a_bucket_commit_once_even_when_the_last_two_finish_together() {
 fn text_of(o: &std::process::Output) -> String {
     text(o).0
 }
+
+/// The fraud job over `replicated_fraud_input` in a bucket (2 files, 20 row groups), its
+/// output in the bucket under `out`, parts of at most 1,000 rows.
+fn replicated_fraud_bucket(
+    s: &Scratch,
+    name: &str,
+    copies: usize,
+) -> (String, impl ObjectStore, Table) {
+    let (b, store) = bucket(name);
+    let expected = replicated_fraud_input(&s.path("in"), 2, copies);
+    upload_dir(&store, &s.path("in"), "in");
+    (b, store, expected)
+}
+
+fn replicated_fraud_job(s: &Scratch, bucket: &str, out: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "uri = \"../sample_data/fraud/transactions.parquet\"",
+            &format!("uri = \"s3://{bucket}/in/\""),
+        )
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        )
+        .replace("../out/fraud/", &format!("s3://{bucket}/{out}/"))
+        .replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\nmax_rows_per_file = 1000",
+        )
+        + &storage_table(true);
+    s.job(&format!("{out}.toml"), &text)
+}
+
+/// Starts `args` held at the test barrier `point` and kills it there.
+fn kill_at(s: &Scratch, args: &[&str], point: &str) {
+    let barrier = s.path(&format!("barrier-{point}"));
+    let child = s3_command(s, args)
+        .env(BARRIER_VAR, format!("{point}:{}:2", barrier.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    wait_until("the run reaches the barrier", || {
+        std::fs::read_dir(&barrier).is_ok_and(|d| d.count() == 1)
+    });
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+}
+
+/// A shard killed mid-way, with parts of its own already staged in the bucket, and run again
+/// alone completes the run: every row once, with onnxruntime's scores, and nothing of the
+/// dead attempt left.
+#[test]
+fn a_shard_killed_mid_way_and_run_again_completes_the_run_in_a_bucket() {
+    let s = Scratch::new();
+    let (b, store, expected) = replicated_fraud_bucket(&s, "killed-shard", 2);
+    let job = replicated_fraud_job(&s, &b, "f");
+    let job = job.to_str().unwrap();
+    for i in [0, 2] {
+        assert_ok(&s3_run(&s, &["run", job, "--shard", &format!("{i}/3")]));
+    }
+    kill_at(&s, &["run", job, "--shard", "1/3"], "part-rolled");
+    let staged: Vec<_> = {
+        use futures::TryStreamExt;
+        rt().block_on(
+            store
+                .list(Some(&"f/_run/parts".into()))
+                .try_collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    assert!(
+        staged
+            .iter()
+            .any(|m| m.location.as_ref().starts_with("f/_run/parts/1-")),
+        "the dead attempt staged a part: {staged:?}"
+    );
+    assert_eq!(count_objects(&store, "f/_run/shards/1.json"), 0);
+    assert_eq!(count_objects(&store, "f/_SUCCESS"), 0);
+    let o = s3_run(&s, &["run", job, "--shard", "1/3"]);
+    assert_ok(&o);
+    assert!(text_of(&o).contains("committed the run"), "{}", text_of(&o));
+    assert_eq!(
+        count_objects(&store, "f/_run"),
+        0,
+        "nothing of the run folder is left"
+    );
+    download(&store, "f", &s.path("got"));
+    assert_matches(
+        &read_output(&s.path("got")),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+}
+
+/// `--resume` in a bucket: killed after 16 of its 20 pieces, the run resumed skips them (its
+/// metrics say so) and commits what an uninterrupted run commits, which is onnxruntime's.
+#[test]
+fn a_resumed_run_in_a_bucket_skips_finished_pieces_and_equals_an_uninterrupted_run() {
+    let s = Scratch::new();
+    let (b, store, expected) = replicated_fraud_bucket(&s, "resume", 2);
+    let job = replicated_fraud_job(&s, &b, "f");
+    let job = job.to_str().unwrap();
+    kill_at(&s, &["run", job, "--resume"], "piece-15");
+    assert_eq!(count_objects(&store, "f/_run/shards"), 16);
+    assert_eq!(count_objects(&store, "f/_SUCCESS"), 0);
+    let o = s3_run(&s, &["run", job, "--resume", "--json"]);
+    assert_ok(&o);
+    let m: serde_json::Value = serde_json::from_str(&text_of(&o)).unwrap();
+    assert_eq!(m["resumed"]["pieces"], 20);
+    assert_eq!(m["resumed"]["pieces_skipped"], 16);
+    assert_eq!(m["resumed"]["rows_skipped"], 8000);
+    assert_eq!(m["rows"]["scored"], 10_000);
+    assert_eq!(count_objects(&store, "f/_run"), 0);
+
+    let whole = replicated_fraud_job(&s, &b, "whole");
+    assert_ok(&s3_run(&s, &["run", whole.to_str().unwrap()]));
+    download(&store, "f", &s.path("resumed"));
+    download(&store, "whole", &s.path("whole"));
+    let resumed = read_output(&s.path("resumed"));
+    let columns = ["fraud_probability", "fraud_label"];
+    assert_matches(&resumed, &read_output(&s.path("whole")), "txn_id", &columns);
+    assert_matches(&resumed, &expected, "txn_id", &columns);
+}

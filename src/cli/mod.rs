@@ -73,6 +73,10 @@ beside the output parts, _SUCCESS last."
         /// Print the run's metrics as JSON on stdout instead of the summary line.
         #[arg(long)]
         json: bool,
+        /// Score the run in pieces, each recorded when finished, and skip the pieces an
+        /// earlier attempt of the same run (killed, or failed) finished.
+        #[arg(long, conflicts_with = "shard")]
+        resume: bool,
     },
     /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
     #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
@@ -174,7 +178,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             shard,
             progress,
             json,
-        } => run::run_or_shard(&job, &shard, progress, json, ort_lib).await,
+            resume,
+        } => {
+            let how = run::How {
+                progress,
+                json,
+                resume,
+            };
+            run::run_or_shard(&job, &shard, how, ort_lib).await
+        }
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::{ProgressMode, bar};
 use crate::input::ShardId;
+use crate::run::resume::execute_resumable;
 use crate::run::scheduler::detect;
 use crate::run::shard::{ShardOutcome, execute_shard};
 use crate::run::{RunSummary, already_committed, execute, plan_job, plan_shard};
@@ -106,18 +107,31 @@ impl ShardArgs {
     }
 }
 
+/// How `run` shows its progress and result, and whether it resumes.
+#[derive(Debug, Clone, Copy)]
+pub struct How {
+    pub progress: ProgressMode,
+    /// The metrics as JSON on stdout instead of the summary line.
+    pub json: bool,
+    /// `--resume`: score in recorded pieces, skipping those an earlier attempt finished.
+    pub resume: bool,
+}
+
 /// Runs a job, or one shard of it when it is split (see [`ShardArgs`]).
 pub async fn run_or_shard(
     job: &JobArgs,
     shard: &ShardArgs,
-    progress: ProgressMode,
-    json: bool,
+    how: How,
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
     let spec = job.load()?;
     match shard.resolve(spec.spec.run.shards)? {
-        Some((id, run_id)) => run_shard(spec, id, run_id, progress, ort_lib).await,
-        None => run(spec, progress, json, ort_lib).await,
+        Some(_) if how.resume => Err(ShardError(
+            "--resume is for a whole run: a shard of a sharded run is scored again whole when it is run again".into(),
+        )
+        .into()),
+        Some((id, run_id)) => run_shard(spec, id, run_id, how.progress, ort_lib).await,
+        None => run(spec, how, ort_lib).await,
     }
 }
 
@@ -167,12 +181,7 @@ async fn run_shard(
 }
 
 /// Runs a whole job; prints one summary line (or, with `json`, the metrics) on stdout.
-async fn run(
-    spec: LoadedSpec,
-    progress: ProgressMode,
-    json: bool,
-    ort_lib: Option<&Path>,
-) -> anyhow::Result<()> {
+async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     let plan = plan_job(spec, ort_lib).await?;
     if plan.spec.spec.output.mode == WriteMode::Skip
         && let Some(run_id) = already_committed(&plan).await?
@@ -183,9 +192,11 @@ async fn run(
         );
         return Ok(());
     }
-    // A signal drops the run: its tasks stop and its staging is removed.
+    let bar = bar(how.progress);
+    // A signal drops the run: its tasks stop and its staging is removed (a resumable run's
+    // finished pieces stay, for the next --resume).
     let summary = tokio::select! {
-        r = execute(plan, bar(progress)) => r.inspect_err(|_| {
+        r = execute_either(plan, bar, how.resume) => r.inspect_err(|_| {
             // The staging is gone by now: say so, for whoever reads the log at 3 a.m.
             tracing::error!("run failed: nothing was committed");
         })?,
@@ -194,12 +205,31 @@ async fn run(
             return Err(Interrupted(signal).into());
         }
     };
+    let json = how.json;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.metrics)?);
     } else {
         println!("{}", summary_line(&summary));
     }
     Ok(())
+}
+
+/// Runs the whole job at once, or (`resume`) as resumable pieces.
+async fn execute_either(
+    plan: crate::run::JobPlan,
+    bar: Option<indicatif::ProgressBar>,
+    resume: bool,
+) -> Result<RunSummary, crate::run::RunError> {
+    if !resume {
+        return execute(plan, bar).await;
+    }
+    match execute_resumable(plan, bar).await? {
+        ShardOutcome::Committed(summary) => Ok(*summary),
+        other => Err(crate::run::RunError::Task {
+            what: "the resumable run".into(),
+            message: format!("another process is scoring it too ({other:?})"),
+        }),
+    }
 }
 
 /// `churn-nightly: 1941 rows scored in 0.05 s (39522 rows/s), 0 rejected -> out/ (2 files)`.
@@ -215,7 +245,16 @@ pub(super) fn summary_line(summary: &RunSummary) -> String {
         summary.output,
         m.output_files,
         if m.output_files == 1 { "" } else { "s" }
-    )
+    ) + &m
+        .resumed
+        .as_ref()
+        .filter(|r| r.pieces_skipped > 0)
+        .map_or(String::new(), |r| {
+            format!(
+                "; resumed: {} of {} pieces ({} rows) were finished already",
+                r.pieces_skipped, r.pieces, r.rows_skipped
+            )
+        })
 }
 
 /// Checks a job without scoring and describes its bindings.

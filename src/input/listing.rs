@@ -15,6 +15,7 @@ use crate::spec::{CsvCompression, InputFormat, InputSpec};
 use crate::storage::StoreFactory;
 
 /// Where an input's files are listed from.
+#[derive(Debug, Clone)]
 pub(super) struct Listing {
     pub url: ListingTableUrl,
     /// A directory, a prefix or a glob (many files), rather than one file.

@@ -124,6 +124,8 @@ pub struct OpenedInput {
     /// For a sharded run, the units this shard reads (the table holds only those).
     pub shard: Option<Shard>,
     pub csv: Option<CsvScanReport>,
+    /// The files, to register the table again for some of the units.
+    pub source: UnitSource,
 }
 
 /// What registering the input's files found out about them.
@@ -132,6 +134,71 @@ struct Registered {
     units: Vec<WorkUnit>,
     shard: Option<Shard>,
     csv: Option<CsvScanReport>,
+    source: UnitSource,
+}
+
+/// An input's files, kept so that the table `input` can be registered again over some of
+/// its units: a resumable run scores its pieces one after another.
+#[derive(Debug)]
+pub struct UnitSource(Source);
+
+#[derive(Debug)]
+enum Source {
+    Parquet(datafusion::datasource::listing::ListingTable),
+    Csv {
+        listing: Listing,
+        options: ListingOptions,
+        files: Vec<ObjectMeta>,
+        compression: CsvCompression,
+        batch_size: usize,
+    },
+}
+
+/// Registers the table `input` again over `chosen` of the input's units `all`, and returns
+/// the job's data frame over it (and, for CSV, what its scans report).
+pub async fn reopen(
+    ctx: &SessionContext,
+    input: &InputSpec,
+    source: &UnitSource,
+    all: &[WorkUnit],
+    chosen: &[WorkUnit],
+) -> Result<(DataFrame, Option<CsvScanReport>), Vec<Problem>> {
+    let (table, csv): (Arc<dyn TableProvider>, _) = match &source.0 {
+        Source::Parquet(table) => (
+            Arc::new(subset::SubsetTable::new(table.clone(), all, chosen)),
+            None,
+        ),
+        Source::Csv {
+            listing,
+            options,
+            files,
+            compression,
+            batch_size,
+        } => {
+            let mine: Vec<&str> = chosen.iter().map(|u| u.location.as_str()).collect();
+            let files = files
+                .iter()
+                .filter(|f| mine.contains(&f.location.as_ref()))
+                .cloned()
+                .collect();
+            let (table, report) = csv_table(
+                ctx,
+                input,
+                listing,
+                options,
+                files,
+                *compression,
+                *batch_size,
+            )
+            .await
+            .map_err(|e| vec![Problem::from(e)])?;
+            (Arc::new(table), Some(report))
+        }
+    };
+    let _ = ctx.deregister_table(INPUT_TABLE);
+    ctx.register_table(INPUT_TABLE, table)
+        .map_err(|e| vec![Problem::new("input.uri", e.to_string())])?;
+    Ok((query_frame(ctx, input).await?, csv))
 }
 
 /// What a CSV scan reports besides its rows.
@@ -160,6 +227,7 @@ pub async fn open_input(
         units: registered.units,
         shard: registered.shard,
         csv: registered.csv,
+        source: registered.source,
     })
 }
 
@@ -184,9 +252,9 @@ async fn register(
             message: e.to_string(),
         })?;
     let fingerprint = listing::fingerprint(&files);
-    let (units, shard, table, csv) = match format {
+    let (units, shard, table, csv, source) = match format {
         InputFormat::Csv => {
-            let (units, shard, table, report) = csv_input(
+            let (units, shard, table, report, source) = csv_input(
                 ctx,
                 input,
                 &listing,
@@ -197,7 +265,7 @@ async fn register(
                 shard,
             )
             .await?;
-            (units, shard, table, Some(report))
+            (units, shard, table, Some(report), source)
         }
         InputFormat::Parquet => {
             let footers = parquet::read_footers(&state, &listing.url, &files).await?;
@@ -205,6 +273,7 @@ async fn register(
                 parquet::table(&state, uri, listing.url, options, &footers.representatives).await?;
             let units = footers.units;
             let shard = shard.map(|id| choose(&units, id));
+            let source = UnitSource(Source::Parquet(table.clone()));
             let table: Arc<dyn TableProvider> = match &shard {
                 Some(s) => Arc::new(subset::SubsetTable::new(
                     table,
@@ -213,7 +282,7 @@ async fn register(
                 )),
                 None => Arc::new(table),
             };
-            (units, shard, table, None)
+            (units, shard, table, None, source)
         }
     };
     ctx.register_table(INPUT_TABLE, table)
@@ -226,11 +295,12 @@ async fn register(
         units,
         shard,
         csv,
+        source,
     })
 }
 
-/// A CSV input's units, the shard's when there is one, and the table over its files (the
-/// shard's only).
+/// A CSV input's units, the shard's when there is one, the table over its files (the
+/// shard's only), and the files, to register again for some units.
 #[allow(clippy::too_many_arguments)]
 async fn csv_input(
     ctx: &SessionContext,
@@ -247,11 +317,19 @@ async fn csv_input(
         Option<Shard>,
         Arc<dyn TableProvider>,
         CsvScanReport,
+        UnitSource,
     ),
     InputError,
 > {
     let units = units::csv_units(&listing.url, &files);
     let shard = shard.map(|id| choose(&units, id));
+    let source = UnitSource(Source::Csv {
+        listing: listing.clone(),
+        options: options.clone(),
+        files: files.clone(),
+        compression,
+        batch_size,
+    });
     let files = match &shard {
         Some(s) => {
             let mine: Vec<&str> = units[s.units.clone()]
@@ -267,7 +345,7 @@ async fn csv_input(
     };
     let (table, report) =
         csv_table(ctx, input, listing, options, files, compression, batch_size).await?;
-    Ok((units, shard, Arc::new(table), report))
+    Ok((units, shard, Arc::new(table), report, source))
 }
 
 /// Shard `id`'s units of the input's.

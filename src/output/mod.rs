@@ -57,7 +57,7 @@ pub enum OutputError {
     )]
     Conflict { uri: String },
     #[error(
-        "output {folder}: another run is in progress here (run {run_id}, started {started_at}), and this shard differs from it in {differs}; let that run finish, or remove {folder} to start another"
+        "output {folder}: another run is in progress here (run {run_id}, started {started_at}), and this one differs from it in {differs}; let that run finish, or remove {folder} to start another"
     )]
     AnotherRun {
         folder: String,

@@ -49,6 +49,20 @@ pub struct RunMetrics {
     pub non_finite_outputs: u64,
     /// Why rows were rejected, most frequent first (at most 10 reasons).
     pub rejected_reasons: Vec<ReasonCount>,
+    /// For a run resumed with `--resume`: the pieces earlier attempts had finished, which
+    /// the last attempt skipped. Their rows count in `rows` as the run's.
+    #[serde(default)]
+    pub resumed: Option<Resumed>,
+}
+
+/// What a resumed run did not score again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resumed {
+    /// The pieces the run is cut into (contiguous runs of work units, balanced by rows).
+    pub pieces: usize,
+    pub pieces_skipped: usize,
+    pub units_skipped: usize,
+    pub rows_skipped: u64,
 }
 
 /// Row counts of a run.
@@ -229,6 +243,7 @@ impl RunMetrics {
             output_bytes: run.output_bytes,
             non_finite_outputs: load(&stats.non_finite_outputs),
             rejected_reasons: stats.rejected.top(10),
+            resumed: None,
         }
     }
 }

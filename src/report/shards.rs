@@ -30,6 +30,9 @@ pub struct RunRecord {
     pub mode: crate::spec::WriteMode,
     pub max_rejected: Option<u64>,
     pub max_rejected_rate: Option<f64>,
+    /// A resumable run (`run --resume`): its "shards" are pieces one process scores in turn.
+    #[serde(default)]
+    pub resumable: bool,
 }
 
 impl RunRecord {
@@ -45,7 +48,9 @@ impl RunRecord {
         if self.input_fingerprint != other.input_fingerprint {
             d.push("the input files");
         }
-        if self.shards != other.shards {
+        if self.resumable != other.resumable {
+            d.push("being resumable (--resume) rather than sharded (--shard)");
+        } else if self.shards != other.shards {
             d.push("the shard count");
         }
         d
@@ -267,6 +272,7 @@ mod tests {
             mode: crate::spec::WriteMode::Error,
             max_rejected: None,
             max_rejected_rate: None,
+            resumable: false,
         };
         let mut other = r.clone();
         assert!(r.differences(&other).is_empty());
@@ -275,6 +281,14 @@ mod tests {
         assert_eq!(
             r.differences(&other),
             ["the input files", "the shard count"]
+        );
+        other.resumable = true;
+        assert_eq!(
+            r.differences(&other),
+            [
+                "the input files",
+                "being resumable (--resume) rather than sharded (--shard)"
+            ]
         );
     }
 }

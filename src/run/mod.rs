@@ -10,6 +10,7 @@ pub mod memory;
 pub mod partition;
 pub mod physical;
 pub mod plan;
+pub mod resume;
 pub mod scheduler;
 pub mod shard;
 pub mod work_queue;
@@ -136,7 +137,18 @@ pub async fn execute(
         staging: committer.staging(),
         part: "part".to_string(),
     };
-    let written = match write_parts(&mut plan, &scoring, &scorer, &destination, progress).await {
+    let written = write_parts(
+        &mut plan,
+        &scoring,
+        &scorer,
+        &destination,
+        progress.as_ref(),
+    )
+    .await;
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let written = match written {
         Ok(w) => w,
         Err(e) => {
             committer.abort().await;
@@ -151,6 +163,7 @@ pub async fn execute(
         .commit(&manifest, &mut metrics, commit_started)
         .await?;
     tracing::info!(output = %output, rows = manifest.rows, "committed");
+    resume::forget_resumable(&plan.spec.spec.output.uri, &plan.stores).await;
     Ok(RunSummary { output, metrics })
 }
 
@@ -182,16 +195,16 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
 
 /// Runs the plan: every worker's task, and the malformed rows' for a CSV input, writing into
 /// `staging`; then checks the reject rate. An empty input still gets one empty part, so that
-/// readers see the output's schema.
+/// readers see the output's schema. The progress bar gets its length here unless it has one.
 async fn write_parts(
     plan: &mut JobPlan,
     scoring: &Scoring,
     scorer: &Arc<Scorer>,
     destination: &Destination,
-    progress: Option<ProgressBar>,
+    progress: Option<&ProgressBar>,
 ) -> Result<Written, RunError> {
     let physical = scoring.physical_plan(&plan.ctx, plan.workers).await?;
-    if let Some(pb) = &progress
+    if let Some(pb) = progress.filter(|pb| pb.length().unwrap_or(0) == 0)
         && let Ok(stats) =
             StatisticsContext::new().compute(physical.as_ref(), &StatisticsArgs::new())
         && let Some(&n) = stats.num_rows.get_value()
@@ -199,18 +212,7 @@ async fn write_parts(
         pb.set_length(n as u64);
     }
     let streams = execute_stream_partitioned(physical.clone(), plan.ctx.task_ctx())?;
-    let results = run_tasks(
-        plan,
-        scoring,
-        scorer,
-        destination,
-        streams,
-        progress.as_ref(),
-    )
-    .await?;
-    if let Some(pb) = &progress {
-        pb.finish_and_clear();
-    }
+    let results = run_tasks(plan, scoring, scorer, destination, streams, progress).await?;
     let s = &plan.spec.spec;
     check_reject_rate(&s.name, s.run.max_rejected_rate, &scorer.stats)?;
     let mut files: Vec<PartFile> = results.iter().flat_map(|r| r.files.clone()).collect();

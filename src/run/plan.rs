@@ -17,7 +17,9 @@ use super::memory::{self, Demand, Layout, MemoryLimit};
 use crate::diagnostics::{Problem, SpecError};
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
 use crate::input::csv::MalformedRow;
-use crate::input::{OpenedInput, Shard, ShardId, WorkUnit, open_input, session_context};
+use crate::input::{
+    OpenedInput, Shard, ShardId, UnitSource, WorkUnit, open_input, session_context,
+};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::report::MemoryReport;
@@ -42,6 +44,8 @@ pub struct JobPlan {
     pub(super) input_fingerprint: String,
     /// The input's work units, in listing order.
     pub units: Vec<WorkUnit>,
+    /// The input's files, to register the table again over some units (a resumable run).
+    pub(super) source: UnitSource,
     /// For one shard of a sharded run: which, and its units (the input holds only those).
     pub shard: Option<(ShardId, Shard)>,
     /// For a shard: the run that already committed this output with this run key, if one
@@ -122,7 +126,10 @@ async fn check_output(
 
 /// A query a shard cannot compute over its units alone: ordering, limits, aggregates, joins
 /// and windows need every row of the run. Filters and projections split by units.
-fn refuse_unsplittable(plan: &datafusion::logical_expr::LogicalPlan, problems: &mut Vec<Problem>) {
+pub(super) fn refuse_unsplittable(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    problems: &mut Vec<Problem>,
+) {
     use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::LogicalPlan;
     let mut found = None;
@@ -215,6 +222,7 @@ pub async fn plan_shard(
         units,
         shard: shard_units,
         csv,
+        source,
     } = opened;
     Ok(JobPlan {
         workers: s.run.worker_count(),
@@ -229,6 +237,7 @@ pub async fn plan_shard(
         stores,
         input_fingerprint: fingerprint,
         units,
+        source,
         shard: shard.zip(shard_units),
         already_committed,
         memory,
@@ -397,7 +406,7 @@ fn row_bytes(schema: &datafusion::arrow::datatypes::Schema) -> u64 {
         .sum()
 }
 
-fn refused(spec: &LoadedSpec, problems: Vec<Problem>) -> RunError {
+pub(super) fn refused(spec: &LoadedSpec, problems: Vec<Problem>) -> RunError {
     RunError::Spec(SpecError {
         file: spec.file.clone(),
         problems,

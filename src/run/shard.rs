@@ -21,7 +21,7 @@ use super::{
 use crate::input::ShardId;
 use crate::output::{Committer, RunFolder};
 use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
-use crate::report::{Manifest, PartFile, RunFacts, RunMetrics};
+use crate::report::{Manifest, PartFile, Resumed, RunFacts, RunMetrics};
 use crate::score::Scorer;
 use crate::storage::StoreFactory;
 
@@ -59,58 +59,98 @@ pub async fn execute_shard(
     if let Some(run_id) = plan.already_committed.clone() {
         return Ok(ShardOutcome::AlreadyCommitted { run_id });
     }
-    let started_at = chrono::Utc::now();
-    let started = Instant::now();
     let s = &plan.spec.spec;
     let folder = RunFolder::open(&s.output.uri, &plan.stores).await?;
     let record = folder
-        .join(&record_of(&plan, id, run_id, started_at))
+        .join(&record_of(&plan, id, run_id, chrono::Utc::now(), false))
         .await?;
     let attempt = uuid::Uuid::now_v7().to_string();
     tracing::info!(run_id = %record.run_id, shard = %id, attempt = %attempt, job = %s.name, folder = %folder.uri, "starting shard");
     let scorer = Arc::new(build_scorer(&mut plan)?);
-    let scoring = Scoring::new(&plan, scorer.clone())?;
-    let destination = Destination {
-        staging: folder.staging(id.index, &attempt)?,
-        part: format!("part-{:05}", id.index),
+    let ours = Attempt {
+        folder: &folder,
+        record: &record,
+        attempt: &attempt,
+        scorer: &scorer,
     };
-    let written = match write_parts(&mut plan, &scoring, &scorer, &destination, progress).await {
-        Ok(w) => w,
-        Err(e) => {
-            folder.discard(id.index, &attempt).await;
-            return Err(e);
-        }
-    };
-    let facts = run_facts(
-        &plan,
-        &scorer,
-        &written,
-        record.run_id.clone(),
-        started_at,
-        started,
-    );
-    let manifest = shard_manifest(&record, id, &attempt, &scorer, facts, &written);
-    if !folder.finish_shard(&manifest).await? {
-        folder.discard(id.index, &attempt).await;
+    let scored = score_shard(&mut plan, &ours, id, progress.as_ref()).await;
+    if let Some(pb) = &progress {
+        pb.finish_and_clear();
+    }
+    let Some(manifest) = scored? else {
         return Ok(ShardOutcome::Duplicate {
             run_id: record.run_id,
         });
-    }
+    };
     crate::hooks::barrier("shard-finished").await;
+    commit_if_last(&ours, manifest.metrics, &plan.stores, None).await
+}
+
+/// One process's attempt at a run's shards: where it stages, under which record, with
+/// which sessions.
+pub(super) struct Attempt<'a> {
+    pub folder: &'a RunFolder,
+    pub record: &'a RunRecord,
+    pub attempt: &'a str,
+    pub scorer: &'a Arc<Scorer>,
+}
+
+/// Scores the plan's input (shard `id`'s units) into the run folder and records the shard
+/// finished; none when another attempt had finished it first (this one's parts are dropped).
+pub(super) async fn score_shard(
+    plan: &mut JobPlan,
+    ours: &Attempt<'_>,
+    id: ShardId,
+    progress: Option<&ProgressBar>,
+) -> Result<Option<ShardManifest>, RunError> {
+    let (folder, scorer) = (ours.folder, ours.scorer);
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let scoring = Scoring::new(plan, scorer.clone())?;
+    let destination = Destination {
+        staging: folder.staging(id.index, ours.attempt)?,
+        part: format!("part-{:05}", id.index),
+    };
+    let written = match write_parts(plan, &scoring, scorer, &destination, progress).await {
+        Ok(w) => w,
+        Err(e) => {
+            folder.discard(id.index, ours.attempt).await;
+            return Err(e);
+        }
+    };
+    let run_id = ours.record.run_id.clone();
+    let facts = run_facts(plan, scorer, &written, run_id, started_at, started);
+    let manifest = shard_manifest(ours.record, id, ours.attempt, scorer, facts, &written);
+    if !folder.finish_shard(&manifest).await? {
+        folder.discard(id.index, ours.attempt).await;
+        return Ok(None);
+    }
+    Ok(Some(manifest))
+}
+
+/// After one of its shards finished: commits the run when every shard has and the commit
+/// lock is this attempt's. `metrics` are the shard's, for the outcome.
+pub(super) async fn commit_if_last(
+    ours: &Attempt<'_>,
+    metrics: RunMetrics,
+    stores: &StoreFactory,
+    resumed: Option<Resumed>,
+) -> Result<ShardOutcome, RunError> {
+    let (folder, record) = (ours.folder, ours.record);
     let finished = folder.finished_shards().await?;
     if finished.len() < record.shards {
         return Ok(ShardOutcome::Finished {
-            metrics: Box::new(manifest.metrics),
+            metrics: Box::new(metrics),
             done: finished.len(),
             of: record.shards,
         });
     }
-    if !folder.lock_commit(&attempt).await? {
+    if !folder.lock_commit(ours.attempt).await? {
         return Ok(ShardOutcome::CommittedByAnother {
-            run_id: record.run_id,
+            run_id: record.run_id.clone(),
         });
     }
-    let summary = commit_run(&folder, &record, &finished, &plan.stores).await?;
+    let summary = commit_run(folder, record, &finished, stores, resumed).await?;
     Ok(ShardOutcome::Committed(Box::new(summary)))
 }
 
@@ -150,11 +190,12 @@ fn shard_manifest(
 
 /// The record this shard would write, were it the first: its run id is `--run-id`, else the
 /// scheduler's job id, else a new one.
-fn record_of(
+pub(super) fn record_of(
     plan: &JobPlan,
     id: ShardId,
     run_id: Option<String>,
     started_at: chrono::DateTime<chrono::Utc>,
+    resumable: bool,
 ) -> RunRecord {
     let s = &plan.spec.spec;
     RunRecord {
@@ -172,16 +213,19 @@ fn record_of(
         mode: s.output.mode,
         max_rejected: s.run.max_rejected,
         max_rejected_rate: s.run.max_rejected_rate,
+        resumable,
     }
 }
 
 /// Commits the run from every shard's manifest, within the run's reject budget; the run
-/// folder goes either way (a run past its budget cannot commit).
+/// folder goes either way (a run past its budget cannot commit). A resumable run's pieces
+/// ran one after another, on the same workers.
 async fn commit_run(
     folder: &RunFolder,
     record: &RunRecord,
     shards: &[ShardManifest],
     stores: &StoreFactory,
+    resumed: Option<Resumed>,
 ) -> Result<RunSummary, RunError> {
     let Some(mut metrics) = merge(shards, &record.started_at) else {
         return Err(RunError::Task {
@@ -190,6 +234,10 @@ async fn commit_run(
         });
     };
     metrics.run_id = record.run_id.clone();
+    if record.resumable {
+        metrics.workers = shards.iter().map(|m| m.metrics.workers).max().unwrap_or(0);
+        metrics.resumed = resumed;
+    }
     let considered = metrics.rows.selected + shards.iter().map(|m| m.malformed).sum::<u64>();
     let budget = check_budget(
         &record.job_name,
@@ -293,6 +341,6 @@ pub async fn commit_by_hand(
             folder: folder.uri.clone(),
         });
     }
-    let summary = commit_run(&folder, &record, &finished, stores).await?;
+    let summary = commit_run(&folder, &record, &finished, stores, None).await?;
     Ok(CommitOutcome::Committed(Box::new(summary)))
 }

@@ -73,6 +73,26 @@ pub struct ScoreStats {
 }
 
 impl ScoreStats {
+    /// Zeroes every count (between a resumable run's pieces, each counted alone).
+    pub fn reset(&self) {
+        for n in [
+            &self.rows_in,
+            &self.rows_scored,
+            &self.rows_malformed,
+            &self.batches,
+            &self.features_ns,
+            &self.inference_ns,
+            &self.non_finite_outputs,
+        ] {
+            n.store(0, Ordering::Relaxed);
+        }
+        self.rejected.clear();
+        self.batch_latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Rows the run considered: those that reached scoring and the malformed CSV records
     /// that never did.
     pub fn rows_considered(&self) -> u64 {

@@ -498,3 +498,59 @@ pub fn noisy_fraud_input(path: &Path, rows: usize, group: usize) {
     }
     w.close().unwrap();
 }
+
+/// Rows of the fraud sample, per copy.
+const SAMPLE_ROWS: usize = 2500;
+
+/// Writes `files` Parquet files of `copies` copies each of the fraud sample (its `txn_id`
+/// moved by 100,000 a copy), in row groups of 500 rows; returns the expected scores, which
+/// are onnxruntime's for the sample (`expected.parquet`) with the same keys moved.
+pub fn replicated_fraud_input(dir: &Path, files: usize, copies: usize) -> Table {
+    std::fs::create_dir_all(dir).unwrap();
+    let file = File::open(sample("fraud/transactions.parquet")).unwrap();
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let schema = batches[0].schema();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(500))
+        .build();
+    for f in 0..files {
+        let out = File::create(dir.join(format!("part-{f}.parquet"))).unwrap();
+        let mut w = ArrowWriter::try_new(out, schema.clone(), Some(props.clone())).unwrap();
+        for c in 0..copies {
+            let shift = ((f * copies + c) * 100_000) as i64;
+            for b in &batches {
+                let ids = b.column(0).as_primitive::<Int64Type>();
+                let moved: ArrayRef = Arc::new(Int64Array::from_iter_values(
+                    ids.values().iter().map(|id| id + shift),
+                ));
+                let mut cols = b.columns().to_vec();
+                cols[0] = moved;
+                w.write(&RecordBatch::try_new(schema.clone(), cols).unwrap())
+                    .unwrap();
+            }
+        }
+        w.close().unwrap();
+    }
+    let oracle = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    assert_eq!(oracle["txn_id"].len(), SAMPLE_ROWS);
+    let mut expected = Table::new();
+    for copy in 0..files * copies {
+        for (column, cells) in &oracle {
+            let moved = cells.iter().map(|cell| match (column.as_str(), cell) {
+                ("txn_id", Cell::Int(id)) => Cell::Int(id + (copy * 100_000) as i64),
+                _ => cell.clone(),
+            });
+            expected.entry(column.clone()).or_default().extend(moved);
+        }
+    }
+    expected
+}
