@@ -1057,6 +1057,113 @@ fn commit_finishes_a_run_whose_last_shard_died_committing() {
     );
 }
 
+/// Writes a CSV of the fraud sample's rows, copied with moved ids until it passes `bytes`:
+/// every 5th row's `note` is quoted and spans two lines, and every 9,973rd line is a
+/// malformed record. Returns the expected scores (onnxruntime's, `expected.parquet`) and the
+/// lines the malformed records start on.
+fn fraud_csv(path: &Path, bytes: usize) -> (Table, Vec<u64>) {
+    use std::fmt::Write as _;
+    let rows = read_parquet(Path::new(&sample("fraud/transactions.parquet")));
+    let oracle = read_parquet(Path::new(&sample("fraud/expected.parquet")));
+    let (mut text, mut line, mut bad) = (String::new(), 2u64, Vec::new());
+    text.push_str("txn_id,x0,x1,x2,x3,x4,x5,note\n");
+    let mut expected = Table::new();
+    let mut copy = 0i64;
+    while text.len() < bytes {
+        for (r, txn) in rows["txn_id"].iter().enumerate() {
+            if line % 9973 == 0 {
+                text.push_str("bad,record\n");
+                bad.push(line);
+                line += 1;
+            }
+            let Cell::Int(id) = txn else { panic!("txn_id") };
+            write!(text, "{}", id + copy * 100_000).unwrap();
+            for x in 0..6 {
+                let Cell::Float(v) = rows[&format!("x{x}")][r] else {
+                    panic!("x{x}")
+                };
+                write!(text, ",{v}").unwrap();
+            }
+            let note = if r % 5 == 0 {
+                "\"two,\n\"\"lines\"\"\""
+            } else {
+                "plain"
+            };
+            writeln!(text, ",{note}").unwrap();
+            line += if r % 5 == 0 { 2 } else { 1 };
+        }
+        for (column, cells) in &oracle {
+            let moved = cells.iter().map(|c| match (column.as_str(), c) {
+                ("txn_id", Cell::Int(id)) => Cell::Int(id + copy * 100_000),
+                _ => c.clone(),
+            });
+            expected.entry(column.clone()).or_default().extend(moved);
+        }
+        copy += 1;
+    }
+    std::fs::write(path, text).unwrap();
+    (expected, bad)
+}
+
+/// A large CSV file is cut into byte ranges, and shards that read some of them (and chunk
+/// the bytes before, without decoding them) still see every record whole: three shards
+/// commit every good row once with onnxruntime's scores, and every malformed record once,
+/// named by the line it starts on in the whole file, quoted newlines counted.
+#[test]
+fn a_large_csv_split_into_byte_ranges_keeps_every_record_and_its_line() {
+    let s = Scratch::new();
+    let (expected, bad) = fraud_csv(&s.path("big.csv"), 20 << 20);
+    let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "uri = \"../sample_data/fraud/transactions.parquet\"",
+            &format!(
+                "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {}",
+                s.path("big.csv").display(),
+                6 << 20
+            ),
+        )
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        );
+    let job = s.job("big.toml", &spec);
+    let job = job.to_str().unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&text(&run(&["plan", job, "--shards", "3", "--json"])).0).unwrap();
+    let ranges: Vec<_> = plan["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["byte_range"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranges, [0, 1, 2, 3], "{plan}");
+    for i in 0..3 {
+        assert_ok(&run(&["run", job, "--shard", &format!("{i}/3")]));
+    }
+    let out = s.path("out/fraud");
+    assert_matches(
+        &read_output(&out),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+    let mut reasons = texts(&read_rejected(&out)["_reason"]);
+    reasons.sort();
+    let mut want: Vec<String> = bad
+        .iter()
+        .map(|l| {
+            format!(
+                "{} line {l}: malformed CSV record: expected 8 fields, found 2",
+                s.path("big.csv").display()
+            )
+        })
+        .collect();
+    want.sort();
+    assert!(want.len() >= 15, "{}", want.len());
+    assert_eq!(reasons, want);
+}
+
 /// `--shard auto` reads the scheduler's variables, as a Slurm job array sets them (index
 /// from the task id less the array's first, the count, the job id as the run's id); a
 /// Kubernetes index without a count, or `[run] shards` that differs from the scheduler's, is

@@ -88,8 +88,9 @@ beside the output parts, _SUCCESS last."
     /// shards. Checks the job as validate does; nothing is scored.
     #[command(
         after_help = "Example:\n  batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4\n\n\
-A unit is a Parquet row group or a CSV file; shards take contiguous runs of units, balanced\n\
-by rows (by bytes for CSV). The run key names the run: shards of one run must agree on it."
+A unit is a Parquet row group, a CSV file, or a byte range of a large uncompressed CSV file\n\
+([input.csv] split_bytes); shards take contiguous runs of units, balanced by rows (by bytes\n\
+for CSV). The run key names the run: shards of one run must agree on it."
     )]
     Plan {
         #[command(flatten)]

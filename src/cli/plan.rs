@@ -80,10 +80,16 @@ pub fn describe(report: &PlanReport) -> String {
     );
     for u in &report.units {
         let rows = u.unit.rows.map_or("-".to_string(), |r| r.to_string());
-        let part = u
-            .unit
-            .row_group
-            .map_or(String::new(), |g| format!(", row group {g}"));
+        let part = match (u.unit.row_group, u.unit.byte_range) {
+            (Some(g), _) => format!(", row group {g}"),
+            (None, Some(r)) => format!(
+                ", bytes from {} ({} of {})",
+                r.index as u64 * r.span,
+                r.index + 1,
+                r.count
+            ),
+            (None, None) => String::new(),
+        };
         s.push_str(&format!(
             "{:>5}  {:>5}  {:>10}  {:>12}  {}{part}\n",
             u.index, u.shard, rows, u.unit.bytes, u.unit.file

@@ -29,9 +29,9 @@ use object_store::ObjectMeta;
 use crate::diagnostics::{Problem, first_line};
 use crate::spec::{CsvCompression, InputFormat, InputSpec, RunSpec};
 use crate::storage::{StorageError, StoreFactory};
-use csv::{CsvDialect, CsvFile, MalformedRow};
+use csv::{CsvDialect, CsvFile, MalformedRow, RangeChoice};
 use listing::Listing;
-pub use units::{Shard, ShardId, ShardPlan, WorkUnit};
+pub use units::{ByteRange, Shard, ShardId, ShardPlan, WorkUnit};
 
 /// The table name a `query` reads from.
 pub const INPUT_TABLE: &str = "input";
@@ -175,12 +175,7 @@ pub async fn reopen(
             compression,
             batch_size,
         } => {
-            let mine: Vec<&str> = chosen.iter().map(|u| u.location.as_str()).collect();
-            let files = files
-                .iter()
-                .filter(|f| mine.contains(&f.location.as_ref()))
-                .cloned()
-                .collect();
+            let files = pick_files(files, chosen);
             let (table, report) = csv_table(
                 ctx,
                 input,
@@ -321,7 +316,8 @@ async fn csv_input(
     ),
     InputError,
 > {
-    let units = units::csv_units(&listing.url, &files);
+    let split = (compression == CsvCompression::None).then_some(input.csv.split_bytes);
+    let units = units::csv_units(&listing.url, &files, split);
     let shard = shard.map(|id| choose(&units, id));
     let source = UnitSource(Source::Csv {
         listing: listing.clone(),
@@ -331,21 +327,36 @@ async fn csv_input(
         batch_size,
     });
     let files = match &shard {
-        Some(s) => {
-            let mine: Vec<&str> = units[s.units.clone()]
-                .iter()
-                .map(|u| u.location.as_str())
-                .collect();
-            files
-                .into_iter()
-                .filter(|f| mine.contains(&f.location.as_ref()))
-                .collect()
-        }
-        None => files,
+        Some(s) => pick_files(&files, &units[s.units.clone()]),
+        None => files.into_iter().map(|f| (f, None)).collect(),
     };
     let (table, report) =
         csv_table(ctx, input, listing, options, files, compression, batch_size).await?;
     Ok((units, shard, Arc::new(table), report, source))
+}
+
+/// The files that hold `chosen` units, in listing order, each with the byte ranges to read
+/// when not all of them.
+fn pick_files(files: &[ObjectMeta], chosen: &[WorkUnit]) -> Vec<(ObjectMeta, Option<RangeChoice>)> {
+    let mut picked = Vec::new();
+    for file in files {
+        let mine: Vec<&WorkUnit> = chosen
+            .iter()
+            .filter(|u| u.location == file.location.as_ref())
+            .collect();
+        let Some(first) = mine.first() else {
+            continue;
+        };
+        let ranges = mine.iter().filter_map(|u| u.byte_range);
+        let choice = first.byte_range.map(|r| RangeChoice {
+            span: r.span,
+            count: r.count,
+            chosen: ranges.clone().map(|r| r.index).min().unwrap_or(0)
+                ..ranges.map(|r| r.index + 1).max().unwrap_or(0),
+        });
+        picked.push((file.clone(), choice.filter(|c| c.chosen != (0..c.count))));
+    }
+    picked
 }
 
 /// Shard `id`'s units of the input's.
@@ -400,7 +411,7 @@ async fn csv_table(
     input: &InputSpec,
     listing: &Listing,
     options: &ListingOptions,
-    files: Vec<ObjectMeta>,
+    files: Vec<(ObjectMeta, Option<RangeChoice>)>,
     compression: CsvCompression,
     batch_size: usize,
 ) -> Result<
@@ -414,7 +425,7 @@ async fn csv_table(
     let partition_cols = &options.table_partition_cols;
     let files: Vec<CsvFile> = files
         .into_iter()
-        .map(|meta| CsvFile {
+        .map(|(meta, ranges)| CsvFile {
             store: store.clone(),
             name: listing::file_name(&listing.url, &meta),
             partition_values: listing::partition_values(
@@ -422,6 +433,7 @@ async fn csv_table(
                 partition_cols.iter().map(|(name, _)| name.as_str()),
             ),
             meta,
+            ranges,
         })
         .collect();
     let dialect = CsvDialect {

@@ -147,6 +147,7 @@ fn row_group_units(file: &str, meta: &ObjectMeta, footer: &ParquetMetaData) -> V
         .map(|(i, rg)| WorkUnit {
             file: file.to_string(),
             row_group: Some(i),
+            byte_range: None,
             rows: Some(rg.num_rows().max(0) as u64),
             bytes: rg.compressed_size().max(0) as u64,
             location: meta.location.to_string(),

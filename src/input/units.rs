@@ -17,16 +17,19 @@ use serde::{Deserialize, Serialize};
 
 use super::listing::file_name;
 
-/// One piece of the input: a Parquet row group, or a whole CSV file.
+/// One piece of the input: a Parquet row group, a whole CSV file, or a byte range of a
+/// large uncompressed one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkUnit {
     /// The file as the user knows it: a path, or the object's URL.
     pub file: String,
-    /// The Parquet row group; none for a CSV file (the whole file).
+    /// The Parquet row group; none for CSV.
     pub row_group: Option<usize>,
+    /// For a CSV file cut into byte ranges: which one.
+    pub byte_range: Option<ByteRange>,
     /// Rows, from the Parquet footer; none for CSV.
     pub rows: Option<u64>,
-    /// The row group's compressed bytes, or the CSV file's size.
+    /// The row group's compressed bytes, or the CSV file's (or byte range's) size.
     pub bytes: u64,
     /// The file's path in its object store (what scans match files by).
     #[serde(skip)]
@@ -40,18 +43,56 @@ impl WorkUnit {
     }
 }
 
-/// A CSV input's units: one per file, in listing order.
-pub(super) fn csv_units(url: &ListingTableUrl, files: &[ObjectMeta]) -> Vec<WorkUnit> {
-    files
-        .iter()
-        .map(|meta| WorkUnit {
+/// One of the byte ranges a large CSV file is cut into: `index` of `count` ranges of `span`
+/// bytes. It holds the records of the scan's chunks that start in it (chunks end at record
+/// boundaries, wherever they fall; see `csv::chunker`), so every record is in exactly one
+/// range, quoted newlines included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    pub index: usize,
+    pub count: usize,
+    pub span: u64,
+}
+
+impl ByteRange {
+    /// The range a chunk starting at `offset` belongs to (the last one holds the tail).
+    pub fn index_of(span: u64, count: usize, offset: u64) -> usize {
+        usize::try_from(offset / span.max(1))
+            .unwrap_or(usize::MAX)
+            .min(count.saturating_sub(1))
+    }
+}
+
+/// A CSV input's units, in listing order: one per file, or, for an uncompressed file larger
+/// than `split` bytes (0: never), one per `split` bytes of it.
+pub(super) fn csv_units(
+    url: &ListingTableUrl,
+    files: &[ObjectMeta],
+    split: Option<u64>,
+) -> Vec<WorkUnit> {
+    let mut units = Vec::new();
+    for meta in files {
+        let unit = |byte_range: Option<ByteRange>, bytes: u64| WorkUnit {
             file: file_name(url, meta),
             row_group: None,
+            byte_range,
             rows: None,
-            bytes: meta.size,
+            bytes,
             location: meta.location.to_string(),
-        })
-        .collect()
+        };
+        match split.filter(|&span| span > 0 && meta.size > span) {
+            Some(span) => {
+                let count = meta.size.div_ceil(span) as usize;
+                units.extend((0..count).map(|index| {
+                    let start = index as u64 * span;
+                    let bytes = meta.size.min(start + span) - start;
+                    unit(Some(ByteRange { index, count, span }), bytes)
+                }));
+            }
+            None => units.push(unit(None, meta.size)),
+        }
+    }
+    units
 }
 
 /// Cuts units of these weights into `n` contiguous runs, one per shard, each as near to an
@@ -168,6 +209,7 @@ mod tests {
         let unit = |rows, bytes| WorkUnit {
             file: "f".into(),
             row_group: None,
+            byte_range: None,
             rows,
             bytes,
             location: String::new(),
@@ -176,10 +218,45 @@ mod tests {
         assert_eq!(unit(None, 999).weight(), 999);
     }
 
+    #[test]
+    fn a_large_csv_file_is_cut_into_byte_ranges_and_a_compressed_one_is_not() {
+        let url = ListingTableUrl::parse("file:///data/").unwrap();
+        let meta = |name: &str, size: u64| ObjectMeta {
+            location: object_store::path::Path::from(format!("data/{name}")),
+            last_modified: chrono::DateTime::default(),
+            size,
+            e_tag: None,
+            version: None,
+        };
+        let files = [meta("big.csv", 10), meta("small.csv", 4)];
+        let units = csv_units(&url, &files, Some(4));
+        let ranges: Vec<_> = units
+            .iter()
+            .map(|u| (u.file.as_str(), u.byte_range.map(|r| r.index), u.bytes))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                ("/data/big.csv", Some(0), 4),
+                ("/data/big.csv", Some(1), 4),
+                ("/data/big.csv", Some(2), 2),
+                ("/data/small.csv", None, 4)
+            ]
+        );
+        assert_eq!(units[1].byte_range.map(|r| (r.count, r.span)), Some((3, 4)));
+        assert_eq!(csv_units(&url, &files, None).len(), 2);
+        assert_eq!(csv_units(&url, &files, Some(0)).len(), 2);
+        // A chunk belongs to the range it starts in; the last range takes the tail.
+        assert_eq!(ByteRange::index_of(4, 3, 0), 0);
+        assert_eq!(ByteRange::index_of(4, 3, 7), 1);
+        assert_eq!(ByteRange::index_of(4, 3, 100), 2);
+    }
+
     fn unit(rows: Option<u64>, bytes: u64) -> WorkUnit {
         WorkUnit {
             file: "f".into(),
             row_group: rows.map(|_| 0),
+            byte_range: None,
             rows,
             bytes,
             location: String::new(),

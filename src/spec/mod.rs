@@ -97,6 +97,12 @@ pub struct CsvSpec {
     /// `"gzip"`, `"zstd"`, `"bzip2"`, `"xz"` or `"none"`. Default: from the file extension.
     #[serde(default)]
     pub compression: Option<CsvCompression>,
+    /// An uncompressed file larger than this many bytes is cut into work units of this many
+    /// bytes (shards and `--resume` pieces), read exactly: quoted newlines and the line
+    /// numbers of rejected rows come out as from the whole file. 0: one unit per file.
+    /// Default: 134217728 (128 MiB).
+    #[serde(default = "default_split_bytes")]
+    pub split_bytes: u64,
 }
 
 impl Default for CsvSpec {
@@ -106,8 +112,13 @@ impl Default for CsvSpec {
             delimiter: default_delimiter(),
             quote: default_quote(),
             compression: None,
+            split_bytes: default_split_bytes(),
         }
     }
+}
+
+fn default_split_bytes() -> u64 {
+    128 << 20
 }
 
 /// Compression of CSV input files.

@@ -4,8 +4,18 @@
 use super::{CHUNK_BYTES, count_newlines};
 
 /// Past this many bytes without a boundary outside quotes, quotes are assumed to be stray
-/// (`5'11"` in an unquoted field) and chunks are cut at the last newline.
+/// (`5'11"` in an unquoted field) and chunks are cut at a newline.
 const MAX_QUOTED_SPAN: usize = 64 << 20;
+
+/// A piece of the stream that starts and ends at record boundaries.
+#[derive(Debug, PartialEq)]
+pub(super) struct Chunk {
+    pub bytes: Vec<u8>,
+    /// The physical line it starts on, 1-based.
+    pub first_line: u64,
+    /// Where it starts in the stream (after any byte-order mark).
+    pub offset: u64,
+}
 
 /// Where the first record of `bytes` ends (after its newline), quotes respected.
 pub(super) fn first_record_end(bytes: &[u8], quote: u8) -> usize {
@@ -23,6 +33,11 @@ pub(super) fn first_record_end(bytes: &[u8], quote: u8) -> usize {
 /// Cuts a byte stream into chunks that end at record boundaries: a newline outside quotes.
 /// A quote opens a quoted field only at the start of a field (as in csv_core, a quote inside
 /// an unquoted field is a literal), and `""` inside one is an escaped quote.
+///
+/// Where chunks end depends only on the bytes, never on the sizes of the pieces the stream
+/// arrives in: a chunk ends at its first boundary at least [`CHUNK_BYTES`] in. Readers of one
+/// file that each decode some of its chunks (a partition's stride, a byte-range unit) agree
+/// on the chunks whether the file comes from a disk or, in pieces of any size, from a store.
 pub(super) struct Chunker {
     quote: u8,
     delimiter: u8,
@@ -38,8 +53,11 @@ pub(super) struct Chunker {
     /// the opening quote starts.
     boundary: Option<usize>,
     open_record: usize,
-    /// The physical line `buf[0]` is on.
+    /// The first record boundary at least `CHUNK_BYTES` in: where the chunk ends.
+    cut: Option<usize>,
+    /// The physical line `buf[0]` is on, and where `buf[0]` is in the stream.
     line: u64,
+    offset: u64,
 }
 
 impl Chunker {
@@ -54,7 +72,9 @@ impl Chunker {
             closed_at: None,
             boundary: None,
             open_record: 0,
+            cut: None,
             line: 1,
+            offset: 0,
         }
     }
 
@@ -81,6 +101,9 @@ impl Chunker {
             } else {
                 self.field_start = i + 1;
                 self.boundary = Some(i + 1);
+                if i + 1 >= CHUNK_BYTES && self.cut.is_none() {
+                    self.cut = Some(i + 1);
+                }
             }
         }
         self.scanned = self.buf.len();
@@ -98,6 +121,20 @@ impl Chunker {
         Some((record, line))
     }
 
+    /// Where the next chunk ends, when the bytes buffered tell: its first boundary at least
+    /// `CHUNK_BYTES` in; past `MAX_QUOTED_SPAN` bytes with none (a quote that never closes),
+    /// the first newline at least `CHUNK_BYTES` in; at the end of the stream, the end.
+    fn chunk_end(&self, eof: bool) -> Option<usize> {
+        match self.cut {
+            Some(cut) if cut <= MAX_QUOTED_SPAN => Some(cut),
+            _ if self.buf.len() > MAX_QUOTED_SPAN => {
+                memchr::memchr(b'\n', &self.buf[CHUNK_BYTES..]).map(|i| CHUNK_BYTES + i + 1)
+            }
+            _ if eof => Some(self.buf.len()),
+            _ => None,
+        }
+    }
+
     /// Scans `buf` again from its start, which is a record boundary.
     fn rescan(&mut self) {
         let pending = std::mem::take(&mut self.buf);
@@ -107,34 +144,28 @@ impl Chunker {
         self.closed_at = None;
         self.boundary = None;
         self.open_record = 0;
+        self.cut = None;
         self.push(&pending);
     }
 
-    /// The next chunk and the line it starts on, once enough bytes are buffered (or all of
-    /// them at the end of the stream).
-    pub(super) fn next_chunk(&mut self, eof: bool) -> Option<(Vec<u8>, u64)> {
+    /// The next chunk, once enough bytes are buffered (or all of them at the end of the
+    /// stream).
+    pub(super) fn next_chunk(&mut self, eof: bool) -> Option<Chunk> {
         if self.buf.is_empty() {
             return None;
         }
-        let end = if eof {
-            self.buf.len()
-        } else if self.buf.len() < CHUNK_BYTES {
-            return None;
-        } else if let Some(b) = self.boundary {
-            b
-        } else if self.buf.len() > MAX_QUOTED_SPAN {
-            // A quoted field this long is more likely a quote that never closes: cut at the
-            // last newline and let the record checks judge the pieces.
-            memchr::memrchr(b'\n', &self.buf)? + 1
-        } else {
-            return None;
-        };
+        let end = self.chunk_end(eof)?;
         let rest = self.buf.split_off(end);
-        let chunk = std::mem::replace(&mut self.buf, rest);
-        let first_line = self.line;
-        self.line += count_newlines(&chunk) as u64;
+        let bytes = std::mem::replace(&mut self.buf, rest);
+        let chunk = Chunk {
+            first_line: self.line,
+            offset: self.offset,
+            bytes,
+        };
+        self.line += count_newlines(&chunk.bytes) as u64;
+        self.offset += chunk.bytes.len() as u64;
         self.rescan();
-        Some((chunk, first_line))
+        Some(chunk)
     }
 }
 
@@ -146,8 +177,11 @@ mod tests {
     fn chunks_end_outside_quotes_and_count_lines() {
         let mut c = Chunker::new(b'"', b',');
         c.push(b"a,\"x\ny\"\nb,2\n");
-        let (chunk, line) = c.next_chunk(true).unwrap();
-        assert_eq!((chunk.as_slice(), line), (&b"a,\"x\ny\"\nb,2\n"[..], 1));
+        let chunk = c.next_chunk(true).unwrap();
+        assert_eq!(
+            (chunk.bytes.as_slice(), chunk.first_line),
+            (&b"a,\"x\ny\"\nb,2\n"[..], 1)
+        );
         assert_eq!(first_record_end(b"a,\"x\ny\"\nb,2\n", b'"'), 8);
         assert!(c.next_chunk(true).is_none());
 
@@ -159,6 +193,47 @@ mod tests {
             c.take_unterminated(),
             Some((b"b,\"open\nc,d\n".to_vec(), 3))
         );
-        assert_eq!(c.next_chunk(true).unwrap().0, b"h\n5'11\",a\n");
+        assert_eq!(c.next_chunk(true).unwrap().bytes, b"h\n5'11\",a\n");
+    }
+
+    /// Every reader of a file must cut it into the same chunks, whatever the sizes of the
+    /// pieces the bytes arrive in (a local file's 4 MiB blocks, a store's network reads).
+    #[test]
+    fn chunks_depend_on_the_bytes_alone() {
+        let mut text = Vec::new();
+        let mut i = 0;
+        while text.len() < 3 * CHUNK_BYTES + 12_345 {
+            let note = if i % 7 == 0 {
+                "\"two\nlines, \"\"quoted\"\"\""
+            } else {
+                "plain"
+            };
+            text.extend_from_slice(format!("{i},{note},{}\n", i * 3).as_bytes());
+            i += 1;
+        }
+        let chunks = |piece: usize| {
+            let mut c = Chunker::new(b'"', b',');
+            let mut got = Vec::new();
+            let mut pieces = text.chunks(piece).peekable();
+            while let Some(p) = pieces.next() {
+                c.push(p);
+                let eof = pieces.peek().is_none();
+                while let Some(chunk) = c.next_chunk(eof) {
+                    got.push((chunk.offset, chunk.first_line, chunk.bytes.len()));
+                }
+            }
+            got
+        };
+        let whole = chunks(text.len());
+        assert_eq!(whole.len(), 4, "{whole:?}");
+        assert_eq!(whole.iter().map(|c| c.2).sum::<usize>(), text.len());
+        for (offset, line, _) in &whole {
+            let before = &text[..*offset as usize];
+            assert!(before.ends_with(b"\n") || before.is_empty());
+            assert_eq!(*line, 1 + count_newlines(before) as u64);
+        }
+        for piece in [8 << 10, 65_537, CHUNK_BYTES] {
+            assert_eq!(chunks(piece), whole, "pieces of {piece} bytes");
+        }
     }
 }

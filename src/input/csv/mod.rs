@@ -64,6 +64,32 @@ pub struct CsvFile {
     /// The file as the user knows it (a path or a URL), for messages.
     pub name: String,
     pub partition_values: Vec<String>,
+    /// For a file cut into byte ranges, the ones to read; none: the whole file.
+    pub ranges: Option<RangeChoice>,
+}
+
+/// Some of the byte ranges a file is cut into (`units::ByteRange`): `chosen` of `count`
+/// ranges of `span` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeChoice {
+    pub span: u64,
+    pub count: usize,
+    pub chosen: std::ops::Range<usize>,
+}
+
+impl RangeChoice {
+    /// Where a chunk starting at `offset` stands: before the chosen ranges, in them, or
+    /// past them (nothing further in the file is to be read).
+    fn place(&self, offset: u64) -> std::cmp::Ordering {
+        let index = crate::input::ByteRange::index_of(self.span, self.count, offset);
+        if index < self.chosen.start {
+            std::cmp::Ordering::Less
+        } else if index < self.chosen.end {
+            std::cmp::Ordering::Equal
+        } else {
+            std::cmp::Ordering::Greater
+        }
+    }
 }
 
 /// A record that could not become a row.

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef, UInt16Type};
 use datafusion::error::DataFusionError;
 use futures::StreamExt;
 
-use super::chunker::{Chunker, first_record_end};
+use super::chunker::{Chunk, Chunker, first_record_end};
 use super::{
     CsvDialect, CsvFile, MAX_VALUE_BYTES, MalformedRow, ReadLog, count_newlines, csv_reader,
     csv_writer, open_stream, strip_bom,
@@ -86,14 +86,23 @@ impl FileScan {
             } else {
                 None
             };
-            while let Some((chunk, first_line)) = chunker.next_chunk(eof) {
-                self.take_chunk(file, &chunk, first_line, &mut rows)?;
+            while let Some(chunk) = chunker.next_chunk(eof) {
+                let place = file.ranges.as_ref().map(|r| r.place(chunk.offset));
+                if place == Some(std::cmp::Ordering::Greater) {
+                    // Past this scan's byte ranges: the rest of the file is another's.
+                    return self.flush(file, &mut rows, emit);
+                }
+                let ours = place.is_none_or(|p| p == std::cmp::Ordering::Equal);
+                self.take_chunk(file, &chunk, ours, &mut rows)?;
                 if rows.count >= self.batch_size && !emit(self.finish(file, rows.take())?) {
                     return Ok(false);
                 }
             }
-            // Every striding partition sees it; the first one reports it.
-            if let Some((record, line)) = unterminated.filter(|_| self.stride.0 == 0) {
+            // It ends the file, so it is the last byte range's. Every striding partition sees
+            // it; the first one reports it.
+            let last_range = file.ranges.as_ref().is_none_or(|r| r.chosen.end == r.count);
+            if let Some((record, line)) = unterminated.filter(|_| self.stride.0 == 0 && last_range)
+            {
                 self.log.reject(MalformedRow {
                     file: file.name.clone(),
                     line,
@@ -105,27 +114,38 @@ impl FileScan {
                 break;
             }
         }
+        self.flush(file, &mut rows, emit)
+    }
+
+    /// Hands on the rows still pending; false when the consumer has gone.
+    fn flush(
+        &self,
+        file: &CsvFile,
+        rows: &mut PendingRows,
+        mut emit: impl FnMut(RecordBatch) -> bool,
+    ) -> Result<bool, DataFusionError> {
         if rows.count > 0 && !emit(self.finish(file, rows.take())?) {
             return Ok(false);
         }
         Ok(true)
     }
 
-    /// Decodes a chunk into `rows` when it is this partition's to decode (see `stride`).
+    /// Decodes a chunk into `rows` when it is this partition's to decode (see `stride`) and
+    /// in the byte ranges it reads (`ours`).
     fn take_chunk(
         &self,
         file: &CsvFile,
-        chunk: &[u8],
-        first_line: u64,
+        chunk: &Chunk,
+        ours: bool,
         rows: &mut PendingRows,
     ) -> Result<(), DataFusionError> {
-        let mine = rows.chunks_seen % self.stride.1 == self.stride.0;
+        let mine = ours && rows.chunks_seen % self.stride.1 == self.stride.0;
         rows.chunks_seen += 1;
         let header = std::mem::take(&mut rows.header_left);
         if !mine {
             return Ok(());
         }
-        let (mut chunk, mut line) = (chunk, first_line);
+        let (mut chunk, mut line) = (chunk.bytes.as_slice(), chunk.first_line);
         if header {
             // The header is the first record; chunks start at record boundaries.
             let end = first_record_end(chunk, self.dialect.quote);

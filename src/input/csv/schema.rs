@@ -206,6 +206,7 @@ mod tests {
             meta,
             name: "d.csv".into(),
             partition_values: vec![],
+            ranges: None,
         };
         let dialect = CsvDialect {
             has_header: true,
