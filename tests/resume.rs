@@ -52,6 +52,11 @@ fn a_run_killed_at_ninety_percent_resumes_there() {
     assert!(!out.exists(), "a killed run commits nothing");
     let finished = std::fs::read_dir(s.path("out/.fraud.run/shards")).unwrap();
     assert_eq!(finished.count(), 36, "the pieces finished before the kill");
+    let err = assert_exit(&run(&["commit", out.to_str().unwrap()]), 4);
+    assert!(
+        err.contains("36 of its 40 pieces are finished; run the job again with --resume"),
+        "{err}"
+    );
 
     let o = run(&["run", job, "--resume", "--json"]);
     assert_ok(&o);

@@ -66,6 +66,16 @@ pub enum RunError {
         missing: String,
         of: usize,
     },
+    /// `batchscore commit` on a `--resume` run that stopped before its last piece.
+    #[error(
+        "output {output}: run {run_id} cannot commit yet: {done} of its {of} pieces are finished; run the job again with --resume, which scores the rest and commits"
+    )]
+    PiecesMissing {
+        output: String,
+        run_id: String,
+        done: usize,
+        of: usize,
+    },
     #[error(
         "{folder}: a shard took the commit lock (commit.lock) and may be committing the run now; if it died, run batchscore commit --force"
     )]
@@ -80,7 +90,7 @@ impl RunError {
             Self::Spec(_) | Self::NoRun { .. } | Self::CommitLocked { .. } => 2,
             Self::Output(e) if e.is_refusal() => 2,
             Self::RejectBudget { .. } => 3,
-            Self::ShardsMissing { .. } => 4,
+            Self::ShardsMissing { .. } | Self::PiecesMissing { .. } => 4,
             _ => 1,
         }
     }

@@ -328,6 +328,14 @@ pub async fn commit_by_hand(
         .filter(|i| !finished.iter().any(|m| m.shard == *i))
         .map(|i| i.to_string())
         .collect();
+    if !missing.is_empty() && record.resumable {
+        return Err(RunError::PiecesMissing {
+            output: output.to_string(),
+            run_id: record.run_id,
+            done: finished.len(),
+            of: record.shards,
+        });
+    }
     if !missing.is_empty() {
         return Err(RunError::ShardsMissing {
             output: output.to_string(),
