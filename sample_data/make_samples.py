@@ -121,6 +121,29 @@ def make_churn():
     )
     write_parquet(exp, os.path.join(d, "expected.parquet"))
 
+    # A parity check for `batchscore models register --reference`: the first 500 rows as the
+    # data files hold them, and LightGBM's own predictions on them (the training library, in
+    # float64, not onnxruntime).
+    first = np.arange(500)
+    sample = pa.table(
+        {
+            "customer_id": pa.array(customer_id[first]),
+            "tenure": pa.array(tenure[first]),
+            "monthly_charges": pa.array([monthly[j] for j in first], type=pa.decimal128(8, 2)),
+            "total_charges": pa.array(total[first], mask=total_null[first]),
+            "support_calls": pa.array(calls[first]),
+            "is_senior": pa.array(senior[first]),
+        }
+    )
+    write_parquet(sample, os.path.join(d, "parity", "sample.parquet"))
+    reference = pa.table(
+        {
+            "churn_probability": pa.array(gbm.predict_proba(features(first))[:, 1]),
+            "churn_label": pa.array(gbm.predict(features(first)).astype(np.int64)),
+        }
+    )
+    write_parquet(reference, os.path.join(d, "parity", "reference.parquet"))
+
 
 # --------------------------------------------------------------------------------------------
 # plans: scikit-learn pipeline with string categoricals, one ONNX input per column, ZipMap out

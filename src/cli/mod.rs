@@ -4,6 +4,7 @@
 mod bench;
 mod commit;
 mod inspect;
+mod models;
 mod plan;
 mod progress;
 mod run;
@@ -114,6 +115,20 @@ finishing or its commit failed. Exits 4, naming them, while shards have not fini
         #[command(flatten)]
         args: commit::CommitArgs,
     },
+    /// A model registry (a folder or bucket prefix of versioned models with aliases): list,
+    /// show, register a version, move an alias.
+    #[command(
+        after_help = "Examples:\n  batchscore models register churn model.onnx --registry s3://models/ --reference preds.parquet --sample rows.parquet\n  \
+batchscore models alias churn champion 7 --registry s3://models/\n  \
+batchscore models list --registry s3://models/\n  \
+batchscore models show churn champion --registry s3://models/\n\n\
+The registry is --registry, else BATCHSCORE_REGISTRY. Exit 2 when refused (a version that\n\
+exists, an unknown version or alias, a model ONNX Runtime cannot load, a failed parity check)."
+    )]
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
     /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
     #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
     Inspect {
@@ -140,6 +155,31 @@ the figure is the ceiling a run of this model can approach here."
         #[arg(value_enum, default_value_t = SchemaKind::Job)]
         kind: SchemaKind,
     },
+}
+
+/// Where a command that takes an output or registry URI without a job gets the store's
+/// settings from.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// A job spec whose `[storage]` settings reach the store. Default: the environment's
+    /// (AWS_*, GOOGLE_*, AZURE_* variables), as for a spec without `[storage]`.
+    #[arg(long, value_name = "JOB")]
+    pub spec: Option<PathBuf>,
+    /// A value for ${NAME} in the spec; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::spec::parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+impl StoreArgs {
+    pub fn stores(&self) -> Result<crate::storage::StoreFactory, crate::diagnostics::SpecError> {
+        let Some(job) = &self.spec else {
+            return Ok(Default::default());
+        };
+        let vars = self.vars.iter().cloned().collect();
+        Ok(crate::storage::StoreFactory::new(
+            crate::spec::load(job, &vars)?.spec.storage,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,6 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Commit { args } => commit::commit(&args).await,
+        Command::Models { command } => models::run(command, ort_lib).await,
         Command::Inspect { model, json } => {
             print!("{}", inspect::inspect(&model, json, ort_lib)?);
             Ok(())
@@ -235,10 +276,18 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         || e.downcast_ref::<crate::run::scheduler::AutoShardError>()
             .is_some()
         || e.downcast_ref::<run::ShardError>().is_some()
+        || e.downcast_ref::<models::ParityError>().is_some()
     {
         2
     } else if let Some(m) = e.downcast_ref::<ModelError>() {
         model_code(m)
+    } else if let Some(r) = e.downcast_ref::<crate::model::registry::RegistryError>() {
+        use crate::model::registry::RegistryError;
+        if matches!(r, RegistryError::Storage(_) | RegistryError::Raced { .. }) {
+            1
+        } else {
+            2
+        }
     } else if let Some(b) = e.downcast_ref::<BenchError>() {
         match b {
             BenchError::Model(m) => model_code(m),

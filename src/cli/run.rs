@@ -261,7 +261,20 @@ pub(super) fn summary_line(summary: &RunSummary) -> String {
 pub async fn validate(job: &JobArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     let plan = plan_job(job.load()?, ort_lib).await?;
     println!("{}: OK", job.job.display());
-    println!("model {} (sha256 {})", plan.model.uri, plan.model.sha256);
+    match &plan.model.registered {
+        Some(r) => println!(
+            "model {} version {}{} from {} (sha256 {})",
+            r.name,
+            r.version,
+            r.alias
+                .as_ref()
+                .map(|a| format!(" (alias {a})"))
+                .unwrap_or_default(),
+            r.registry,
+            plan.model.sha256
+        ),
+        None => println!("model {} (sha256 {})", plan.model.uri, plan.model.sha256),
+    }
     for b in &plan.bindings().inputs {
         println!(
             "  input {:?} {} <- {}",

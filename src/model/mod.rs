@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cache;
 pub mod device;
 pub mod onnx;
+pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod types;
@@ -71,6 +72,8 @@ pub struct Model {
     pub inputs: Vec<ModelIo>,
     pub outputs: Vec<ModelIo>,
     pub metadata: BTreeMap<String, String>,
+    /// The registry version it was loaded as, when the spec named one.
+    pub registered: Option<registry::Resolved>,
     bytes: Vec<u8>,
     first_session: Mutex<Option<Session>>,
 }
@@ -130,6 +133,7 @@ impl Model {
             inputs: describe(session.inputs()),
             outputs: describe(session.outputs()),
             metadata: metadata(&session),
+            registered: None,
             bytes,
             first_session: Mutex::new(Some(session)),
         })

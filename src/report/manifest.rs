@@ -28,6 +28,11 @@ pub struct Manifest {
     pub input_fingerprint: String,
     pub model_uri: String,
     pub model_sha256: String,
+    /// The registry model's name and version, when `[model]` named one.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<String>,
     pub format: String,
     /// Every output part with its row count; the output is exactly these files.
     pub files: Vec<PartFile>,

@@ -150,6 +150,30 @@ pub struct ModelReport {
     #[schemars(with = "Vec<serde_json::Value>")]
     pub outputs: Vec<ModelIo>,
     pub onnxruntime_library: Option<String>,
+    /// The registry version the model was loaded as, when `[model]` named one.
+    #[serde(default)]
+    pub registered: Option<RegisteredModel>,
+}
+
+/// A model chosen from a registry: which version, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegisteredModel {
+    pub registry: String,
+    pub name: String,
+    pub version: String,
+    /// The alias the version was chosen by, when it was.
+    pub alias: Option<String>,
+}
+
+impl RegisteredModel {
+    pub fn of(r: &crate::model::registry::Resolved) -> Self {
+        Self {
+            registry: r.registry.clone(),
+            name: r.name.clone(),
+            version: r.version.clone(),
+            alias: r.alias.clone(),
+        }
+    }
 }
 
 impl ModelReport {
@@ -161,6 +185,7 @@ impl ModelReport {
             inputs: model.inputs.clone(),
             outputs: model.outputs.clone(),
             onnxruntime_library: crate::model::runtime_library().map(|p| p.display().to_string()),
+            registered: model.registered.as_ref().map(RegisteredModel::of),
         }
     }
 }
@@ -298,6 +323,7 @@ mod tests {
                 }],
                 outputs: vec![],
                 onnxruntime_library: None,
+                registered: None,
             },
             output_files: 1,
             output_bytes: 100,

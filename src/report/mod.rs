@@ -8,8 +8,8 @@ pub mod shards;
 
 pub use manifest::{Manifest, PartFile};
 pub use metrics::{
-    Latency, MemoryReport, ModelReport, ReasonCount, Resumed, RowCounts, RunFacts, RunMetrics,
-    StageSeconds,
+    Latency, MemoryReport, ModelReport, ReasonCount, RegisteredModel, Resumed, RowCounts, RunFacts,
+    RunMetrics, StageSeconds,
 };
 
 /// The JSON Schemas committed in `schemas/`, by file name.

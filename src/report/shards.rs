@@ -25,6 +25,11 @@ pub struct RunRecord {
     pub job_name: String,
     pub output_uri: String,
     pub model_uri: String,
+    /// The registry model's name and version, when `[model]` named one.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    #[serde(default)]
+    pub model_version: Option<String>,
     /// `parquet` or `csv`.
     pub format: String,
     pub mode: crate::spec::WriteMode,
@@ -263,6 +268,8 @@ mod tests {
             shards: 2,
             spec_hash: "s".into(),
             model_sha256: "m".into(),
+            model_name: None,
+            model_version: None,
             input_fingerprint: "i".into(),
             started_at: "t".into(),
             job_name: "j".into(),

@@ -142,7 +142,7 @@ pub async fn execute(
     let scoring = Scoring::new(&plan, scorer.clone())?;
     let s = &plan.spec.spec;
     let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
-    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %s.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
+    tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %plan.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
     let destination = Destination {
         staging: committer.staging(),
         part: "part".to_string(),
@@ -381,6 +381,8 @@ fn manifest(plan: &JobPlan, metrics: &RunMetrics, written: Written) -> Manifest 
         input_fingerprint: plan.input_fingerprint.clone(),
         model_uri: plan.model.uri.clone(),
         model_sha256: plan.model.sha256.clone(),
+        model_name: plan.model.registered.as_ref().map(|r| r.name.clone()),
+        model_version: plan.model.registered.as_ref().map(|r| r.version.clone()),
         format: s.output.format.extension().to_string(),
         rows: metrics.rows.written,
         files: written.files,

@@ -20,6 +20,7 @@ use crate::input::csv::MalformedRow;
 use crate::input::{
     OpenedInput, Shard, ShardId, UnitSource, WorkUnit, open_input, session_context,
 };
+use crate::model::registry::{Registry, RegistryError, Resolved, Selector};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::report::MemoryReport;
@@ -304,10 +305,14 @@ async fn open_and_bind(
         .await
         .map_err(|p| problems.extend(p))
         .ok();
-    let passthrough = input
+    let mut passthrough = input
         .as_ref()
         .map(|o| passthrough_columns(&o.frame, &s.output.passthrough, problems))
         .unwrap_or_default();
+    if let (Some(column), Some(m)) = (&s.output.model_version_column, model) {
+        let version = m.registered.as_ref().map_or(&m.sha256, |r| &r.version);
+        passthrough.push(datafusion::prelude::lit(version.clone()).alias(column));
+    }
     let (inputs, outputs) = bind(s, model, input.as_ref(), problems);
     Bound {
         input,
@@ -420,18 +425,82 @@ async fn load_model(
     stores: &StoreFactory,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Arc<Model>>, RunError> {
-    match Model::load(&s.model.uri, s.model.sha256.as_deref(), stores).await {
-        Ok(m) => Ok(Some(Arc::new(m))),
+    let (uri, pin, resolved) = match resolve_registered(&s.model, stores).await {
+        Ok(Some(r)) => (r.model_uri.clone(), Some(r.card.sha256.clone()), Some(r)),
+        Ok(None) => (
+            s.model.uri.clone().unwrap_or_default(),
+            s.model.sha256.clone(),
+            None,
+        ),
+        Err(e) => {
+            problems.push(e);
+            return Ok(None);
+        }
+    };
+    match Model::load(&uri, pin.as_deref(), stores).await {
+        Ok(mut m) => {
+            m.registered = resolved;
+            Ok(Some(Arc::new(m)))
+        }
         Err(e) if e.is_runtime() => Err(RunError::Runtime(e)),
+        Err(crate::model::ModelError::Sha256Mismatch {
+            actual, expected, ..
+        }) if resolved.is_some() => {
+            problems.push(Problem::new(
+                registry_key(&s.model),
+                format!("model {uri}: sha256 is {actual}, but its model.toml says {expected}: the file changed after it was registered"),
+            ));
+            Ok(None)
+        }
         Err(e) => {
             let key = match e {
                 crate::model::ModelError::Sha256Mismatch { .. } => "model.sha256",
+                _ if resolved.is_some() => registry_key(&s.model),
                 _ => "model.uri",
             };
             problems.push(Problem::new(key, e.to_string()));
             Ok(None)
         }
     }
+}
+
+/// The spec key a registry model's problems go under: what chose the version.
+fn registry_key(m: &crate::spec::ModelSpec) -> &'static str {
+    if m.alias.is_some() {
+        "model.alias"
+    } else {
+        "model.version"
+    }
+}
+
+/// The registry version `[model]` names, when it names one (a file model: none).
+async fn resolve_registered(
+    m: &crate::spec::ModelSpec,
+    stores: &StoreFactory,
+) -> Result<Option<Resolved>, Problem> {
+    let (Some(registry), Some(name)) = (&m.registry, &m.name) else {
+        return Ok(None);
+    };
+    let selector = match (&m.version, &m.alias) {
+        (Some(v), _) => Selector::Version(v.clone()),
+        (None, Some(a)) => Selector::Alias(a.clone()),
+        (None, None) => return Ok(None),
+    };
+    let problem = |e: RegistryError| Problem::new(registry_key(m), e.to_string());
+    let registry = Registry::open(registry, stores).map_err(problem)?;
+    let resolved = registry.resolve(name, &selector).await.map_err(problem)?;
+    if let Some(pin) = &m.sha256
+        && !pin.eq_ignore_ascii_case(&resolved.card.sha256)
+    {
+        return Err(Problem::new(
+            "model.sha256",
+            format!(
+                "model {name} version {}: sha256 is {}, but [model.sha256] pins {pin}",
+                resolved.version, resolved.card.sha256
+            ),
+        ));
+    }
+    Ok(Some(resolved))
 }
 
 /// The pass-through columns, each checked to exist in the queried input. Dictionary and view

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{JobSpec, MemorySize, RunSpec};
+use super::{JobSpec, MemorySize, ModelSpec, RunSpec};
 use crate::diagnostics::Problem;
 
 /// Every problem of a deserialized spec.
@@ -26,17 +26,24 @@ fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
     if spec.name.trim().is_empty() {
         p.push(Problem::new("name", "must not be empty"));
     }
-    let uris = [
+    let mut uris = vec![
         ("input.uri", spec.input.uri.as_str()),
-        ("model.uri", spec.model.uri.as_str()),
         ("output.uri", spec.output.uri.as_str()),
     ];
-    for (key, value) in uris {
+    uris.extend(spec.model.uri.as_deref().map(|u| ("model.uri", u)));
+    uris.extend(
+        spec.model
+            .registry
+            .as_deref()
+            .map(|u| ("model.registry", u)),
+    );
+    for (key, value) in &uris {
         if value.trim().is_empty() {
-            p.push(Problem::new(key, "must not be empty"));
+            p.push(Problem::new(*key, "must not be empty"));
         }
     }
     p.extend(crate::storage::check(&spec.storage, &uris));
+    check_model_ref(&spec.model, p);
     for (key, value) in [
         ("input.csv.delimiter", &spec.input.csv.delimiter),
         ("input.csv.quote", &spec.input.csv.quote),
@@ -55,6 +62,61 @@ fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
             "model.sha256",
             "must be 64 hexadecimal digits",
         ));
+    }
+}
+
+/// What a registry's model name, version or alias may hold: each becomes a folder or key name.
+pub const PLAIN_NAME: &str = "use letters, digits, '.', '_' and '-' only, not starting with '.'";
+
+/// Whether `value` is a name a registry can hold (see [`PLAIN_NAME`]).
+pub fn is_plain_name(value: &str) -> bool {
+    !value.is_empty()
+        && !value.starts_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A model is a file (`uri`) or a registry version (`name` with `version` or `alias`).
+fn check_model_ref(m: &ModelSpec, p: &mut Vec<Problem>) {
+    let by_registry = m.registry.is_some() || m.version.is_some() || m.alias.is_some();
+    match (&m.uri, &m.name) {
+        (Some(_), Some(_)) => p.push(Problem::new(
+            "model.name",
+            "a model is a file (uri) or a registry version (name), not both",
+        )),
+        (Some(_), None) if by_registry => p.push(Problem::new(
+            "model.uri",
+            "registry, version and alias choose a registry model, which needs name instead of uri",
+        )),
+        (None, None) => p.push(Problem::new(
+            "model",
+            "give the model's file as uri, or a registry model as name with version or alias",
+        )),
+        (None, Some(name)) => {
+            if m.registry.is_none() {
+                p.push(Problem::new(
+                    "model.registry",
+                    format!("model {name:?} is named, but no registry is set (set registry, or BATCHSCORE_REGISTRY)"),
+                ));
+            }
+            if m.version.is_some() == m.alias.is_some() {
+                p.push(Problem::new(
+                    "model.version",
+                    "a registry model needs exactly one of version and alias",
+                ));
+            }
+            for (key, what, value) in [
+                ("model.name", "model name", Some(name)),
+                ("model.version", "model version", m.version.as_ref()),
+                ("model.alias", "alias", m.alias.as_ref()),
+            ] {
+                if let Some(v) = value.filter(|v| !is_plain_name(v)) {
+                    p.push(Problem::new(key, format!("{what} {v:?}: {PLAIN_NAME}")));
+                }
+            }
+        }
+        (Some(_), None) => {}
     }
 }
 
@@ -95,6 +157,17 @@ fn check_outputs(spec: &JobSpec, p: &mut Vec<Problem>) {
                     "is also a passthrough column; output column names must be unique",
                 ));
             }
+        }
+    }
+    if let Some(c) = &spec.output.model_version_column {
+        let clash = spec.output.passthrough.contains(c)
+            || spec.outputs.as_ref().is_some_and(|o| o.contains_key(c))
+            || crate::reject::COLUMNS.contains(&c.as_str());
+        if clash || c.trim().is_empty() {
+            p.push(Problem::new(
+                "output.model_version_column",
+                format!("{c:?} must be a column name of its own, not empty and not a passthrough, output or _rejected/ column"),
+            ));
         }
     }
     let mut seen = HashSet::new();

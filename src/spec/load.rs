@@ -72,7 +72,15 @@ pub fn load_str(
         SpecError::one(file, key, with_suggestion(&e.inner().to_string()))
     })?;
     spec.input.uri = resolve_path(base, &spec.input.uri);
-    spec.model.uri = resolve_path(base, &spec.model.uri);
+    if let Some(uri) = &spec.model.uri {
+        spec.model.uri = Some(resolve_path(base, uri));
+    }
+    if spec.model.name.is_some() && spec.model.registry.is_none() {
+        spec.model.registry = std::env::var("BATCHSCORE_REGISTRY").ok();
+    }
+    if let Some(registry) = &spec.model.registry {
+        spec.model.registry = Some(resolve_path(base, registry));
+    }
     spec.output.uri = resolve_path(base, &spec.output.uri);
     let problems = super::check::check(&spec);
     if !problems.is_empty() {

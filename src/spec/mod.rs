@@ -21,7 +21,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use check::{OutputRef, OutputRefError};
+pub use check::{OutputRef, OutputRefError, PLAIN_NAME, is_plain_name};
 pub use load::{LoadedSpec, VarError, load, load_str, parse_var};
 
 /// A batch scoring job.
@@ -132,18 +132,48 @@ pub enum CsvCompression {
     Xz,
 }
 
-/// The model to score with.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+/// The model to score with: a file (`uri`), or a version in a model registry (`registry`,
+/// `name` and `version` or `alias`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// Path or URL of the `.onnx` file: local, `file://`, `s3://`, `gs://`, `az://`,
     /// `abfss://` or `https://`; remote models are cached locally by their SHA-256. Relative
-    /// paths resolve against the spec's folder. Required.
-    pub uri: String,
-    /// The model file's expected SHA-256 (hex). Default: none, any content is accepted. When
-    /// set, a model whose hash differs is refused before any row is read.
+    /// paths resolve against the spec's folder. Default: none; either this or `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// The model file's expected SHA-256 (hex). Default: none, any content is accepted (a
+    /// registry's model is always checked against its `model.toml`). When set, a model whose
+    /// hash differs is refused before any row is read.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// The model registry (a folder or a bucket prefix holding `<name>/<version>/model.onnx`):
+    /// see the README's "Operating nightly jobs". Default: `BATCHSCORE_REGISTRY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The model's name in the registry. Default: none; either this or `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The registered version to score with. Default: none; a registry model needs this or
+    /// `alias`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The alias whose version to score with (`champion`; `aliases.json` in the registry).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+}
+
+impl ModelSpec {
+    /// The model as the spec names it, for logs: its file, or `name@version` / `name:alias`.
+    pub fn describe(&self) -> String {
+        match (&self.uri, &self.name, &self.version, &self.alias) {
+            (Some(uri), ..) => uri.clone(),
+            (None, Some(n), Some(v), _) => format!("{n}@{v}"),
+            (None, Some(n), None, Some(a)) => format!("{n}:{a}"),
+            _ => String::new(),
+        }
+    }
 }
 
 /// How one model input is built from the data.
@@ -233,6 +263,11 @@ pub struct OutputSpec {
     /// Default: 1000000.
     #[serde(default = "default_max_rows_per_file")]
     pub max_rows_per_file: u64,
+    /// A column, after the pass-through columns, holding on every row (rejected ones too) the
+    /// version of the model that scored it: the registry version, or for a model given by
+    /// `uri` its SHA-256. Default: none.
+    #[serde(default)]
+    pub model_version_column: Option<String>,
 }
 
 /// Output file formats.
@@ -524,7 +559,7 @@ uri = "out/ds=${ds}/"
     fn defaults_and_relative_paths() {
         let s = load_toml(MINIMAL, &[("ds", "2026-11-27")]).unwrap();
         assert_eq!(s.spec.input.uri, "jobs/data/");
-        assert_eq!(s.spec.model.uri, "jobs/m.onnx");
+        assert_eq!(s.spec.model.uri.as_deref(), Some("jobs/m.onnx"));
         assert_eq!(s.spec.output.uri, "jobs/out/ds=2026-11-27/");
         assert_eq!(s.spec.output.mode, WriteMode::Error);
         assert_eq!(s.spec.output.format, OutputFormat::Parquet);

@@ -23,6 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostics::Problem;
 
+mod folder;
+pub use folder::{Folder, Version};
+
 /// Object store settings for every URI of the job.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
