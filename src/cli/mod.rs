@@ -8,6 +8,7 @@ mod models;
 mod plan;
 mod progress;
 mod run;
+mod runs;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -129,6 +130,32 @@ exists, an unknown version or alias, a model ONNX Runtime cannot load, a failed 
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
+    /// A run history (`[output] layout = "runs"`): list its runs, or prune the oldest.
+    #[command(
+        after_help = "Examples:\n  batchscore runs list s3://bucket/scores/churn/\n  \
+batchscore runs prune s3://bucket/scores/churn/ --keep 30\n\n\
+Each run is a folder run=<run id>/ with its own _manifest.json, _metrics.json and _SUCCESS;\n\
+_LATEST names the one readers should read. Exit 2 when the output holds no history."
+    )]
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
+    },
+    /// Point a run history's _LATEST back at an earlier committed run (default: the one
+    /// committed before the latest).
+    #[command(
+        after_help = "Example:\n  batchscore rollback s3://bucket/scores/churn/\n  \
+batchscore rollback s3://bucket/scores/churn/ --to 0193a4c2-...\n\n\
+Nothing is deleted: the rolled-back run stays, and the next run becomes the latest as usual."
+    )]
+    Rollback {
+        output: String,
+        /// The run to make the latest. Default: the committed run before the latest.
+        #[arg(long, value_name = "RUN_ID")]
+        to: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Describe a model: inputs and outputs with types and shapes, opsets, metadata.
     #[command(after_help = "Example:\n  batchscore inspect sample_data/churn/churn_lgbm.onnx")]
     Inspect {
@@ -238,6 +265,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Commit { args } => commit::commit(&args).await,
         Command::Models { command } => models::run(command, ort_lib).await,
+        Command::Runs { command } => runs::runs(command).await,
+        Command::Rollback { output, to, store } => {
+            runs::rollback(&output, to.as_deref(), &store).await
+        }
         Command::Inspect { model, json } => {
             print!("{}", inspect::inspect(&model, json, ort_lib)?);
             Ok(())
@@ -277,6 +308,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             .is_some()
         || e.downcast_ref::<run::ShardError>().is_some()
         || e.downcast_ref::<models::ParityError>().is_some()
+        || e.downcast_ref::<runs::HistoryError>().is_some()
     {
         2
     } else if let Some(m) = e.downcast_ref::<ModelError>() {

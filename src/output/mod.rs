@@ -6,6 +6,7 @@
 //! `_manifest.json` lists the parts, `_metrics.json` says what happened, and `_SUCCESS` is
 //! written last. A reader that trusts `_SUCCESS` and the manifest never sees a partial run.
 
+pub mod history;
 pub mod local;
 pub mod part;
 pub mod run_folder;
@@ -14,7 +15,7 @@ pub mod store;
 use std::path::{Path, PathBuf};
 
 use crate::report::{Manifest, RunMetrics};
-use crate::spec::WriteMode;
+use crate::spec::{OutputLayout, WriteMode};
 use crate::storage::StoreFactory;
 pub use local::LocalCommitter;
 pub use part::{PartWriter, RollingWriter, Staging};
@@ -57,6 +58,14 @@ pub enum OutputError {
     )]
     Conflict { uri: String },
     #[error(
+        "output {uri}: holds {what}, but [output] layout = \"{layout}\"; give this job an output folder of its own"
+    )]
+    OtherLayout {
+        uri: String,
+        what: &'static str,
+        layout: crate::spec::OutputLayout,
+    },
+    #[error(
         "output {folder}: another run is in progress here (run {run_id}, started {started_at}), and this one differs from it in {differs}; let that run finish, or remove {folder} to start another"
     )]
     AnotherRun {
@@ -76,6 +85,7 @@ impl OutputError {
                 | Self::NotADirectory { .. }
                 | Self::CorruptManifest { .. }
                 | Self::AnotherRun { .. }
+                | Self::OtherLayout { .. }
         )
     }
 }
@@ -227,6 +237,25 @@ impl Committer {
                 uri: path.display().to_string(),
                 message: e.to_string(),
             })
+    }
+
+    /// The manifest of the run a reader of the output at `uri` sees: the output's own, or in
+    /// a run history the one `_LATEST` names.
+    pub async fn published_manifest(
+        uri: &str,
+        layout: OutputLayout,
+        stores: &StoreFactory,
+    ) -> Result<Option<Manifest>, OutputError> {
+        if layout == OutputLayout::Flat {
+            return Self::committed_manifest(uri, stores).await;
+        }
+        match history::History::open(uri, stores)?.latest().await? {
+            Some(latest) => {
+                let run = history::run_uri(uri, layout, &latest.run_id);
+                Self::committed_manifest(&run, stores).await
+            }
+            None => Ok(None),
+        }
     }
 
     /// Removes what a run that will not commit has staged.

@@ -33,6 +33,9 @@ pub struct RunRecord {
     /// `parquet` or `csv`.
     pub format: String,
     pub mode: crate::spec::WriteMode,
+    /// Whether the run commits into a run history (`[output] layout`).
+    #[serde(default)]
+    pub layout: crate::spec::OutputLayout,
     pub max_rejected: Option<u64>,
     pub max_rejected_rate: Option<f64>,
     /// A resumable run (`run --resume`): its "shards" are pieces one process scores in turn.
@@ -274,6 +277,7 @@ mod tests {
             started_at: "t".into(),
             job_name: "j".into(),
             output_uri: "o".into(),
+            layout: Default::default(),
             model_uri: "m.onnx".into(),
             format: "parquet".into(),
             mode: crate::spec::WriteMode::Error,

@@ -26,10 +26,11 @@ use serde::Serialize;
 
 use crate::diagnostics::SpecError;
 use crate::model::ModelError;
-use crate::output::{Committer, OutputError, RollingWriter, Staging};
+use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
 use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
 use crate::score::tree_order::TreeRowOrder;
 use crate::score::{ScoreStats, Scorer};
+use crate::spec::OutputLayout;
 use partition::{AbortOnDrop, Budget, PartitionResult, PartitionTask};
 use physical::Scoring;
 pub use plan::{JobPlan, plan_job, plan_shard};
@@ -99,8 +100,8 @@ impl RunError {
 /// For `mode = "skip"`: the run id that already committed this output with the same spec,
 /// model and input files, if one did.
 pub async fn already_committed(plan: &JobPlan) -> Result<Option<String>, RunError> {
-    let uri = &plan.spec.spec.output.uri;
-    let Some(m) = Committer::committed_manifest(uri, &plan.stores).await? else {
+    let out = &plan.spec.spec.output;
+    let Some(m) = Committer::published_manifest(&out.uri, out.layout, &plan.stores).await? else {
         return Ok(None);
     };
     let same = m.is_same_job(&plan.spec.hash, &plan.model.sha256, &plan.input_fingerprint);
@@ -141,7 +142,14 @@ pub async fn execute(
     let scorer = Arc::new(build_scorer(&mut plan)?);
     let scoring = Scoring::new(&plan, scorer.clone())?;
     let s = &plan.spec.spec;
-    let committer = Committer::prepare(&s.output.uri, s.output.mode, &run_id, &plan.stores).await?;
+    let target = history::run_uri(&s.output.uri, s.output.layout, &run_id);
+    let committer = Committer::prepare(
+        &target,
+        run_mode(s.output.layout, s.output.mode),
+        &run_id,
+        &plan.stores,
+    )
+    .await?;
     tracing::info!(run_id = %run_id, job = %s.name, input = %s.input.uri, model = %plan.model.uri, output = %committer.output(), workers = plan.workers, "starting run");
     let destination = Destination {
         staging: committer.staging(),
@@ -173,8 +181,33 @@ pub async fn execute(
         .commit(&manifest, &mut metrics, commit_started)
         .await?;
     tracing::info!(output = %output, rows = manifest.rows, "committed");
-    resume::forget_resumable(&plan.spec.spec.output.uri, &plan.stores).await;
+    let out = &plan.spec.spec.output;
+    publish(&out.uri, out.layout, &manifest.run_id, &plan.stores).await?;
+    resume::forget_resumable(&out.uri, &plan.stores).await;
     Ok(RunSummary { output, metrics })
+}
+
+/// The mode a run commits its folder with: in a history each run's folder is new.
+fn run_mode(layout: OutputLayout, mode: crate::spec::WriteMode) -> crate::spec::WriteMode {
+    match layout {
+        OutputLayout::Flat => mode,
+        OutputLayout::Runs => crate::spec::WriteMode::Error,
+    }
+}
+
+/// Makes a committed run the one readers see: in a history, `_LATEST` moves to it.
+async fn publish(
+    output: &str,
+    layout: OutputLayout,
+    run_id: &str,
+    stores: &crate::storage::StoreFactory,
+) -> Result<(), RunError> {
+    if layout == OutputLayout::Runs {
+        let history = history::History::open(output, stores)?;
+        let before = history.point_at(run_id).await?;
+        tracing::info!(output = %output, latest = %run_id, previous = before.as_deref().unwrap_or("none"), "_LATEST moved");
+    }
+    Ok(())
 }
 
 /// The scorer: a session per worker, and a tree ensemble's row order when it has one.

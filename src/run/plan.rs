@@ -26,7 +26,7 @@ use crate::output::Committer;
 use crate::report::MemoryReport;
 use crate::score::tree_order::EnsembleSplits;
 use crate::score::{OutputBinding, bind_outputs};
-use crate::spec::{Fallback, JobSpec, LoadedSpec, RunSpec};
+use crate::spec::{Fallback, JobSpec, LoadedSpec, OutputLayout, RunSpec};
 use crate::storage::StoreFactory;
 
 /// A job checked against its model and input, ready to run.
@@ -112,14 +112,26 @@ async fn check_output(
     run_key: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<String> {
+    let (uri, layout) = (&s.output.uri, s.output.layout);
+    if let Err(e) = crate::output::history::check_layout(uri, layout, stores).await {
+        problems.push(Problem::new("output.layout", e.to_string()));
+        return None;
+    }
     if sharded
         && !run_key.is_empty()
-        && let Ok(Some(m)) = Committer::committed_manifest(&s.output.uri, stores).await
+        && let Ok(Some(m)) = Committer::published_manifest(uri, layout, stores).await
         && m.run_key == run_key
     {
         return Some(m.run_id);
     }
-    if let Err(e) = Committer::check(&s.output.uri, s.output.mode, stores).await {
+    // A history adds a folder per run: only what is already there must be readable.
+    let check = match layout {
+        OutputLayout::Flat => Committer::check(uri, s.output.mode, stores).await,
+        OutputLayout::Runs => Committer::published_manifest(uri, layout, stores)
+            .await
+            .map(|_| ()),
+    };
+    if let Err(e) = check {
         problems.push(Problem::new("output.uri", e.to_string()));
     }
     None

@@ -19,10 +19,11 @@ use super::{
     Destination, JobPlan, RunError, RunSummary, Written, build_scorer, run_facts, write_parts,
 };
 use crate::input::ShardId;
-use crate::output::{Committer, RunFolder};
+use crate::output::{Committer, RunFolder, history};
 use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
 use crate::report::{Manifest, PartFile, Resumed, RunFacts, RunMetrics};
 use crate::score::Scorer;
+use crate::spec::OutputLayout;
 use crate::storage::StoreFactory;
 
 /// How a shard's process ended.
@@ -213,6 +214,7 @@ pub(super) fn record_of(
         model_version: plan.model.registered.as_ref().map(|r| r.version.clone()),
         format: s.output.format.extension().to_string(),
         mode: s.output.mode,
+        layout: s.output.layout,
         max_rejected: s.run.max_rejected,
         max_rejected_rate: s.run.max_rejected_rate,
         resumable,
@@ -268,11 +270,13 @@ async fn commit_run(
     files.sort_by(|a, b| a.path.cmp(&b.path));
     rejected_files.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = manifest(record, files, rejected_files);
-    let uri = &record.output_uri;
-    let committer = Committer::prepare(uri, record.mode, &record.run_id, stores).await?;
+    let target = history::run_uri(&record.output_uri, record.layout, &record.run_id);
+    let mode = super::run_mode(record.layout, record.mode);
+    let committer = Committer::prepare(&target, mode, &record.run_id, stores).await?;
     let output = committer
         .commit_parts(sources, &manifest, &mut metrics, commit_started)
         .await?;
+    super::publish(&record.output_uri, record.layout, &record.run_id, stores).await?;
     folder.remove().await;
     tracing::info!(output = %output, rows = manifest.rows, shards = shards.len(), "committed the run");
     Ok(RunSummary { output, metrics })
@@ -320,8 +324,10 @@ pub async fn commit_by_hand(
     let folder = RunFolder::open(output, stores).await?;
     let Some(record) = folder.record().await? else {
         folder.remove_if_empty();
-        if let Some(m) = Committer::committed_manifest(output, stores).await? {
-            return Ok(CommitOutcome::AlreadyCommitted { run_id: m.run_id });
+        for layout in [OutputLayout::Flat, OutputLayout::Runs] {
+            if let Some(m) = Committer::published_manifest(output, layout, stores).await? {
+                return Ok(CommitOutcome::AlreadyCommitted { run_id: m.run_id });
+            }
         }
         return Err(RunError::NoRun {
             output: output.to_string(),

@@ -268,6 +268,31 @@ pub struct OutputSpec {
     /// `uri` its SHA-256. Default: none.
     #[serde(default)]
     pub model_version_column: Option<String>,
+    /// `"flat"`: the output folder holds one run's output, replaced by the next
+    /// (`mode`); `"runs"`: every run commits `<uri>/run=<run id>/` and moves `<uri>/_LATEST`
+    /// to it, a history that `batchscore runs` lists and prunes and `batchscore rollback`
+    /// moves back (`mode = "skip"` compares with the latest run; the other modes add a run).
+    /// Default: "flat".
+    #[serde(default)]
+    pub layout: OutputLayout,
+}
+
+/// How an output folder holds runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputLayout {
+    #[default]
+    Flat,
+    Runs,
+}
+
+impl fmt::Display for OutputLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Flat => "flat",
+            Self::Runs => "runs",
+        })
+    }
 }
 
 /// Output file formats.
