@@ -1181,3 +1181,126 @@ fn a_resumed_run_in_a_bucket_skips_finished_pieces_and_equals_an_uninterrupted_r
     assert_matches(&resumed, &read_output(&s.path("whole")), "txn_id", &columns);
     assert_matches(&resumed, &expected, "txn_id", &columns);
 }
+
+/// A model registry under a bucket prefix, spoken to with the job's `[storage]` settings
+/// (`--spec`): a version registered (created only if absent: a second one of that name is
+/// refused), an alias set, and a run by that alias scoring what onnxruntime scores.
+#[test]
+fn a_registry_in_a_bucket_registers_moves_an_alias_and_scores_by_it() {
+    use sha2::{Digest, Sha256};
+    let s = Scratch::new();
+    let (b, store) = bucket("registry");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    let reg = format!("s3://{b}/registry");
+    let model = sample("churn/churn_lgbm.onnx");
+    let model_bytes = std::fs::read(&model).unwrap();
+    let sha = hex::encode(Sha256::digest(&model_bytes));
+    let file_model = format!("[model]\nuri = \"s3://{b}/models/churn.onnx\"\n");
+    let text = churn_from_s3(&b, "models/churn.onnx", "", &storage_table(true));
+    assert!(text.contains(&file_model));
+    let text = text
+        .replace(
+            &file_model,
+            &format!("[model]\nregistry = \"{reg}\"\nname = \"churn\"\nalias = \"champion\"\n"),
+        )
+        .replace(
+            "mode = \"overwrite\"\n",
+            "mode = \"overwrite\"\nmodel_version_column = \"model_version\"\n",
+        );
+    let job = s.job("registry.toml", &text);
+    let job = job.to_str().unwrap();
+    let models = |args: &[&str]| {
+        let store_args = ["--registry", reg.as_str(), "--spec", job];
+        s3_run(&s, &[&["models"], args, &store_args[..]].concat())
+    };
+
+    let o = models(&["register", "churn", &model]);
+    assert_ok(&o);
+    assert_eq!(
+        text_of(&o),
+        format!("registered churn version 1 at {reg}/churn/1 (sha256 {sha})\n")
+    );
+    let get = |key: &str| {
+        rt().block_on(async { store.get(&key.into()).await.unwrap().bytes().await.unwrap() })
+    };
+    assert_eq!(get("registry/churn/1/model.onnx").to_vec(), model_bytes);
+    let card: batchscore::model::registry::ModelCard =
+        toml::from_str(std::str::from_utf8(&get("registry/churn/1/model.toml")).unwrap()).unwrap();
+    assert_eq!((card.version.as_str(), card.sha256.as_str()), ("1", &*sha));
+
+    // The version exists: another file of that name is refused, and the bucket keeps the first.
+    let o = models(&[
+        "register",
+        "churn",
+        &sample("fraud/fraud_xgb.onnx"),
+        "--version",
+        "1",
+    ]);
+    assert_eq!(
+        assert_exit(&o, 2),
+        format!(
+            "error: {reg}/churn/1: version 1 of \"churn\" exists already; a registered version is never replaced: register a new version\n"
+        )
+    );
+    assert_eq!(get("registry/churn/1/model.onnx").to_vec(), model_bytes);
+
+    // No alias yet: the run is refused, naming the aliases there are (none).
+    let o = s3_run(&s, &["run", job]);
+    assert_eq!(
+        assert_exit(&o, 2),
+        format!(
+            "error: job spec {job}: [model.alias]: model registry {reg}: model \"churn\" has no alias \"champion\" (aliases: none)\n"
+        )
+    );
+    assert!(!s.path("out").exists());
+
+    let o = models(&["alias", "churn", "champion", "1"]);
+    assert_ok(&o);
+    assert_eq!(text_of(&o), "churn: champion -> 1\n");
+    assert_eq!(
+        &get("registry/churn/aliases.json")[..],
+        b"{\n  \"champion\": \"1\"\n}\n"
+    );
+    let o = models(&["list"]);
+    assert_ok(&o);
+    assert_eq!(
+        text_of(&o),
+        format!(
+            "{:<16} {:<8} {:<24} {:<14} ALIASES\n{:<16} {:<8} {:<24} {:<14} champion\n",
+            "NAME",
+            "VERSION",
+            "CREATED",
+            "SHA256",
+            "churn",
+            "1",
+            card.created,
+            &sha[..12]
+        )
+    );
+
+    assert_ok(&s3_run(&s, &["run", job]));
+    let got = read_output(&s.path("out/churn"));
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &got,
+        &expected,
+        "customer_id",
+        &["region", "churn_probability", "churn_label"],
+    );
+    assert_eq!(
+        texts(&got["model_version"]),
+        vec!["1".to_string(); expected["customer_id"].len()]
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/churn/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        metrics["model"]["registered"],
+        serde_json::json!({"registry": reg, "name": "churn", "version": "1", "alias": "champion"})
+    );
+    assert_eq!(
+        metrics["model"]["uri"],
+        format!("{reg}/churn/1/model.onnx").as_str()
+    );
+    assert_eq!(metrics["model"]["sha256"], sha.as_str());
+}
