@@ -23,7 +23,8 @@ pub async fn commit(args: &CommitArgs) -> anyhow::Result<()> {
     let stores = args.store.stores()?;
     let line = match commit_by_hand(&args.output, &stores, args.force).await? {
         CommitOutcome::Committed(summary) => {
-            format!("{} (committed by hand)", summary_line(&summary))
+            println!("{} (committed by hand)", summary_line(&summary));
+            return Ok(crate::run::alerts_outcome(&summary.metrics)?);
         }
         CommitOutcome::AlreadyCommitted { run_id } => format!(
             "{}: run {run_id} already committed this output; nothing to do",

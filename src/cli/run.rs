@@ -9,7 +9,7 @@ use crate::input::ShardId;
 use crate::run::resume::execute_resumable;
 use crate::run::scheduler::detect;
 use crate::run::shard::{ShardOutcome, execute_shard};
-use crate::run::{RunSummary, already_committed, execute, plan_job, plan_shard};
+use crate::run::{RunSummary, alerts_outcome, already_committed, execute, plan_job, plan_shard};
 use crate::spec::LoadedSpec;
 use crate::spec::{self, WriteMode};
 
@@ -158,10 +158,13 @@ async fn run_shard(
         }
     };
     let line = match outcome {
-        ShardOutcome::Committed(summary) => format!(
-            "{} (shard {id}, the last to finish, committed the run)",
-            summary_line(&summary)
-        ),
+        ShardOutcome::Committed(summary) => {
+            println!(
+                "{} (shard {id}, the last to finish, committed the run)",
+                summary_line(&summary)
+            );
+            return Ok(alerts_outcome(&summary.metrics)?);
+        }
         ShardOutcome::Finished { metrics, done, of } => format!(
             "{name}: shard {id} scored {} rows in {:.2} s, {} rejected; {done} of {of} shards finished, the last one commits the run -> {output}",
             metrics.rows.scored, metrics.wall_seconds, metrics.rows.rejected
@@ -211,7 +214,7 @@ async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Resu
     } else {
         println!("{}", summary_line(&summary));
     }
-    Ok(())
+    Ok(alerts_outcome(&summary.metrics)?)
 }
 
 /// Runs the whole job at once, or (`resume`) as resumable pieces.

@@ -9,6 +9,9 @@ use std::sync::atomic::Ordering;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use indexmap::IndexMap;
+
+use super::distribution::{Distribution, Drift};
 use crate::model::{Model, ModelIo};
 pub use crate::reject::ReasonCount;
 use crate::score::ScoreStats;
@@ -53,6 +56,26 @@ pub struct RunMetrics {
     /// the last attempt skipped. Their rows count in `rows` as the run's.
     #[serde(default)]
     pub resumed: Option<Resumed>,
+    /// The distribution of every output column (of the written rows) and every model input
+    /// feature (of every row scored or rejected), by name: see the README's "Monitoring".
+    #[serde(default)]
+    pub distributions: IndexMap<String, Distribution>,
+    /// Drift from `[monitor] baseline`, when one was found.
+    #[serde(default)]
+    pub drift: Option<DriftReport>,
+    /// Every `[[monitor.alerts]]` rule with the metric's value and whether it fired.
+    #[serde(default)]
+    pub alerts: Vec<super::alerts::AlertState>,
+}
+
+/// How far this run's columns moved from a baseline run's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DriftReport {
+    /// The baseline: `run <id>` of the output's history, or the metrics file's path or URL.
+    pub baseline: String,
+    /// By column: the population stability index over the baseline's bins or classes, and
+    /// the shift of the mean in baseline standard deviations.
+    pub columns: IndexMap<String, Drift>,
 }
 
 /// What a resumed run did not score again.
@@ -78,6 +101,10 @@ pub struct RowCounts {
     pub rejected: u64,
     /// Rows written to the output.
     pub written: u64,
+    /// Malformed CSV records: rejected (counted in `rejected`) before the query, so not in
+    /// `selected`.
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 /// Time per stage, summed over workers.
@@ -240,6 +267,7 @@ impl RunMetrics {
                 scored,
                 rejected: stats.rejected.rows(),
                 written: run.rows_written,
+                malformed: load(&stats.rows_malformed),
             },
             batches: load(&stats.batches),
             wall_seconds: run.wall_seconds,
@@ -269,6 +297,9 @@ impl RunMetrics {
             non_finite_outputs: load(&stats.non_finite_outputs),
             rejected_reasons: stats.rejected.top(10),
             resumed: None,
+            distributions: IndexMap::new(),
+            drift: None,
+            alerts: Vec::new(),
         }
     }
 }

@@ -2,6 +2,8 @@
 //! (`_manifest.json`, what a reader trusts). Both are `Serialize` + `Deserialize` structs,
 //! read back as types, with a JSON Schema in `schemas/` that a test keeps fresh.
 
+pub mod alerts;
+pub mod columns;
 pub mod distribution;
 pub mod manifest;
 pub mod metrics;
@@ -9,8 +11,8 @@ pub mod shards;
 
 pub use manifest::{Manifest, PartFile};
 pub use metrics::{
-    Latency, MemoryReport, ModelReport, ReasonCount, RegisteredModel, Resumed, RowCounts, RunFacts,
-    RunMetrics, StageSeconds,
+    DriftReport, Latency, MemoryReport, ModelReport, ReasonCount, RegisteredModel, Resumed,
+    RowCounts, RunFacts, RunMetrics, StageSeconds,
 };
 
 /// The JSON Schemas committed in `schemas/`, by file name.

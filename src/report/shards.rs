@@ -36,6 +36,9 @@ pub struct RunRecord {
     /// Whether the run commits into a run history (`[output] layout`).
     #[serde(default)]
     pub layout: crate::spec::OutputLayout,
+    /// The spec's `[monitor]`: the alerts the committing shard checks, where it pushes.
+    #[serde(default)]
+    pub monitor: crate::spec::MonitorSpec,
     pub max_rejected: Option<u64>,
     pub max_rejected_rate: Option<f64>,
     /// A resumable run (`run --resume`): its "shards" are pieces one process scores in turn.
@@ -213,6 +216,7 @@ fn zero_rows() -> RowCounts {
         scored: 0,
         rejected: 0,
         written: 0,
+        malformed: 0,
     }
 }
 
@@ -225,6 +229,7 @@ fn add_rows(sum: &mut RowCounts, r: &RowCounts) {
     sum.scored += r.scored;
     sum.rejected += r.rejected;
     sum.written += r.written;
+    sum.malformed += r.malformed;
 }
 
 fn zero_stages() -> StageSeconds {
@@ -278,6 +283,7 @@ mod tests {
             job_name: "j".into(),
             output_uri: "o".into(),
             layout: Default::default(),
+            monitor: Default::default(),
             model_uri: "m.onnx".into(),
             format: "parquet".into(),
             mode: crate::spec::WriteMode::Error,

@@ -6,6 +6,7 @@
 //! happening inside the pull in DataFusion's plan ([`physical`]), and writes them to its own
 //! parts in the staging), join them, check the reject budget, commit, report.
 
+pub mod baseline;
 pub mod memory;
 pub mod partition;
 pub mod physical;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use crate::diagnostics::SpecError;
 use crate::model::ModelError;
 use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
+use crate::report::columns::ColumnProfiles;
 use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
 use crate::score::tree_order::TreeRowOrder;
 use crate::score::{ScoreStats, Scorer};
@@ -77,6 +79,9 @@ pub enum RunError {
         done: usize,
         of: usize,
     },
+    /// The run committed, but `[[monitor.alerts]]` rules fired.
+    #[error("job {job}: committed, but {} alert rule(s) fired: {}", firing.len(), firing.join("; "))]
+    AlertsFired { job: String, firing: Vec<String> },
     #[error(
         "{folder}: a shard took the commit lock (commit.lock) and may be committing the run now; if it died, run batchscore commit --force"
     )]
@@ -85,13 +90,14 @@ pub enum RunError {
 
 impl RunError {
     /// 2: refused before any work (spec, command line, model, existing output); 3: more rows
-    /// rejected than the budget allows; 4: `commit` with shards missing; 1: anything else.
+    /// rejected than the budget allows; 4: `commit` with shards missing, or alerts fired
+    /// after the commit; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Spec(_) | Self::NoRun { .. } | Self::CommitLocked { .. } => 2,
             Self::Output(e) if e.is_refusal() => 2,
             Self::RejectBudget { .. } => 3,
-            Self::ShardsMissing { .. } | Self::PiecesMissing { .. } => 4,
+            Self::ShardsMissing { .. } | Self::PiecesMissing { .. } | Self::AlertsFired { .. } => 4,
             _ => 1,
         }
     }
@@ -166,7 +172,7 @@ pub async fn execute(
     if let Some(pb) = &progress {
         pb.finish_and_clear();
     }
-    let written = match written {
+    let mut written = match written {
         Ok(w) => w,
         Err(e) => {
             committer.abort().await;
@@ -176,6 +182,8 @@ pub async fn execute(
     let commit_started = Instant::now();
     let facts = run_facts(&plan, &scorer, &written, run_id, started_at, started);
     let mut metrics = RunMetrics::new(facts, &scorer.stats);
+    add_distributions(&plan, &mut written, &mut metrics);
+    check_alerts(&plan.spec.spec.monitor, &mut metrics);
     let manifest = manifest(&plan, &metrics, written);
     let output = committer
         .commit(&manifest, &mut metrics, commit_started)
@@ -185,6 +193,52 @@ pub async fn execute(
     publish(&out.uri, out.layout, &manifest.run_id, &plan.stores).await?;
     resume::forget_resumable(&out.uri, &plan.stores).await;
     Ok(RunSummary { output, metrics })
+}
+
+/// The workers' column profiles merged into the run's distributions, and their drift from the
+/// baseline.
+fn add_distributions(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
+    let mut merged: Option<ColumnProfiles> = None;
+    for p in written.results.iter_mut().filter_map(|r| r.profiles.take()) {
+        match &mut merged {
+            Some(m) => m.merge(p),
+            None => merged = Some(p),
+        }
+    }
+    if let Some(m) = merged {
+        let (distributions, drift) = m.finish(plan.baseline.as_ref().map(|b| b.label.as_str()));
+        metrics.distributions = distributions;
+        metrics.drift = drift;
+    }
+}
+
+/// Evaluates the alert rules over the run's metrics, listing them there and logging each
+/// breach as an error.
+pub(crate) fn check_alerts(monitor: &crate::spec::MonitorSpec, metrics: &mut RunMetrics) {
+    metrics.alerts = crate::report::alerts::evaluate(&monitor.alerts, metrics);
+    for a in metrics.alerts.iter().filter(|a| a.firing) {
+        tracing::error!(rule = %a.rule, severity = %a.severity, value = a.value.unwrap_or(f64::NAN), "alert fired");
+    }
+}
+
+/// After a commit: the run's firing alerts as an error (exit code 4), when any fired.
+pub fn alerts_outcome(metrics: &RunMetrics) -> Result<(), RunError> {
+    let firing: Vec<String> = metrics
+        .alerts
+        .iter()
+        .filter(|a| a.firing)
+        .map(|a| {
+            let v = a.value.map(|v| format!("{v}")).unwrap_or_default();
+            format!("{} (value {v}, {})", a.rule, a.severity)
+        })
+        .collect();
+    if firing.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::AlertsFired {
+        job: metrics.job_name.clone(),
+        firing,
+    })
 }
 
 /// The mode a run commits its folder with: in a history each run's folder is new.
@@ -341,6 +395,7 @@ async fn run_tasks(
                 scorer: scorer.clone(),
                 budget: budget.clone(),
                 progress: progress.cloned(),
+                profiles: plan.profiles.clone().map(ColumnProfiles::new),
             }
             .run(),
         )

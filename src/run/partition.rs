@@ -16,6 +16,7 @@ use crate::input::csv::MalformedRow;
 use crate::output::RollingWriter;
 use crate::reject::{ReasonCount, RejectCounts};
 use crate::report::PartFile;
+use crate::report::columns::ColumnProfiles;
 use crate::score::Scorer;
 
 /// What a task wrote and how long it spent.
@@ -25,6 +26,7 @@ pub(super) struct PartitionResult {
     pub rejected_files: Vec<PartFile>,
     pub pull: Duration,
     pub write: Duration,
+    pub profiles: Option<ColumnProfiles>,
 }
 
 /// The reject budget a task checks after each batch.
@@ -93,6 +95,8 @@ pub(super) struct PartitionTask {
     pub scorer: Arc<Scorer>,
     pub budget: Budget,
     pub progress: Option<ProgressBar>,
+    /// This worker's column profiles, when the run reports distributions.
+    pub profiles: Option<ColumnProfiles>,
 }
 
 impl PartitionTask {
@@ -106,6 +110,12 @@ impl PartitionTask {
             let batch = batch?;
             let (out, rej) =
                 crate::reject::split(&batch, self.n_pass, &self.out_schema, &self.rej_schema)?;
+            if let Some(p) = &mut self.profiles {
+                p.observe(
+                    &out.columns()[self.n_pass..],
+                    &batch.columns()[self.n_pass + 1..],
+                );
+            }
             let t = Instant::now();
             self.writer.write(&out).await?;
             if let Some(rej) = &rej {
@@ -121,6 +131,7 @@ impl PartitionTask {
         result.files = self.writer.finish().await?;
         result.rejected_files = self.rejected.finish().await?;
         result.write += t.elapsed();
+        result.profiles = self.profiles;
         Ok(result)
     }
 }

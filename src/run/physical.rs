@@ -29,6 +29,9 @@ pub(super) struct Scoring {
     pub out_schema: SchemaRef,
     /// What `_rejected/` parts hold: the pass-through columns, then the reject columns.
     pub rej_schema: SchemaRef,
+    /// Features the scored batches carry after the predictions, for their distributions
+    /// (none when `[monitor] distributions` is off).
+    pub n_profiled: usize,
 }
 
 impl Scoring {
@@ -57,9 +60,15 @@ impl Scoring {
                     .map(|o| Arc::new(Field::new(&o.column, o.data_type(), true))),
             )
             .collect();
+        let n_profiled = if plan.profiles.is_some() {
+            plan.bound.inputs.iter().map(|b| b.columns.len()).sum()
+        } else {
+            0
+        };
         Ok(Self {
             features,
             predict,
+            n_profiled,
             n_pass,
             out_schema: Arc::new(Schema::new(out_fields)),
             rej_schema: crate::reject::schema(&passthrough),
@@ -101,6 +110,11 @@ impl Scoring {
                 .create_physical_expr(self.predict.clone(), &features_schema)?,
             "__batchscore_predictions".to_string(),
         ));
+        // The features ride along, for their distributions: `reject::split` ignores them.
+        for i in self.n_pass..self.n_pass + self.n_profiled {
+            let name = schema.field(i).name().clone();
+            exprs.push((Arc::new(PhysicalColumn::new(&name, i)), name));
+        }
         Ok(Arc::new(ProjectionExec::try_new(exprs, queued)?))
     }
 }

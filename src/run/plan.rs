@@ -13,6 +13,7 @@ use datafusion::logical_expr::{Expr, cast, col};
 use datafusion::prelude::{DataFrame, SessionContext};
 
 use super::RunError;
+use super::baseline::{self, Baseline};
 use super::memory::{self, Demand, Layout, MemoryLimit};
 use crate::diagnostics::{Problem, SpecError};
 use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
@@ -24,6 +25,7 @@ use crate::model::registry::{Registry, RegistryError, Resolved, Selector};
 use crate::model::{ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::report::MemoryReport;
+use crate::report::columns::{ColumnSpec, ProfilePlan};
 use crate::score::tree_order::EnsembleSplits;
 use crate::score::{OutputBinding, bind_outputs};
 use crate::spec::{Fallback, JobSpec, LoadedSpec, OutputLayout, RunSpec};
@@ -63,6 +65,10 @@ pub struct JobPlan {
     pub device: ExecutionDevice,
     /// The model's tree ensemble splits, when it has them and `[run] reorder_rows` is on.
     pub(super) tree_splits: Option<EnsembleSplits>,
+    /// The columns whose distributions the run reports (`[monitor] distributions`).
+    pub(super) profiles: Option<Arc<ProfilePlan>>,
+    /// The run drift is measured against (`[monitor] baseline`), when one was found.
+    pub baseline: Option<Baseline>,
 }
 
 impl std::fmt::Debug for JobPlan {
@@ -217,6 +223,13 @@ pub async fn plan_shard(
         refuse_unsplittable(input.frame.logical_plan(), &mut problems);
     }
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
+    let baseline = baseline::load(
+        s.monitor.baseline.as_deref(),
+        &s.output,
+        &stores,
+        &mut problems,
+    )
+    .await?;
     let Bound {
         input: Some(opened),
         passthrough,
@@ -237,7 +250,13 @@ pub async fn plan_shard(
         csv,
         source,
     } = opened;
+    let profiles = s
+        .monitor
+        .distributions
+        .then(|| Arc::new(profile_plan(&frame, &outputs, &inputs, baseline.as_ref())));
     Ok(JobPlan {
+        profiles,
+        baseline,
         workers: s.run.worker_count(),
         device,
         tree_splits,
@@ -258,6 +277,57 @@ pub async fn plan_shard(
         csv_malformed: csv.map(|r| r.malformed),
         spec,
     })
+}
+
+/// The columns to profile: every output column that is not a list (a classifier's integer
+/// label counted by class), then every feature, each with the baseline's distribution of it.
+fn profile_plan(
+    frame: &DataFrame,
+    outputs: &[OutputBinding],
+    inputs: &BoundInputs,
+    baseline: Option<&Baseline>,
+) -> ProfilePlan {
+    let base = |name: &str| baseline.and_then(|b| b.metrics.distributions.get(name).cloned());
+    let output_names: Vec<String> = outputs.iter().map(|o| o.column.clone()).collect();
+    let output_specs = outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !o.is_list)
+        .map(|(at, o)| ColumnSpec {
+            name: o.column.clone(),
+            at,
+            label: o.data_type().is_integer(),
+            baseline: base(&o.column),
+        })
+        .collect();
+    let texts: Vec<(String, String)> = inputs
+        .inputs
+        .iter()
+        .flat_map(|b| {
+            b.columns
+                .iter()
+                .enumerate()
+                .map(|(j, c)| (c.clone(), format!("{}[{j}]", b.name)))
+        })
+        .collect();
+    let schema = frame.schema();
+    let names = ProfilePlan::name_features(&output_names, &texts, |t| {
+        schema.field_with_unqualified_name(t).is_ok()
+    });
+    let features = names
+        .into_iter()
+        .enumerate()
+        .map(|(at, name)| ColumnSpec {
+            baseline: base(&name),
+            name,
+            at,
+            label: false,
+        })
+        .collect();
+    ProfilePlan {
+        outputs: output_specs,
+        features,
+    }
 }
 
 /// Opens and binds the input, then fits the layout under the memory limit; when the fit

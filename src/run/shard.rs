@@ -21,7 +21,7 @@ use super::{
 use crate::input::ShardId;
 use crate::output::{Committer, RunFolder, history};
 use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
-use crate::report::{Manifest, PartFile, Resumed, RunFacts, RunMetrics};
+use crate::report::{Manifest, PartFile, Resumed, RunMetrics};
 use crate::score::Scorer;
 use crate::spec::OutputLayout;
 use crate::storage::StoreFactory;
@@ -112,7 +112,7 @@ pub(super) async fn score_shard(
         staging: folder.staging(id.index, ours.attempt)?,
         part: format!("part-{:05}", id.index),
     };
-    let written = match write_parts(plan, &scoring, scorer, &destination, progress).await {
+    let mut written = match write_parts(plan, &scoring, scorer, &destination, progress).await {
         Ok(w) => w,
         Err(e) => {
             folder.discard(id.index, ours.attempt).await;
@@ -121,7 +121,9 @@ pub(super) async fn score_shard(
     };
     let run_id = ours.record.run_id.clone();
     let facts = run_facts(plan, scorer, &written, run_id, started_at, started);
-    let manifest = shard_manifest(ours.record, id, ours.attempt, scorer, facts, &written);
+    let mut metrics = RunMetrics::new(facts, &scorer.stats);
+    super::add_distributions(plan, &mut written, &mut metrics);
+    let manifest = shard_manifest(ours.record, id, ours.attempt, scorer, metrics, &written);
     if !folder.finish_shard(&manifest).await? {
         folder.discard(id.index, ours.attempt).await;
         return Ok(None);
@@ -162,7 +164,7 @@ fn shard_manifest(
     id: ShardId,
     attempt: &str,
     scorer: &Scorer,
-    facts: RunFacts,
+    metrics: RunMetrics,
     written: &Written,
 ) -> ShardManifest {
     let latencies = scorer
@@ -179,7 +181,7 @@ fn shard_manifest(
         attempt: attempt.to_string(),
         files: written.files.clone(),
         rejected_files: written.rejected_files.clone(),
-        metrics: RunMetrics::new(facts, &scorer.stats),
+        metrics,
         reasons: scorer.stats.rejected.all(),
         latency: LatencyHistogram::from_samples(&latencies),
         malformed: scorer
@@ -215,6 +217,7 @@ pub(super) fn record_of(
         format: s.output.format.extension().to_string(),
         mode: s.output.mode,
         layout: s.output.layout,
+        monitor: s.monitor.clone(),
         max_rejected: s.run.max_rejected,
         max_rejected_rate: s.run.max_rejected_rate,
         resumable,
@@ -255,6 +258,7 @@ async fn commit_run(
         folder.remove().await;
         return Err(e);
     }
+    super::check_alerts(&record.monitor, &mut metrics);
     let commit_started = Instant::now();
     let (mut files, mut rejected_files, mut sources) = (Vec::new(), Vec::new(), Vec::new());
     for m in shards {

@@ -13,6 +13,7 @@ pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
     check_inputs(spec, &mut p);
     check_outputs(spec, &mut p);
     check_run(&spec.run, &mut p);
+    super::monitor::check(&spec.monitor, &mut p);
     if spec.output.max_rows_per_file == 0 {
         p.push(Problem::new(
             "output.max_rows_per_file",

@@ -82,6 +82,18 @@ pub fn load_str(
         spec.model.registry = Some(resolve_path(base, registry));
     }
     spec.output.uri = resolve_path(base, &spec.output.uri);
+    if let Some(f) = &spec.monitor.textfile {
+        spec.monitor.textfile = Some(resolve_path(base, f));
+    }
+    // A metrics file is a path; "previous" and run ids are not.
+    if let Some(b) = spec
+        .monitor
+        .baseline
+        .as_ref()
+        .filter(|b| b.ends_with(".json"))
+    {
+        spec.monitor.baseline = Some(resolve_path(base, b));
+    }
     let problems = super::check::check(&spec);
     if !problems.is_empty() {
         return Err(fail(problems));

@@ -14,6 +14,7 @@
 
 mod check;
 mod load;
+pub mod monitor;
 
 use std::fmt;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{OutputRef, OutputRefError, PLAIN_NAME, is_plain_name};
 pub use load::{LoadedSpec, VarError, load, load_str, parse_var};
+pub use monitor::{AlertSpec, MonitorSpec};
 
 /// A batch scoring job.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -50,6 +52,10 @@ pub struct JobSpec {
     /// Object store settings for every URI of the job. Default: each cloud's environment.
     #[serde(default)]
     pub storage: crate::storage::StorageSpec,
+    /// Distributions, drift, alert rules, and where metrics are pushed. Default: see each
+    /// field.
+    #[serde(default)]
+    pub monitor: MonitorSpec,
 }
 
 /// The input data set.
