@@ -164,7 +164,10 @@ async fn selector(r: &Registry, name: &str, text: &str) -> anyhow::Result<Select
 async fn list(args: &RegistryArgs, only: Option<&str>, json: bool) -> anyhow::Result<String> {
     let r = open(args)?;
     let names = match only {
-        Some(n) => vec![n.to_string()],
+        Some(n) => {
+            r.require_model(n).await?;
+            vec![n.to_string()]
+        }
         None => r.names().await?,
     };
     let mut rows = Vec::new();
@@ -274,9 +277,10 @@ async fn parity(
     };
     let _ = std::fs::remove_dir_all(&scratch);
     let (rows, max_abs_diff, label_mismatches) = compared?;
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     Ok(Parity {
-        reference: reference.display().to_string(),
-        sample: sample.display().to_string(),
+        reference: absolute(reference).display().to_string(),
+        sample: absolute(sample).display().to_string(),
         rows,
         max_abs_diff,
         label_mismatches,

@@ -200,6 +200,14 @@ impl Registry {
         Ok(versions)
     }
 
+    /// An error naming the models there are, when `name` has no version.
+    pub async fn require_model(&self, name: &str) -> Result<(), RegistryError> {
+        if self.versions(name).await?.is_empty() {
+            return Err(self.missing_version(name, "").await);
+        }
+        Ok(())
+    }
+
     /// A version's card; an error naming the versions there are when it has none.
     pub async fn card(&self, name: &str, version: &str) -> Result<ModelCard, RegistryError> {
         check_name("model name", name)?;

@@ -110,7 +110,9 @@ pub async fn already_committed(plan: &JobPlan) -> Result<Option<String>, RunErro
     let Some(m) = Committer::published_manifest(&out.uri, out.layout, &plan.stores).await? else {
         return Ok(None);
     };
-    let same = m.is_same_job(&plan.spec.hash, &plan.model.sha256, &plan.input_fingerprint);
+    let version = plan.model.registered.as_ref().map(|r| &r.version);
+    let same = m.is_same_job(&plan.spec.hash, &plan.model.sha256, &plan.input_fingerprint)
+        && m.model_version.as_ref() == version;
     Ok(same.then_some(m.run_id))
 }
 

@@ -98,7 +98,25 @@ impl JobPlan {
     /// `--var`s count), the model's SHA-256 and the input files' listing (paths, sizes,
     /// modification times). Shards of one run, and a resumed attempt, must agree on it.
     pub fn run_key(&self) -> String {
-        run_key(&self.spec.hash, &self.model.sha256, &self.input_fingerprint)
+        run_key(
+            &self.spec.hash,
+            &self.model_identity(),
+            &self.input_fingerprint,
+        )
+    }
+
+    /// The model as runs are told apart by: its SHA-256, and the registry version it was
+    /// chosen as (an alias moved to a version with the same bytes is another run).
+    pub fn model_identity(&self) -> String {
+        model_identity(&self.model)
+    }
+}
+
+/// See [`JobPlan::model_identity`].
+fn model_identity(m: &Model) -> String {
+    match &m.registered {
+        Some(r) => format!("{}@{}/{}", m.sha256, r.name, r.version),
+        None => m.sha256.clone(),
     }
 }
 
@@ -214,7 +232,7 @@ pub async fn plan_shard(
     let s = &spec.spec;
     let device = choose_device(&s.run, &mut problems);
     let key = match (&model, &bound.input) {
-        (Some(m), Some(input)) => run_key(&spec.hash, &m.sha256, &input.fingerprint),
+        (Some(m), Some(input)) => run_key(&spec.hash, &model_identity(m), &input.fingerprint),
         _ => String::new(),
     };
     if shard.is_some()

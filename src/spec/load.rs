@@ -75,11 +75,18 @@ pub fn load_str(
     if let Some(uri) = &spec.model.uri {
         spec.model.uri = Some(resolve_path(base, uri));
     }
-    if spec.model.name.is_some() && spec.model.registry.is_none() {
-        spec.model.registry = std::env::var("BATCHSCORE_REGISTRY").ok();
-    }
     if let Some(registry) = &spec.model.registry {
         spec.model.registry = Some(resolve_path(base, registry));
+    } else if spec.model.name.is_some() {
+        // From the environment, a relative folder means the working directory's, as it
+        // does for `batchscore models`.
+        spec.model.registry = std::env::var("BATCHSCORE_REGISTRY").ok().map(|r| {
+            if crate::storage::is_remote(&r) {
+                r
+            } else {
+                std::path::absolute(&r).map_or(r, |p| p.display().to_string())
+            }
+        });
     }
     spec.output.uri = resolve_path(base, &spec.output.uri);
     if let Some(f) = &spec.monitor.textfile {
