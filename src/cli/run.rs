@@ -124,14 +124,28 @@ pub async fn run_or_shard(
     how: How,
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
+    use tracing::Instrument;
     let spec = job.load()?;
+    // Every event of the run carries the job, and the run id and shard once they are known
+    // (in JSON logs, under "span").
+    let span = tracing::info_span!(
+        "run",
+        job = %spec.spec.name,
+        run_id = tracing::field::Empty,
+        shard = tracing::field::Empty
+    );
     match shard.resolve(spec.spec.run.shards)? {
         Some(_) if how.resume => Err(ShardError(
             "--resume is for a whole run: a shard of a sharded run is scored again whole when it is run again".into(),
         )
         .into()),
-        Some((id, run_id)) => run_shard(spec, id, run_id, how.progress, ort_lib).await,
-        None => run(spec, how, ort_lib).await,
+        Some((id, run_id)) => {
+            span.record("shard", id.to_string());
+            run_shard(spec, id, run_id, how.progress, ort_lib)
+                .instrument(span)
+                .await
+        }
+        None => run(spec, how, ort_lib).instrument(span).await,
     }
 }
 

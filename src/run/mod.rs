@@ -24,6 +24,7 @@ use datafusion::physical_plan::{
 };
 use indicatif::ProgressBar;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::diagnostics::SpecError;
 use crate::model::ModelError;
@@ -147,6 +148,7 @@ pub async fn execute(
     let started_at = chrono::Utc::now();
     let started = Instant::now();
     let run_id = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("run_id", run_id.as_str());
     let scorer = Arc::new(build_scorer(&mut plan)?);
     let scoring = Scoring::new(&plan, scorer.clone())?;
     let s = &plan.spec.spec;
@@ -372,7 +374,7 @@ async fn run_tasks(
     // Malformed CSV rows go to `_rejected/` through parts of their own, numbered after the
     // scoring partitions' parts.
     let malformed = plan.csv_malformed.take().map(|rows| {
-        tokio::spawn(partition::write_malformed(
+        tokio::spawn(Instrument::in_current_span(partition::write_malformed(
             rows,
             scan_done_rx,
             writer(
@@ -383,7 +385,7 @@ async fn run_tasks(
             scoring.rej_schema.clone(),
             scorer.clone(),
             budget.clone(),
-        ))
+        )))
     });
     let tasks = streams.into_iter().enumerate().map(|(i, stream)| {
         tokio::spawn(
@@ -399,7 +401,8 @@ async fn run_tasks(
                 progress: progress.cloned(),
                 profiles: plan.profiles.clone().map(ColumnProfiles::new),
             }
-            .run(),
+            .run()
+            .in_current_span(),
         )
     });
     let mut tasks = AbortOnDrop(tasks.collect());

@@ -42,6 +42,7 @@ pub async fn execute_resumable(
     let done = folder.finished_shards().await?;
     let resumed = skipped(&pieces, &done);
     let attempt = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("run_id", record.run_id.as_str());
     tracing::info!(run_id = %record.run_id, attempt = %attempt, job = %s.name, folder = %folder.uri,
         pieces = count, pieces_skipped = resumed.pieces_skipped, rows_skipped = resumed.rows_skipped,
         "starting a resumable run");

@@ -66,6 +66,7 @@ pub async fn execute_shard(
         .join(&record_of(&plan, id, run_id, chrono::Utc::now(), false))
         .await?;
     let attempt = uuid::Uuid::now_v7().to_string();
+    tracing::Span::current().record("run_id", record.run_id.as_str());
     tracing::info!(run_id = %record.run_id, shard = %id, attempt = %attempt, job = %s.name, folder = %folder.uri, "starting shard");
     let scorer = Arc::new(build_scorer(&mut plan)?);
     let ours = Attempt {
