@@ -351,6 +351,12 @@ Commands:
             shards. Checks the job as validate does; nothing is scored
   commit    Commit a sharded run from its finished shards, when its last shard could not; or name
             the shards still to run
+  models    A model registry (a folder or bucket prefix of versioned models with aliases): list,
+            show, register a version, move an alias
+  runs      A run history (an output with `[output] layout = runs`): list its runs, or prune the
+            oldest
+  rollback  Point a run history's _LATEST back at an earlier committed run (default: the one
+            committed before the latest)
   inspect   Describe a model: inputs and outputs with types and shapes, opsets, metadata
   bench     Measure ONNX Runtime's inference-only throughput for a model on this machine, over batch
             sizes and thread layouts, and print the [run] settings to use
@@ -368,8 +374,9 @@ Options:
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
 the command line, the model or an existing output is wrong; nothing was read or written); 3 more
 rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
-4 commit found shards of the run still to finish (nothing committed);
-130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
+4 commit found shards of the run still to finish (nothing committed), or the run committed but
+[[monitor.alerts]] rules fired; 130/143 stopped by SIGINT/SIGTERM (staging removed, nothing
+committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
@@ -377,17 +384,23 @@ Examples:
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
   batchscore commit s3://bucket/scores/ds=2026-11-27/ --spec jobs/churn.toml
+  batchscore models register churn model.onnx --registry s3://bucket/models/
+  batchscore models alias churn champion 7 --registry s3://bucket/models/
+  batchscore runs list s3://bucket/scores/churn/
+  batchscore rollback s3://bucket/scores/churn/
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx
 "
     );
     // Each command's own help ends with an example of that command.
     for cmd in [
-        "run", "validate", "plan", "commit", "inspect", "bench", "schema",
+        "run", "validate", "plan", "commit", "models", "runs", "rollback", "inspect", "bench",
+        "schema",
     ] {
         let out = help(&[cmd, "--help"]);
+        let example = |heading: &str| format!("{heading}:\n  batchscore {cmd} ");
         assert!(
-            out.contains(&format!("Example:\n  batchscore {cmd} ")),
+            out.contains(&example("Example")) || out.contains(&example("Examples")),
             "{cmd} --help has no example of itself:\n{out}"
         );
     }
@@ -1219,4 +1232,96 @@ fn shard_auto_takes_the_shard_and_run_id_from_the_scheduler() {
         err.contains("runs 2 copies, but the job asks for 3 shards"),
         "{err}"
     );
+}
+
+/// The README's "Operating nightly jobs" example, as written there: `jobs/churn-ops.toml`
+/// scored by the alias of a registered version, three runs in a history, a rollback and a
+/// prune; each run's rows are onnxruntime's.
+#[test]
+fn the_readme_operating_example_runs_as_written() {
+    let s = Scratch::new();
+    let job = s.repo_job("churn-ops");
+    s.repo_job("churn"); // the parity check's column mapping
+    let registry = s.path("out/models");
+    let in_scratch = |args: &[&str]| {
+        batchscore()
+            .args(args)
+            .current_dir(s.dir.path())
+            .env("BATCHSCORE_REGISTRY", &registry)
+            .output()
+            .unwrap()
+    };
+    let o = in_scratch(&[
+        "models",
+        "register",
+        "churn",
+        "sample_data/churn/churn_lgbm.onnx",
+        "--reference",
+        "sample_data/churn/parity/reference.parquet",
+        "--sample",
+        "sample_data/churn/parity/sample.parquet",
+        "--job",
+        "jobs/churn.toml",
+        "--var",
+        "ds=x",
+    ]);
+    assert_ok(&o);
+    assert!(
+        text(&o).0.starts_with("registered churn version 1 at "),
+        "{}",
+        text(&o).0
+    );
+    assert_ok(&in_scratch(&["models", "alias", "churn", "champion", "1"]));
+    let job = job.to_str().unwrap();
+    // The third alert rule, rows.scored < 1000, does not fire on 1941 rows; none does.
+    for _ in 0..3 {
+        assert_ok(&in_scratch(&["run", job]));
+    }
+    let history = s.path("out/churn-history");
+    let runs: Vec<String> = {
+        let mut r: Vec<(String, String)> = std::fs::read_dir(&history)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("run="))
+            .map(|n| {
+                let m = read_manifest(&history.join(&n));
+                (m.committed_at, n)
+            })
+            .collect();
+        r.sort();
+        r.into_iter().map(|(_, n)| n).collect()
+    };
+    assert_eq!(runs.len(), 3);
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    for r in &runs {
+        let dir = history.join(r);
+        assert_matches(
+            &read_output(&dir),
+            &expected,
+            "customer_id",
+            &["region", "churn_probability", "churn_label"],
+        );
+        assert_eq!(read_manifest(&dir).model_version.as_deref(), Some("1"));
+    }
+    let latest = |h: &Path| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(h.join("_LATEST")).unwrap()).unwrap();
+        v["path"].as_str().unwrap().to_string()
+    };
+    assert_eq!(latest(&history), runs[2]);
+    let metrics: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(history.join(&runs[2]).join("_metrics.json")).unwrap(),
+    )
+    .unwrap();
+    // The same rows as the run before: the label's classes did not move at all.
+    assert_eq!(metrics["drift"]["columns"]["churn_label"]["psi"], 0.0);
+    assert_eq!(metrics["alerts"].as_array().unwrap().len(), 3);
+    let o = in_scratch(&["rollback", "out/churn-history/"]);
+    assert_ok(&o);
+    assert_eq!(latest(&history), runs[1]);
+    let o = in_scratch(&["runs", "prune", "out/churn-history/", "--keep", "1"]);
+    assert_ok(&o);
+    // The oldest goes; the latest (run 2) stays although it is not among the newest one.
+    let left: Vec<bool> = runs.iter().map(|r| history.join(r).exists()).collect();
+    assert_eq!(left, [false, true, true]);
 }

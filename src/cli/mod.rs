@@ -23,8 +23,9 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 the run failed (nothing committed); 2 refused before any work (the spec,
 the command line, the model or an existing output is wrong; nothing was read or written); 3 more
 rows were rejected than [run] max_rejected or max_rejected_rate allow (nothing committed);
-4 commit found shards of the run still to finish (nothing committed);
-130/143 stopped by SIGINT/SIGTERM (staging removed, nothing committed).
+4 commit found shards of the run still to finish (nothing committed), or the run committed but
+[[monitor.alerts]] rules fired; 130/143 stopped by SIGINT/SIGTERM (staging removed, nothing
+committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
@@ -32,6 +33,10 @@ Examples:
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
   batchscore commit s3://bucket/scores/ds=2026-11-27/ --spec jobs/churn.toml
+  batchscore models register churn model.onnx --registry s3://bucket/models/
+  batchscore models alias churn champion 7 --registry s3://bucket/models/
+  batchscore runs list s3://bucket/scores/churn/
+  batchscore rollback s3://bucket/scores/churn/
   batchscore inspect sample_data/churn/churn_lgbm.onnx
   batchscore bench sample_data/churn/churn_lgbm.onnx";
 
@@ -130,7 +135,7 @@ exists, an unknown version or alias, a model ONNX Runtime cannot load, a failed 
         #[command(subcommand)]
         command: models::ModelsCommand,
     },
-    /// A run history (`[output] layout = "runs"`): list its runs, or prune the oldest.
+    /// A run history (an output with `[output] layout = runs`): list its runs, or prune the oldest.
     #[command(
         after_help = "Examples:\n  batchscore runs list s3://bucket/scores/churn/\n  \
 batchscore runs prune s3://bucket/scores/churn/ --keep 30\n\n\
