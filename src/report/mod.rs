@@ -7,6 +7,7 @@ pub mod columns;
 pub mod distribution;
 pub mod manifest;
 pub mod metrics;
+pub mod prometheus;
 pub mod shards;
 
 pub use manifest::{Manifest, PartFile};
