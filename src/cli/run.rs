@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::progress::{ProgressMode, bar};
 use crate::input::ShardId;
+use crate::run::monitor::{publish_failure, publish_success};
 use crate::run::resume::execute_resumable;
 use crate::run::scheduler::detect;
 use crate::run::shard::{ShardOutcome, execute_shard};
@@ -134,7 +135,10 @@ pub async fn run_or_shard(
         run_id = tracing::field::Empty,
         shard = tracing::field::Empty
     );
-    match shard.resolve(spec.spec.run.shards)? {
+    let (monitor, name) = (spec.spec.monitor.clone(), spec.spec.name.clone());
+    let which = shard.resolve(spec.spec.run.shards)?;
+    let shard_index = which.as_ref().map(|(id, _)| id.index);
+    let result = match which {
         Some(_) if how.resume => Err(ShardError(
             "--resume is for a whole run: a shard of a sharded run is scored again whole when it is run again".into(),
         )
@@ -146,7 +150,13 @@ pub async fn run_or_shard(
                 .await
         }
         None => run(spec, how, ort_lib).instrument(span).await,
+    };
+    if let Err(e) = &result
+        && super::exit_code(e) != 4
+    {
+        publish_failure(&monitor, &name, shard_index, super::exit_code(e)).await;
     }
+    result
 }
 
 /// Runs one shard of a sharded run; prints what became of it on stdout.
@@ -158,6 +168,7 @@ async fn run_shard(
     ort_lib: Option<&Path>,
 ) -> anyhow::Result<()> {
     let plan = plan_shard(spec, ort_lib, Some(id)).await?;
+    let monitor = plan.spec.spec.monitor.clone();
     let (name, output) = (
         plan.spec.spec.name.clone(),
         plan.spec.spec.output.uri.clone(),
@@ -177,12 +188,16 @@ async fn run_shard(
                 "{} (shard {id}, the last to finish, committed the run)",
                 summary_line(&summary)
             );
+            publish_success(&monitor, &summary.metrics, None).await;
             return Ok(alerts_outcome(&summary.metrics)?);
         }
-        ShardOutcome::Finished { metrics, done, of } => format!(
-            "{name}: shard {id} scored {} rows in {:.2} s, {} rejected; {done} of {of} shards finished, the last one commits the run -> {output}",
-            metrics.rows.scored, metrics.wall_seconds, metrics.rows.rejected
-        ),
+        ShardOutcome::Finished { metrics, done, of } => {
+            publish_success(&monitor, &metrics, Some(id.index)).await;
+            format!(
+                "{name}: shard {id} scored {} rows in {:.2} s, {} rejected; {done} of {of} shards finished, the last one commits the run -> {output}",
+                metrics.rows.scored, metrics.wall_seconds, metrics.rows.rejected
+            )
+        }
         ShardOutcome::Duplicate { run_id } => format!(
             "{name}: shard {id} of run {run_id} was already finished by another attempt; this attempt's parts were dropped"
         ),
@@ -200,6 +215,7 @@ async fn run_shard(
 /// Runs a whole job; prints one summary line (or, with `json`, the metrics) on stdout.
 async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     let plan = plan_job(spec, ort_lib).await?;
+    let monitor = plan.spec.spec.monitor.clone();
     if plan.spec.spec.output.mode == WriteMode::Skip
         && let Some(run_id) = already_committed(&plan).await?
     {
@@ -222,6 +238,7 @@ async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Resu
             return Err(Interrupted(signal).into());
         }
     };
+    publish_success(&monitor, &summary.metrics, None).await;
     let json = how.json;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary.metrics)?);

@@ -8,6 +8,7 @@
 
 pub mod baseline;
 pub mod memory;
+pub mod monitor;
 pub mod partition;
 pub mod physical;
 pub mod plan;
@@ -29,9 +30,10 @@ use tracing::Instrument;
 use crate::diagnostics::SpecError;
 use crate::model::ModelError;
 use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
+use crate::report::agreement::{Agreements, ChallengerReport};
 use crate::report::columns::ColumnProfiles;
 use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
-use crate::score::tree_order::TreeRowOrder;
+use crate::score::tree_order::{EnsembleSplits, TreeRowOrder};
 use crate::score::{ScoreStats, Scorer};
 use crate::spec::OutputLayout;
 use partition::{AbortOnDrop, Budget, PartitionResult, PartitionTask};
@@ -112,8 +114,10 @@ pub async fn already_committed(plan: &JobPlan) -> Result<Option<String>, RunErro
         return Ok(None);
     };
     let version = plan.model.registered.as_ref().map(|r| &r.version);
+    // The run key holds the challengers' models too: one changed in place is another job.
     let same = m.is_same_job(&plan.spec.hash, &plan.model.sha256, &plan.input_fingerprint)
-        && m.model_version.as_ref() == version;
+        && m.model_version.as_ref() == version
+        && (plan.challengers.is_empty() || m.run_key == plan.run_key());
     Ok(same.then_some(m.run_id))
 }
 
@@ -200,8 +204,9 @@ pub async fn execute(
 }
 
 /// The workers' column profiles merged into the run's distributions, and their drift from the
-/// baseline.
+/// baseline; and the challengers' agreement with the champion (see [`add_agreement`]).
 fn add_distributions(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
+    add_agreement(plan, written, metrics);
     let mut merged: Option<ColumnProfiles> = None;
     for p in written.results.iter_mut().filter_map(|r| r.profiles.take()) {
         match &mut merged {
@@ -213,6 +218,31 @@ fn add_distributions(plan: &JobPlan, written: &mut Written, metrics: &mut RunMet
         let (distributions, drift) = m.finish(plan.baseline.as_ref().map(|b| b.label.as_str()));
         metrics.distributions = distributions;
         metrics.drift = drift;
+    }
+}
+
+/// The workers' agreement tallies merged into each challenger's report.
+fn add_agreement(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
+    let mut merged: Option<Agreements> = None;
+    for a in written
+        .results
+        .iter_mut()
+        .filter_map(|r| r.agreement.take())
+    {
+        match &mut merged {
+            Some(m) => m.merge(a),
+            None => merged = Some(a),
+        }
+    }
+    let merged = merged.or_else(|| plan.agreement.clone().map(Agreements::new));
+    let Some(merged) = merged else { return };
+    for ((name, rows_rejected, outputs), c) in merged.finish().into_iter().zip(&plan.challengers) {
+        let report = ChallengerReport {
+            model: ModelReport::of(&c.model),
+            rows_rejected,
+            outputs,
+        };
+        metrics.challengers.insert(name, report);
     }
 }
 
@@ -268,7 +298,8 @@ async fn publish(
     Ok(())
 }
 
-/// The scorer: a session per worker, and a tree ensemble's row order when it has one.
+/// The scorer: a session per worker, and a tree ensemble's row order when it has one. Each
+/// challenger gets its own, kept in its plan for the scoring projection.
 fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
     let run = &plan.spec.spec.run;
     let sessions = plan
@@ -285,11 +316,23 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
             "tree ensemble: each batch's rows are scored sorted by the branches they take"
         );
     }
+    let rows_per_call = run.inference_batch_size(plan.device.kind());
+    for c in plan.challengers.iter_mut().filter(|c| c.scorer.is_none()) {
+        let sessions = c
+            .model
+            .session_pool(plan.workers, run.intra_op_threads, plan.device)
+            .map_err(RunError::Runtime)?;
+        let order = EnsembleSplits::from_onnx(c.model.onnx_bytes())
+            .filter(|_| run.reorder_rows)
+            .and_then(|splits| TreeRowOrder::bind(splits, &c.inputs));
+        let scorer = Scorer::new(c.inputs.clone(), c.outputs.clone(), sessions, rows_per_call);
+        c.scorer = Some(Arc::new(scorer.with_row_order(order)));
+    }
     Ok(Scorer::new(
         plan.bound.inputs.clone(),
         plan.outputs.clone(),
         sessions,
-        run.inference_batch_size(plan.device.kind()),
+        rows_per_call,
     )
     .with_row_order(row_order))
 }
@@ -394,12 +437,14 @@ async fn run_tasks(
                 writer: writer(part.to_string(), i, &scoring.out_schema),
                 rejected: writer(format!("_rejected/{part}"), i, &scoring.rej_schema),
                 n_pass: scoring.n_pass,
+                n_challengers: scoring.n_challengers,
                 out_schema: scoring.out_schema.clone(),
                 rej_schema: scoring.rej_schema.clone(),
                 scorer: scorer.clone(),
                 budget: budget.clone(),
                 progress: progress.cloned(),
                 profiles: plan.profiles.clone().map(ColumnProfiles::new),
+                agreement: plan.agreement.clone().map(Agreements::new),
             }
             .run()
             .in_current_span(),
