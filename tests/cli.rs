@@ -1325,3 +1325,101 @@ fn the_readme_operating_example_runs_as_written() {
     let left: Vec<bool> = runs.iter().map(|r| history.join(r).exists()).collect();
     assert_eq!(left, [false, true, true]);
 }
+
+/// GETs `path` from an HTTP server at `base` (`http://host:port`), the body as text.
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the sample of `name` whose labels include `job="JOB"`, in an exposition.
+fn sample_value(text: &str, name: &str, job: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("job=\"{job}\"")))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `[monitor] pushgateway` and `textfile` against the real Pushgateway `scripts/test` starts:
+/// a committed run's metrics are scraped from it; a failed run then adds its failure and the
+/// last success's timestamp stays, there and in the textfile.
+#[test]
+fn a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_last_success() {
+    let url = std::env::var("BATCHSCORE_TEST_PUSHGATEWAY")
+        .expect("BATCHSCORE_TEST_PUSHGATEWAY is not set: run the tests with scripts/test, which starts a Pushgateway");
+    let s = Scratch::new();
+    let job = format!("pushed-{}", std::process::id());
+    let churn = std::fs::read_to_string(repo().join("jobs/churn.toml")).unwrap();
+    let spec = churn.replace("name = \"churn-nightly\"", &format!("name = \"{job}\""))
+        + &format!(
+            "\n[monitor]\npushgateway = \"{url}\"\ntextfile = \"../prom/job.prom\"\n[[monitor.alerts]]\nrule = \"rows.scored < 10\"\n"
+        );
+    let good = s.job("good.toml", &spec);
+    assert_ok(&run(&["run", good.to_str().unwrap(), "--var", "ds=1"]));
+    let scraped = http_get(&url, "/metrics");
+    let rows = |t: &str| {
+        t.lines()
+            .find(|l| {
+                l.starts_with("batchscore_rows{")
+                    && l.contains(&format!("job=\"{job}\""))
+                    && l.contains("kind=\"scored\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(rows(&scraped), Some(1941.0), "{scraped}");
+    let success =
+        sample_value(&scraped, "batchscore_last_success_timestamp_seconds", &job).unwrap();
+    assert_eq!(
+        sample_value(&scraped, "batchscore_last_run_status", &job),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&scraped, "batchscore_alert_firing", &job),
+        Some(0.0)
+    );
+    let textfile = s.path("prom/job.prom");
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(rows(&text), Some(1941.0), "{text}");
+
+    // The same job, refused before any work: only its failure is pushed.
+    let bad = s.job(
+        "bad.toml",
+        &spec.replace("WHERE region <> 'apac'", "WHERE nosuch = 1"),
+    );
+    assert_exit(&run(&["run", bad.to_str().unwrap(), "--var", "ds=2"]), 2);
+    for text in [
+        http_get(&url, "/metrics"),
+        std::fs::read_to_string(&textfile).unwrap(),
+    ] {
+        assert_eq!(
+            sample_value(&text, "batchscore_last_success_timestamp_seconds", &job),
+            Some(success),
+            "{text}"
+        );
+        assert_eq!(
+            sample_value(&text, "batchscore_last_run_status", &job),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample_value(&text, "batchscore_last_exit_code", &job),
+            Some(2.0)
+        );
+        assert!(
+            sample_value(&text, "batchscore_last_failure_timestamp_seconds", &job).unwrap()
+                >= success
+        );
+        assert_eq!(rows(&text), Some(1941.0), "{text}");
+    }
+    assert!(
+        !std::fs::read_dir(s.path("prom")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp")),
+        "a temporary file was left beside the textfile"
+    );
+}
