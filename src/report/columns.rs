@@ -5,14 +5,20 @@
 //! A feature is named by its column when its expression is a plain column of the input, else
 //! `<input>[<i>]` (the model input and the position in it); a feature whose column name an
 //! output column already has takes the second form too.
+//!
+//! A sharded run's shards are separate processes: each writes its [`ColumnProfiles::state`]
+//! in its shard manifest, and the committing shard rebuilds them with
+//! [`ColumnProfiles::from_state`], merges them and finishes, as with the workers of one
+//! process.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
 
-use super::distribution::{Distribution, Profile, drift};
+use super::distribution::{Distribution, Profile, ProfileError, ProfileState, drift};
 use super::metrics::DriftReport;
 
 /// What is profiled about one column.
@@ -63,6 +69,14 @@ pub struct ColumnProfiles {
     plan: Arc<ProfilePlan>,
     outputs: Vec<Option<Profile>>,
     features: Vec<Option<Profile>>,
+}
+
+/// [`ColumnProfiles`] as data, to carry to another process: the profile of each planned
+/// output column and feature, in the plan's order, None for a column no batch reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnProfilesState {
+    pub outputs: Vec<Option<ProfileState>>,
+    pub features: Vec<Option<ProfileState>>,
 }
 
 fn observe(slot: &mut Option<Profile>, spec: &ColumnSpec, array: &ArrayRef) {
@@ -116,6 +130,47 @@ impl ColumnProfiles {
         }
     }
 
+    /// The profiles as data (see [`ColumnProfilesState`]); they are unchanged.
+    pub fn state(&self) -> ColumnProfilesState {
+        let state = |slots: &[Option<Profile>]| {
+            slots
+                .iter()
+                .map(|p| p.as_ref().map(Profile::state))
+                .collect()
+        };
+        ColumnProfilesState {
+            outputs: state(&self.outputs),
+            features: state(&self.features),
+        }
+    }
+
+    /// The profiles a [`ColumnProfiles::state`] was taken of, made with the same `plan`; an
+    /// error when the state has another number of columns or an invalid profile.
+    pub fn from_state(
+        plan: Arc<ProfilePlan>,
+        state: ColumnProfilesState,
+    ) -> Result<ColumnProfiles, ProfileError> {
+        let (o, f) = (state.outputs.len(), state.features.len());
+        if (o, f) != (plan.outputs.len(), plan.features.len()) {
+            return Err(ProfileError::BadState(format!(
+                "{o} output columns and {f} features, where the run profiles {} and {}",
+                plan.outputs.len(),
+                plan.features.len()
+            )));
+        }
+        let load = |slots: Vec<Option<ProfileState>>| {
+            slots
+                .into_iter()
+                .map(|p| p.map(Profile::from_state).transpose())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(ColumnProfiles {
+            outputs: load(state.outputs)?,
+            features: load(state.features)?,
+            plan,
+        })
+    }
+
     /// Adds another worker's profiles.
     pub fn merge(&mut self, other: ColumnProfiles) {
         merge(&mut self.outputs, other.outputs);
@@ -145,5 +200,111 @@ impl ColumnProfiles {
             columns: drifts,
         });
         (distributions, drift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+
+    use super::*;
+
+    fn spec(name: &str, at: usize, label: bool) -> ColumnSpec {
+        ColumnSpec {
+            name: name.to_string(),
+            at,
+            label,
+            baseline: None,
+        }
+    }
+
+    fn plan() -> Arc<ProfilePlan> {
+        Arc::new(ProfilePlan {
+            outputs: vec![spec("score", 0, false), spec("label", 1, true)],
+            features: vec![
+                spec("amount", 0, false),
+                spec("calls", 1, false),
+                spec("region", 2, false),
+                spec("unseen", 3, false),
+            ],
+        })
+    }
+
+    /// Rows `rows` of a run, profiled in batches of 700.
+    fn profiled(rows: std::ops::Range<usize>) -> ColumnProfiles {
+        let mut p = ColumnProfiles::new(plan());
+        let rows: Vec<usize> = rows.collect();
+        for chunk in rows.chunks(700) {
+            let score: ArrayRef = Arc::new(Float64Array::from_iter_values(
+                chunk.iter().map(|&i| ((i * 7919) % 1009) as f64 / 1009.0),
+            ));
+            let label: ArrayRef = Arc::new(Int64Array::from_iter_values(
+                chunk.iter().map(|&i| (i % 3 == 0) as i64),
+            ));
+            let amount: ArrayRef =
+                Arc::new(Float64Array::from_iter(chunk.iter().map(|&i| {
+                    (i % 11 != 0).then_some(((i * 31) % 997) as f64 * 12.5)
+                })));
+            let calls: ArrayRef = Arc::new(Float64Array::from_iter_values(
+                chunk.iter().map(|&i| (1.0 + (i % 4) as f64).ln()),
+            ));
+            let region: ArrayRef = Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|&i| ["north", "south", "east"][i % 3]),
+            ));
+            p.observe(&[score, label], &[amount, calls, region]);
+        }
+        p
+    }
+
+    #[test]
+    fn shards_carried_through_their_state_merge_like_workers_of_one_process() {
+        let (first, second) = (profiled(0..4_000), profiled(4_000..10_000));
+        let text = serde_json::to_string(&second.state()).unwrap();
+        let state: ColumnProfilesState = serde_json::from_str(&text).unwrap();
+        let carried = ColumnProfiles::from_state(plan(), state).unwrap();
+        assert_eq!(carried.state(), second.state());
+
+        let mut in_memory = first.clone();
+        in_memory.merge(second);
+        let mut merged = first;
+        merged.merge(carried);
+        let (merged, drift) = merged.finish(None);
+        assert_eq!(merged, in_memory.finish(None).0);
+        assert!(drift.is_none());
+
+        let (whole, _) = profiled(0..10_000).finish(None);
+        let names: Vec<&str> = merged.keys().map(String::as_str).collect();
+        assert_eq!(names, ["score", "label", "amount", "calls", "region"]);
+        for (name, d) in &merged {
+            let w = &whole[name];
+            assert_eq!(
+                (d.count, d.nulls, d.non_finite),
+                (w.count, w.nulls, w.non_finite)
+            );
+            assert_eq!((d.min, d.max, &d.classes), (w.min, w.max, &w.classes));
+            if let (Some(m), Some(wm)) = (d.mean, w.mean) {
+                assert!((m - wm).abs() <= 1e-12 * wm.abs(), "{name}: {m} vs {wm}");
+            }
+            if let (Some(s), Some(ws)) = (d.std, w.std) {
+                assert!((s - ws).abs() <= 1e-12 * ws.abs(), "{name}: {s} vs {ws}");
+            }
+        }
+        // The discrete feature's histogram is exact, one bin per value.
+        let calls = merged["calls"].histogram.as_ref().unwrap();
+        assert_eq!(
+            (calls.exact, calls.counts.as_slice()),
+            (true, &[2_500; 4][..])
+        );
+        assert_eq!(merged["calls"].histogram, whole["calls"].histogram);
+    }
+
+    #[test]
+    fn a_state_of_another_plan_is_refused() {
+        let mut state = profiled(0..10).state();
+        state.features.pop();
+        assert!(matches!(
+            ColumnProfiles::from_state(plan(), state),
+            Err(ProfileError::BadState(_))
+        ));
     }
 }

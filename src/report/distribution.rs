@@ -16,7 +16,7 @@
 //! about 1e-12 relative.
 //!
 //! Estimated, to keep the cost at a few nanoseconds a value: the quantiles, and the histogram
-//! of a run without a baseline. Each `observe` call takes a deterministic strided sample of
+//! of a run without a baseline (unless the column has few distinct values, see below). Each `observe` call takes a deterministic strided sample of
 //! at most [`SAMPLE_PER_CALL`] finite values (stride `ceil(n / 1024)`), each standing for
 //! `n / samples` rows so that batches of different sizes weigh what their rows weigh; the
 //! samples feed DataFusion's t-digest of [`DIGEST_CENTROIDS`] centroids. Without baseline
@@ -25,12 +25,31 @@
 //! constant column has one bin `[c, c]`) and counts `count × (q[i+1] − q[i])`, rounded
 //! cumulatively so they sum to `count`; it is marked `exact: false`.
 //!
+//! # Discrete columns
+//!
+//! Estimated deciles fit a discrete column badly (a 0/1 flag, `ln(1 + calls)`): its edges
+//! collapse onto a few values and the even split of counts between them is wrong, so a next
+//! run counting the same data exactly into those edges would read as drifted. So a numeric
+//! profile without baseline edges also counts its distinct values exactly, as long as there
+//! are at most [`DISTINCT_VALUES`] of them (a 32-slot open-addressing table keyed by the
+//! value's bits, `-0.0` as `0.0`; about a nanosecond a value, and nothing once the column
+//! has shown more values and the table is dropped). A column that ends with `k` distinct
+//! values `v[0] < … < v[k-1]` gets an exact histogram of one bin per value: edges `v[0]`,
+//! the `k − 1` midpoints `(v[i-1] + v[i]) / 2` and `v[k-1]` (one bin `[c, c]` for a constant
+//! column), so by the bin rule `v[i]` falls in bin `i` and a value new to a later run in the
+//! bin of its nearest value. A midpoint is rounded like the decile edges below when that
+//! keeps it strictly above `v[i-1]` and at most `v[i]`: unlike the values themselves it then
+//! reads back from JSON bit for bit, and a later run counting into the edges counts exactly
+//! the same bins, so identical data has a PSI of exactly 0. Merging keeps the union of both
+//! sides' values while it stays within the bound.
+//!
 //! # Bin rule
 //!
-//! With edges `e[0] < … < e[k]` (k bins), a value `v` falls in bin
-//! `#{ j in 1..k : e[j] <= v }`, which is `numpy.searchsorted(e[1:-1], v, side="right")`:
-//! a value equal to an interior edge goes to the upper bin, values below `e[0]` to the first
-//! bin and values above `e[k]` to the last. Every non-null finite value is counted.
+//! With edges `e[0] <= … <= e[k]` (k bins, interior edges strictly increasing), a value `v`
+//! falls in bin `#{ j in 1..k : e[j] <= v }`, which is
+//! `numpy.searchsorted(e[1:-1], v, side="right")`: a value equal to an interior edge goes to
+//! the upper bin, values below `e[0]` to the first bin and values above `e[k]` to the last.
+//! Every non-null finite value is counted.
 //!
 //! # Categorical columns
 //!
@@ -47,6 +66,18 @@
 //! `PSI = Σ (a[i] − b[i]) · ln(a[i] / b[i])`, each proportion floored at [`EPSILON`] so that
 //! an empty bin does not make it infinite. Below 0.1 reads `stable`, 0.1 to 0.25 `moderate`,
 //! above 0.25 `major`.
+//!
+//! # Carrying a profile between processes
+//!
+//! A [`Distribution`] cannot be merged (its quantiles and estimated histogram are final).
+//! [`Profile::state`] is everything a later [`Profile::merge`] needs, as serializable data
+//! ([`ProfileState`]: counts, Chan moments, min and max, bins, classes in their order, the
+//! distinct values, and the t-digest's centroids with the samples not yet in it merged in),
+//! and [`Profile::from_state`] rebuilds the profile, so that a sharded run's shards can write
+//! theirs and one process merge them exactly as if they had been workers of one process.
+//! Floats are written as text (`"0.1"`, `"1e-300"`, `"inf"`, `"NaN"`) so that they read back
+//! bit for bit: bin edges must compare equal to merge, and a JSON number can come back one
+//! ulp off (and cannot hold NaN or infinities).
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -59,7 +90,7 @@ use datafusion::arrow::datatypes::{
 use datafusion_functions_aggregate_common::tdigest::{Centroid, TDigest};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Centroids of the t-digest that estimates quantiles.
 pub const DIGEST_CENTROIDS: usize = 100;
@@ -75,6 +106,11 @@ pub const OTHER_CLASS: &str = "__other__";
 /// amount instead of making the index infinite.
 pub const EPSILON: f64 = 1e-4;
 
+/// The most distinct values a numeric profile counts exactly, to write one histogram bin per
+/// value; a column with more gets the estimated decile histogram. As many as the bins the
+/// vectorized kernel counts (`FAST_BINS`), so a next run counting into these edges stays fast.
+pub const DISTINCT_VALUES: usize = 16;
+
 /// Samples buffered before they are merged into the digest: merging sorts and compresses,
 /// which is cheap per sample only in bulk.
 const DIGEST_BUFFER: usize = 8192;
@@ -83,6 +119,12 @@ const DIGEST_BUFFER: usize = 8192;
 const LANES: usize = 8;
 /// Bins counted by the vectorized kernel (its per-lane tables are this long).
 const FAST_BINS: usize = 16;
+/// Slots of the distinct-value table: a power of two, at least twice [`DISTINCT_VALUES`] so
+/// that probes stay short and an empty slot always ends one.
+const DISTINCT_SLOTS: usize = 32;
+/// An empty slot of the distinct-value table: the bits of a NaN, never those of a counted
+/// (finite) value.
+const EMPTY_SLOT: u64 = u64::MAX;
 
 /// Why a profile could not be built or merged.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -95,6 +137,9 @@ pub enum ProfileError {
         "cannot merge the profiles of a numeric and a categorical column, or of different bins"
     )]
     Mismatch,
+    /// A saved [`ProfileState`] does not describe a profile.
+    #[error("invalid saved column profile: {0}")]
+    BadState(String),
 }
 
 /// The distribution of one column in a run, as written in `_metrics.json`.
@@ -248,6 +293,125 @@ impl Profile {
         d.nulls = self.nulls;
         d
     }
+
+    /// Everything a later [`Profile::merge`] needs, as serializable data (see the module
+    /// documentation); the profile is unchanged.
+    pub fn state(&self) -> ProfileState {
+        let kind = match &self.kind {
+            Kind::Numeric(n) => KindState::Numeric(Box::new(n.state())),
+            Kind::Categorical(c) => KindState::Categorical(c.state()),
+        };
+        ProfileState {
+            nulls: self.nulls,
+            kind,
+        }
+    }
+
+    /// The profile a [`Profile::state`] was taken of, to merge or finish.
+    pub fn from_state(state: ProfileState) -> Result<Profile, ProfileError> {
+        let kind = match state.kind {
+            KindState::Numeric(n) => Kind::Numeric(Box::new(Numeric::from_state(*n)?)),
+            KindState::Categorical(c) => Kind::Categorical(Classes::from_state(c)?),
+        };
+        Ok(Profile {
+            nulls: state.nulls,
+            kind,
+        })
+    }
+}
+
+/// A [`Profile`] as data, from [`Profile::state`]: serialize it to carry the profile to
+/// another process, and [`Profile::from_state`] there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileState {
+    nulls: u64,
+    kind: KindState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum KindState {
+    Numeric(Box<NumericState>),
+    Categorical(ClassesState),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NumericState {
+    count: u64,
+    non_finite: u64,
+    mean: Exact,
+    /// Sum of squared deviations from `mean`.
+    m2: Exact,
+    min: Exact,
+    max: Exact,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bins: Option<BinsState>,
+    /// The distinct values with their counts, by value; absent when not counted (baseline
+    /// bins) or when there were more than [`DISTINCT_VALUES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    distinct: Option<Vec<(Exact, u64)>>,
+    digest: DigestState,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BinsState {
+    edges: Vec<Exact>,
+    counts: Vec<u64>,
+}
+
+/// A t-digest with the samples not yet merged into it merged in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DigestState {
+    count: Exact,
+    sum: Exact,
+    min: Exact,
+    max: Exact,
+    /// (mean, weight), by mean.
+    centroids: Vec<(Exact, Exact)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ClassesState {
+    /// Every class counted by name, in the order it took its place (a baseline's classes
+    /// first, with zero counts when this run has not seen them).
+    classes: Vec<(String, u64)>,
+    /// Values of classes beyond the first [`MAX_CLASSES`].
+    other: u64,
+}
+
+/// An f64 written as the shortest text that parses back to it bit for bit (`"0.1"`,
+/// `"1e-300"`, `"inf"`, `"NaN"`): serde_json's default parser can read a JSON number one ulp
+/// off, and JSON has no NaN or infinities.
+#[derive(Debug, Clone, Copy)]
+struct Exact(f64);
+
+impl PartialEq for Exact {
+    fn eq(&self, other: &Exact) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Serialize for Exact {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Debug, unlike Display, writes exponents instead of hundreds of digits.
+        serializer.collect_str(&format_args!("{:?}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Exact {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Exact, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Exact;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number written as a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Exact, E> {
+                text.parse().map(Exact).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
 }
 
 /// A baseline's bin edges, for the current run's [`Profile::numeric`].
@@ -393,6 +557,9 @@ struct Numeric {
     min: f64,
     max: f64,
     bins: Option<Bins>,
+    /// The distinct values while there are at most [`DISTINCT_VALUES`]; never counted with
+    /// baseline bins, whose histogram is exact anyway.
+    distinct: Option<Distinct>,
     digest: TDigest,
     /// Samples not yet merged into `digest`, each weighing the rows it stands for.
     pending: Vec<Centroid>,
@@ -410,6 +577,7 @@ impl Numeric {
             m2: 0.0,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
+            distinct: bins.is_none().then(Distinct::new),
             bins,
             digest: TDigest::new(DIGEST_CENTROIDS),
             pending: Vec::new(),
@@ -504,6 +672,9 @@ impl Numeric {
         if let Some(bins) = &mut self.bins {
             bins.count(values);
         }
+        if self.distinct.as_mut().is_some_and(|d| !d.add(values)) {
+            self.distinct = None;
+        }
         let stride = n.div_ceil(SAMPLE_PER_CALL);
         let weight = n as f64 / n.div_ceil(stride) as f64;
         self.pending.extend(
@@ -533,22 +704,9 @@ impl Numeric {
 
     /// Merges the buffered samples into the digest.
     fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut samples = std::mem::take(&mut self.pending);
-        samples.sort_by(|a, b| a.cmp_mean(b));
-        let weight: f64 = samples.iter().map(|c| c.weight()).sum();
-        let sum: f64 = samples.iter().map(|c| c.mean() * c.weight()).sum();
-        let (min, max) = match (samples.first(), samples.last()) {
-            (Some(first), Some(last)) => (first.mean(), last.mean()),
-            _ => return,
-        };
-        // The samples are finite, sorted and of positive finite weight, which is all
-        // `try_from_parts` checks, so the error branch is unreachable.
-        if let Ok(chunk) = TDigest::try_from_parts(DIGEST_CENTROIDS, sum, weight, max, min, samples)
-        {
-            self.digest = TDigest::merge_digests([&self.digest, &chunk]);
+        if !self.pending.is_empty() {
+            let samples = std::mem::take(&mut self.pending);
+            self.digest = with_samples(&self.digest, samples);
         }
     }
 
@@ -567,10 +725,103 @@ impl Numeric {
         self.non_finite += other.non_finite;
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
+        self.distinct = match (self.distinct.take(), &other.distinct) {
+            (Some(mut a), Some(b)) => a.merge(b).then_some(a),
+            _ => None,
+        };
         self.flush();
         other.flush();
         self.digest = TDigest::merge_digests([&self.digest, &other.digest]);
         Ok(())
+    }
+
+    fn state(&self) -> NumericState {
+        let digest = if self.pending.is_empty() {
+            self.digest.clone()
+        } else {
+            with_samples(&self.digest, self.pending.clone())
+        };
+        NumericState {
+            count: self.count,
+            non_finite: self.non_finite,
+            mean: Exact(self.mean),
+            m2: Exact(self.m2),
+            min: Exact(self.min),
+            max: Exact(self.max),
+            bins: self.bins.as_ref().map(|b| BinsState {
+                edges: b.edges.iter().copied().map(Exact).collect(),
+                counts: b.counts.clone(),
+            }),
+            distinct: self.distinct.as_ref().map(|d| {
+                d.entries()
+                    .into_iter()
+                    .map(|(v, n)| (Exact(v), n))
+                    .collect()
+            }),
+            digest: DigestState {
+                count: Exact(digest.count()),
+                sum: Exact(digest.sum()),
+                min: Exact(digest.min()),
+                max: Exact(digest.max()),
+                centroids: digest
+                    .centroids()
+                    .iter()
+                    .map(|c| (Exact(c.mean()), Exact(c.weight())))
+                    .collect(),
+            },
+        }
+    }
+
+    fn from_state(state: NumericState) -> Result<Numeric, ProfileError> {
+        let bad = |what: &str| ProfileError::BadState(what.to_string());
+        let bins = match state.bins {
+            Some(b) => {
+                let mut bins = Bins::new(b.edges.into_iter().map(|e| e.0).collect())?;
+                if b.counts.len() != bins.counts.len() {
+                    return Err(bad("bin counts do not match the edges"));
+                }
+                bins.counts = b.counts;
+                Some(bins)
+            }
+            None => None,
+        };
+        let distinct = match state.distinct {
+            Some(values) => {
+                let mut d = Distinct::new();
+                for (v, n) in values {
+                    if !v.0.is_finite() || !d.add_n(v.0, n) {
+                        return Err(bad("more distinct values than are counted, or not finite"));
+                    }
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        let g = state.digest;
+        let centroids = g.centroids.iter().map(|(m, w)| Centroid::new(m.0, w.0));
+        let digest = TDigest::try_from_parts(
+            DIGEST_CENTROIDS,
+            g.sum.0,
+            g.count.0,
+            g.max.0,
+            g.min.0,
+            centroids.collect(),
+        )
+        .map_err(|e| ProfileError::BadState(e.to_string()))?;
+        Ok(Numeric {
+            count: state.count,
+            non_finite: state.non_finite,
+            mean: state.mean.0,
+            m2: state.m2.0,
+            min: state.min.0,
+            max: state.max.0,
+            bins,
+            distinct,
+            digest,
+            pending: Vec::new(),
+            converted: Vec::new(),
+            finite: Vec::new(),
+        })
     }
 
     fn finish(&mut self) -> Distribution {
@@ -583,7 +834,10 @@ impl Numeric {
                 counts: b.counts.clone(),
                 exact: true,
             }),
-            None if has_values => Some(self.decile_histogram()),
+            None if has_values => Some(match &self.distinct {
+                Some(d) => d.histogram(),
+                None => self.decile_histogram(),
+            }),
             None => None,
         };
         Distribution {
@@ -636,6 +890,114 @@ impl Numeric {
             edges: edges.into_iter().map(|(e, _)| e).collect(),
             counts,
             exact: false,
+        }
+    }
+}
+
+/// `digest` with `samples` (finite, of positive finite weight, in any order) merged in.
+fn with_samples(digest: &TDigest, mut samples: Vec<Centroid>) -> TDigest {
+    samples.sort_by(|a, b| a.cmp_mean(b));
+    let weight: f64 = samples.iter().map(|c| c.weight()).sum();
+    let sum: f64 = samples.iter().map(|c| c.mean() * c.weight()).sum();
+    let (min, max) = match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) => (first.mean(), last.mean()),
+        _ => return digest.clone(),
+    };
+    // The samples are finite, sorted and of positive finite weight, which is all
+    // `try_from_parts` checks, so the error branch is unreachable.
+    match TDigest::try_from_parts(DIGEST_CENTROIDS, sum, weight, max, min, samples) {
+        Ok(chunk) => TDigest::merge_digests([digest, &chunk]),
+        Err(_) => digest.clone(),
+    }
+}
+
+/// The counts of a numeric column's distinct values, while there are at most
+/// [`DISTINCT_VALUES`]: an open-addressing table of [`DISTINCT_SLOTS`] slots keyed by the
+/// value's bits, probed linearly from a multiplicative hash. A value costs a multiply, a
+/// load and a compare in the common case (about a nanosecond; a scan of a short list, even
+/// starting at the last value seen, cost up to three).
+#[derive(Debug, Clone)]
+struct Distinct {
+    keys: [u64; DISTINCT_SLOTS],
+    counts: [u64; DISTINCT_SLOTS],
+    len: usize,
+}
+
+impl Distinct {
+    fn new() -> Distinct {
+        Distinct {
+            keys: [EMPTY_SLOT; DISTINCT_SLOTS],
+            counts: [0; DISTINCT_SLOTS],
+            len: 0,
+        }
+    }
+
+    /// Counts finite values; false when they make more than [`DISTINCT_VALUES`] distinct
+    /// values (the counts are then incomplete and the table is to be dropped).
+    fn add(&mut self, values: &[f64]) -> bool {
+        values.iter().all(|&v| self.add_n(v, 1))
+    }
+
+    /// Counts `n` of the finite value `v`; false when it would be one value too many.
+    #[inline]
+    fn add_n(&mut self, v: f64, n: u64) -> bool {
+        // `-0.0 + 0.0` is `0.0`: the bin rule cannot tell the two zeros apart.
+        let bits = (v + 0.0).to_bits();
+        let shift = u64::BITS - DISTINCT_SLOTS.trailing_zeros();
+        let mut i = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize;
+        // Ends: at most DISTINCT_VALUES of the slots are taken, so an empty one comes.
+        loop {
+            let slot = i % DISTINCT_SLOTS;
+            if self.keys[slot] == bits {
+                self.counts[slot] += n;
+                return true;
+            }
+            if self.keys[slot] == EMPTY_SLOT {
+                if self.len == DISTINCT_VALUES {
+                    return false;
+                }
+                self.keys[slot] = bits;
+                self.counts[slot] = n;
+                self.len += 1;
+                return true;
+            }
+            i += 1;
+        }
+    }
+
+    /// Adds the other table's counts; false when the union has too many values.
+    fn merge(&mut self, other: &Distinct) -> bool {
+        other.entries().into_iter().all(|(v, n)| self.add_n(v, n))
+    }
+
+    /// The values and their counts, by value.
+    fn entries(&self) -> Vec<(f64, u64)> {
+        let mut entries: Vec<(f64, u64)> = self
+            .keys
+            .iter()
+            .zip(&self.counts)
+            .filter(|&(&k, _)| k != EMPTY_SLOT)
+            .map(|(&k, &n)| (f64::from_bits(k), n))
+            .collect();
+        entries.sort_by(|a, b| a.0.total_cmp(&b.0));
+        entries
+    }
+
+    /// One exact bin per value (see the module documentation); at least one value.
+    fn histogram(&self) -> Histogram {
+        let entries = self.entries();
+        let values = || entries.iter().map(|&(v, _)| v);
+        let mut edges: Vec<f64> = values().take(1).collect();
+        for (low, high) in values().zip(values().skip(1)) {
+            // Halved apart so that values near the largest finite ones do not overflow.
+            let mid = json_exact(low / 2.0 + high / 2.0);
+            edges.push(if low < mid && mid <= high { mid } else { high });
+        }
+        edges.extend(values().next_back());
+        Histogram {
+            edges,
+            counts: entries.iter().map(|&(_, n)| n).collect(),
+            exact: true,
         }
     }
 }
@@ -796,6 +1158,33 @@ impl Classes {
             let _ = write!(text, "{v}");
             self.add(&text, 1);
         }
+    }
+
+    fn state(&self) -> ClassesState {
+        ClassesState {
+            classes: self
+                .counts
+                .iter()
+                .map(|(c, &n)| (c.to_string(), n))
+                .collect(),
+            other: self.other,
+        }
+    }
+
+    fn from_state(state: ClassesState) -> Result<Classes, ProfileError> {
+        let mut classes = Classes {
+            counts: IndexMap::default(),
+            other: state.other,
+        };
+        for (class, n) in state.classes {
+            if classes.counts.len() == MAX_CLASSES || classes.counts.contains_key(class.as_str()) {
+                return Err(ProfileError::BadState(format!(
+                    "more than {MAX_CLASSES} classes, or {class:?} twice"
+                )));
+            }
+            classes.counts.insert(class.into(), n);
+        }
+        Ok(classes)
     }
 
     fn merge(&mut self, other: Classes) {
@@ -1242,7 +1631,8 @@ mod tests {
         let numeric = p.finish();
         let with_edges = profile_of(&[0.25, 0.5], baseline_edges(&numeric)).finish();
         let classes = categorical_of(&[&["x", "y", "x"]]).finish();
-        for d in [numeric, with_edges, classes] {
+        let deciles = profile_of(&noisy(1000), None).finish();
+        for d in [numeric, with_edges, classes, deciles] {
             let text = serde_json::to_string(&d).unwrap();
             let back: Distribution = serde_json::from_str(&text).unwrap();
             let value = |d: &Distribution| serde_json::to_value(d).unwrap();
@@ -1260,5 +1650,215 @@ mod tests {
             };
             assert_eq!(interior(&back), interior(&d), "{text}");
         }
+    }
+
+    /// A baseline as the next run reads it: through JSON, with serde_json's default parser.
+    fn through_json(d: &Distribution) -> Distribution {
+        let text = serde_json::to_string(d).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// `ln(1 + calls)` for calls of 0 to 5, in batches: six values, most with 17 digits.
+    fn log_calls(n: usize, batch: usize) -> Profile {
+        let values: Vec<f64> = (0..n).map(|i| (1.0 + ((i * 7) % 6) as f64).ln()).collect();
+        let baseline = None;
+        let mut p = Profile::for_column(&DataType::Float64, false, baseline).unwrap();
+        for chunk in values.chunks(batch) {
+            p.observe(&floats(chunk));
+        }
+        p
+    }
+
+    #[test]
+    fn a_discrete_column_gets_one_exact_bin_per_value() {
+        let d = log_calls(6000, 1000).finish();
+        let h = d.histogram.as_ref().unwrap();
+        assert!(h.exact);
+        assert_eq!(h.counts, vec![1000; 6]);
+        assert_eq!(h.edges.len(), 7);
+        assert_eq!((h.edges[0], h.edges[6]), (0.0, 6f64.ln()));
+        // Each value falls in its own bin, the interior edges between neighbours.
+        for i in 1..6 {
+            let (low, high) = ((i as f64).ln(), (i as f64 + 1.0).ln());
+            assert!(low < h.edges[i] && h.edges[i] <= high, "{:?}", h.edges);
+        }
+
+        // The next run counts identical data exactly into the edges read back from JSON.
+        let baseline = through_json(&d);
+        let mut next = Profile::for_column(&DataType::Float64, false, Some(&baseline)).unwrap();
+        for batch in 0..6 {
+            let values: Vec<f64> = (batch * 1000..(batch + 1) * 1000)
+                .map(|i| (1.0 + ((i * 7) % 6) as f64).ln())
+                .collect();
+            next.observe(&floats(&values));
+        }
+        let current = next.finish();
+        assert_eq!(current.histogram.as_ref().unwrap().counts, vec![1000; 6]);
+        let drifted = drift(&baseline, &current).unwrap();
+        assert_eq!((drifted.psi, drifted.reading.as_str()), (0.0, "stable"));
+        assert_eq!(drifted.bins, 6);
+
+        // A constant column: one bin [c, c], both zeros one value.
+        let h = profile_of(&[0.0, -0.0, 0.0], None)
+            .finish()
+            .histogram
+            .unwrap();
+        assert_eq!(
+            (h.edges, h.counts, h.exact),
+            (vec![0.0, 0.0], vec![3], true)
+        );
+    }
+
+    #[test]
+    fn a_flag_moving_from_20_to_50_percent_ones_drifts_by_the_hand_worked_psi() {
+        let flags =
+            |ones: usize| -> Vec<f64> { (0..100).map(|i| f64::from(u8::from(i < ones))).collect() };
+        let baseline = through_json(&profile_of(&flags(20), None).finish());
+        let h = baseline.histogram.as_ref().unwrap();
+        assert_eq!(
+            (h.edges.as_slice(), h.counts.as_slice()),
+            (&[0.0, 0.5, 1.0][..], &[80, 20][..])
+        );
+        let same = profile_of(&flags(20), baseline_edges(&baseline)).finish();
+        assert_eq!(drift(&baseline, &same).unwrap().psi, 0.0);
+        let current = profile_of(&flags(50), baseline_edges(&baseline)).finish();
+        // Baseline 0.8, 0.2; current 0.5, 0.5.
+        let expected = (0.5 - 0.8) * (0.5f64 / 0.8).ln() + (0.5 - 0.2) * (0.5f64 / 0.2).ln();
+        let d = drift(&baseline, &current).unwrap();
+        assert!((d.psi - expected).abs() < 1e-12, "{} vs {expected}", d.psi);
+        assert_eq!(d.reading, "major");
+    }
+
+    #[test]
+    fn more_distinct_values_than_the_bound_get_estimated_deciles() {
+        let h = profile_of(&noisy(10_000), None).finish().histogram.unwrap();
+        assert!(!h.exact);
+        assert_eq!((h.edges.len(), h.counts.len()), (11, 10));
+
+        let values: Vec<f64> = (0..=DISTINCT_VALUES).map(|i| i as f64).collect();
+        let h = profile_of(&values[..DISTINCT_VALUES], None).finish();
+        assert!(h.histogram.unwrap().exact);
+        let h = profile_of(&values, None).finish().histogram.unwrap();
+        assert!(!h.exact);
+
+        // Merged: the union counts; past the bound it is estimated.
+        let (low, high) = values.split_at(DISTINCT_VALUES / 2);
+        let mut a = profile_of(low, None);
+        a.merge(profile_of(&high[..high.len() - 1], None)).unwrap();
+        let whole = profile_of(&values[..DISTINCT_VALUES], None).finish();
+        assert_eq!(a.finish(), whole);
+        a.merge(profile_of(&high[high.len() - 1..], None)).unwrap();
+        assert!(!a.finish().histogram.unwrap().exact);
+    }
+
+    /// `p` rebuilt from its state written as JSON and read back.
+    fn through_state(p: &Profile) -> Profile {
+        let text = serde_json::to_string(&p.state()).unwrap();
+        let state: ProfileState = serde_json::from_str(&text).unwrap();
+        Profile::from_state(state).unwrap()
+    }
+
+    /// `values` profiled in two halves (each in batches), the second carried through its
+    /// state: the merge, the same merge in memory, and one pass.
+    fn merged_through_state(
+        values: &[f64],
+        edges: Option<Vec<f64>>,
+    ) -> (Distribution, Distribution, Distribution) {
+        let batches = |values: &[f64]| {
+            let mut p = Profile::numeric(edges.clone()).unwrap();
+            for chunk in values.chunks(3000) {
+                p.observe(&floats(chunk));
+            }
+            p
+        };
+        let (left, right) = values.split_at(values.len() * 2 / 5);
+        let (mut a, b) = (batches(left), batches(right));
+        let mut in_memory = a.clone();
+        in_memory.merge(b.clone()).unwrap();
+        a.merge(through_state(&b)).unwrap();
+        (a.finish(), in_memory.finish(), batches(values).finish())
+    }
+
+    #[test]
+    fn a_profile_carried_through_its_state_merges_like_one_pass() {
+        let discrete: Vec<f64> = (0..20_000).map(|i| ((i * 7) % 9) as f64 * 0.1).collect();
+        let edges = Some(vec![-100.0, 0.0, 3000.0, 6000.0, 9000.0, 20_000.0]);
+        for (values, edges) in [
+            (noisy(20_001), None),
+            (noisy(20_001), edges),
+            (discrete, None),
+        ] {
+            let (edges_given, discrete) = (edges.is_some(), values.len() == 20_000);
+            let (merged, in_memory, whole) = merged_through_state(&values, edges);
+            assert_eq!(merged, in_memory);
+            assert_eq!(
+                (merged.count, merged.nulls, merged.non_finite),
+                (whole.count, whole.nulls, whole.non_finite)
+            );
+            assert_eq!((merged.min, merged.max), (whole.min, whole.max));
+            assert!(close(merged.mean.unwrap(), whole.mean.unwrap(), 1e-12));
+            assert!(close(merged.std.unwrap(), whole.std.unwrap(), 1e-12));
+            let h = merged.histogram.as_ref().unwrap();
+            assert_eq!(h.exact, edges_given || discrete, "{h:?}");
+            if h.exact {
+                assert_eq!(merged.histogram, whole.histogram);
+            }
+        }
+
+        // Classes keep their order, the baseline's unseen one included, and the overflow.
+        let baseline: IndexMap<String, u64> = [("late".to_string(), 1)].into_iter().collect();
+        let names: Vec<String> = (0..MAX_CLASSES + 5).map(|i| format!("c{i}")).collect();
+        let mut a = Profile::categorical(Some(&baseline));
+        a.observe(&StringArray::from(names[..50].to_vec()));
+        let mut b = Profile::categorical(Some(&baseline));
+        b.observe(&StringArray::from(vec![None, Some("c7"), Some("c60")]));
+        b.observe(&StringArray::from(names.clone()));
+        let mut in_memory = a.clone();
+        in_memory.merge(b.clone()).unwrap();
+        let carried = through_state(&b);
+        assert_eq!(carried.state(), b.state());
+        a.merge(carried).unwrap();
+        assert_eq!(a.finish(), in_memory.finish());
+    }
+
+    #[test]
+    fn an_empty_profile_and_non_finite_moments_survive_the_state() {
+        for p in [
+            Profile::numeric(None).unwrap(),
+            profile_of(&[f64::MAX, -f64::MAX, f64::NAN], None),
+        ] {
+            let carried = through_state(&p);
+            assert_eq!(carried.state(), p.state());
+            // Debug, since NaN (of quantiles that overflowed) is not equal to itself.
+            let finished = |mut p: Profile| format!("{:?}", p.finish());
+            assert_eq!(finished(carried), finished(p));
+        }
+    }
+
+    #[test]
+    fn an_invalid_state_is_refused() {
+        let state = serde_json::to_value(profile_of(&noisy(100), None).state()).unwrap();
+        let broken = |field: &str, value: serde_json::Value| {
+            let mut s = state.clone();
+            let numeric = s.pointer_mut("/kind/numeric").unwrap();
+            numeric.as_object_mut().unwrap().insert(field.into(), value);
+            let state: ProfileState = serde_json::from_value(s).unwrap();
+            Profile::from_state(state)
+        };
+        let mut digest = state.pointer("/kind/numeric/digest").unwrap().clone();
+        let centroids = digest.pointer_mut("/centroids").unwrap();
+        centroids.as_array_mut().unwrap().reverse();
+        assert!(matches!(
+            broken("digest", digest),
+            Err(ProfileError::BadState(_))
+        ));
+        let bins = serde_json::json!({"edges": ["0.0", "1.0"], "counts": [1, 2]});
+        assert!(matches!(
+            broken("bins", bins),
+            Err(ProfileError::BadState(_))
+        ));
+        let mut s = state.clone();
+        *s.pointer_mut("/kind/numeric/mean").unwrap() = serde_json::json!(0.5);
+        assert!(serde_json::from_value::<ProfileState>(s).is_err());
     }
 }
