@@ -656,3 +656,788 @@ fn models_list_and_show_describe_the_registry() {
         )
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Operating a job's outputs: a run history with rollback and prune, the distributions and
+// drift in `_metrics.json` (checked against numpy, tests/oracle/drift.py), alert rules, and
+// regressions of the registry fixes.
+// ---------------------------------------------------------------------------------------
+
+use serde_json::{Value, json};
+
+/// The binary run in the scratch dir, whose paths the messages then name relative to it,
+/// with `BATCHSCORE_REGISTRY` unset.
+fn run_in(s: &Scratch, args: &[&str]) -> Output {
+    batchscore()
+        .current_dir(s.dir.path())
+        .args(args)
+        .env_remove("BATCHSCORE_REGISTRY")
+        .output()
+        .unwrap()
+}
+
+/// `jobs/churn.toml`'s text, checked to hold `parts` (so a change to it fails here, not later).
+fn churn_text(parts: &[&str]) -> String {
+    let text = std::fs::read_to_string(repo().join("jobs/churn.toml")).unwrap();
+    for p in parts {
+        assert!(text.contains(p), "jobs/churn.toml changed: no {p:?}");
+    }
+    text
+}
+
+const CHURN_MODE: &str = "mode = \"overwrite\"\n";
+
+/// `jobs/churn.toml` as `jobs/FILE` with `layout = "runs"` under `[output]` and `extra`
+/// appended.
+fn churn_history_job(s: &Scratch, file: &str, extra: &str) -> PathBuf {
+    let text =
+        churn_text(&[CHURN_MODE]).replace(CHURN_MODE, "mode = \"overwrite\"\nlayout = \"runs\"\n");
+    s.job(file, &format!("{text}\n{extra}"))
+}
+
+fn churn_expected() -> Table {
+    read_parquet(Path::new(&sample("churn/expected.parquet")))
+}
+
+/// The rows committed in `dir` are onnxruntime's for the churn sample.
+#[track_caller]
+fn assert_churn_rows(dir: &Path) {
+    assert_matches(
+        &read_output(dir),
+        &churn_expected(),
+        "customer_id",
+        &["region", "churn_probability", "churn_label"],
+    );
+}
+
+/// `_LATEST` of the history `out` names `run_id`, having named `previous` before.
+#[track_caller]
+fn assert_latest(out: &Path, run_id: &str, previous: Option<&str>) {
+    let latest = read_json(&out.join("_LATEST"));
+    let updated = latest["updated_at"].as_str().expect("updated_at");
+    chrono::DateTime::parse_from_rfc3339(updated)
+        .unwrap_or_else(|e| panic!("updated_at {updated:?}: {e}"));
+    assert_eq!(
+        latest,
+        json!({
+            "run_id": run_id,
+            "path": format!("run={run_id}"),
+            "updated_at": updated,
+            "previous": previous,
+        })
+    );
+}
+
+/// One run of the history job into `out`: it commits a `run=<id>/` folder of its own holding
+/// onnxruntime's scores, and `_LATEST` moves to it from `previous`. Returns the run id.
+#[track_caller]
+fn history_run(s: &Scratch, job: &str, out: &Path, previous: Option<&str>) -> String {
+    let o = run_in(s, &["run", job, "--var", "ds=h"]);
+    assert_ok(&o);
+    let run_id = read_json(&out.join("_LATEST"))["run_id"]
+        .as_str()
+        .expect("_LATEST names a run")
+        .to_string();
+    assert_ne!(Some(run_id.as_str()), previous, "_LATEST did not move");
+    assert_latest(out, &run_id, previous);
+    let dir = out.join(format!("run={run_id}"));
+    let manifest = read_manifest(&dir);
+    assert_eq!(manifest.run_id, run_id);
+    let mut files: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
+    files.extend(["_SUCCESS", "_manifest.json", "_metrics.json"].map(String::from));
+    files.sort();
+    assert_eq!(names_in(&dir), files);
+    assert_churn_rows(&dir);
+    let stdout = text(&o).0;
+    let tail = format!(
+        " -> {}/run={run_id} ({} files)\n",
+        out.display(),
+        manifest.files.len()
+    );
+    assert!(
+        stdout.starts_with("churn-nightly: 1941 rows scored in ")
+            && stdout.ends_with(&tail)
+            && stdout.lines().count() == 1,
+        "{stdout}"
+    );
+    run_id
+}
+
+/// What `runs list` prints for the history `out` holding `runs` in this order, `latest` the
+/// one `_LATEST` names; the times, model and rows are each run's manifest's.
+fn runs_table(out: &Path, runs: &[&str], latest: &str) -> String {
+    let mut t = format!(
+        "{:<38} {:<24} {:<9} {:>10} {:>8}  {:<9} LATEST\n",
+        "RUN", "COMMITTED", "MODEL", "ROWS", "REJECTED", "STATUS"
+    );
+    for id in runs {
+        let m = read_manifest(&out.join(format!("run={id}")));
+        assert_eq!(m.rows, 1941);
+        t += &format!(
+            "{:<38} {:<24} {:<9} {:>10} {:>8}  {:<9} {}\n",
+            id,
+            m.committed_at,
+            &m.model_sha256[..8],
+            1941,
+            0,
+            "committed",
+            if *id == latest { "*" } else { "" }
+        );
+    }
+    t
+}
+
+#[track_caller]
+fn assert_runs_list(s: &Scratch, out: &Path, runs: &[&str], latest: &str) {
+    let o = run_in(s, &["runs", "list", str_of(out)]);
+    assert_ok(&o);
+    assert_eq!(text(&o).0, runs_table(out, runs, latest));
+}
+
+#[test]
+fn a_run_history_keeps_each_run_and_rollback_and_prune_move_latest() {
+    let s = Scratch::new();
+    churn_history_job(&s, "churn.toml", "");
+    let job = "jobs/churn.toml";
+    let out = s.path("out/churn/ds=h");
+    let out_s = str_of(&out).to_string();
+
+    let r1 = history_run(&s, job, &out, None);
+    let r2 = history_run(&s, job, &out, Some(&r1));
+    let r3 = history_run(&s, job, &out, Some(&r2));
+    assert_eq!(
+        names_in(&out),
+        [
+            "_LATEST".to_string(),
+            format!("run={r1}"),
+            format!("run={r2}"),
+            format!("run={r3}")
+        ]
+    );
+
+    // The runs' distributions of the outputs are numpy's of onnxruntime's scores.
+    let metrics = read_json(&out.join(format!("run={r1}/_metrics.json")));
+    let expected = sample("churn/expected.parquet");
+    let label = oracle("drift.py", &["describe", "churn_label", &expected]);
+    let d = &metrics["distributions"]["churn_label"];
+    assert_eq!(
+        (&d["count"], &d["nulls"], &d["non_finite"], &d["classes"]),
+        (&label["count"], &json!(0), &json!(0), &label["classes"]),
+        "{d}"
+    );
+    let p = oracle("drift.py", &["describe", "churn_probability", &expected]);
+    let d = &metrics["distributions"]["churn_probability"];
+    assert_eq!((&d["count"], &d["nulls"]), (&p["count"], &json!(0)));
+    for k in ["mean", "std"] {
+        assert_rel(k, num(&d[k]), num(&p[k]), 1e-9);
+    }
+    assert_eq!((&d["min"], &d["max"]), (&p["min"], &p["max"]));
+    let names: Vec<&String> = metrics["distributions"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "churn_probability",
+            "churn_label",
+            "tenure",
+            "monthly_charges",
+            "total_charges",
+            "features[3]",
+            "is_senior"
+        ]
+    );
+    assert_eq!(metrics["drift"], Value::Null, "no baseline, no drift");
+
+    assert_runs_list(&s, &out, &[&r1, &r2, &r3], &r3);
+    let o = run_in(&s, &["runs", "list", &out_s, "--json"]);
+    assert_ok(&o);
+    let listed: Value = serde_json::from_str(&text(&o).0).unwrap();
+    let want: Vec<Value> = [&r1, &r2, &r3]
+        .iter()
+        .map(|id| {
+            let dir = out.join(format!("run={id}"));
+            json!({
+                "run_id": id,
+                "uri": format!("{out_s}/run={id}"),
+                "committed": true,
+                "latest": *id == &r3,
+                "manifest": read_json(&dir.join("_manifest.json")),
+                "metrics": read_json(&dir.join("_metrics.json")),
+            })
+        })
+        .collect();
+    assert_json_eq(&listed, &Value::Array(want));
+
+    // Rollback: to the run committed before the latest, then to a run by id, then back.
+    let rollback = |args: &[&str]| run_in(&s, &[&["rollback", &out_s], args].concat());
+    let o = rollback(&[]);
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).0,
+        format!("{out_s}: _LATEST -> run {r2} (was {r3})\n")
+    );
+    assert_latest(&out, &r2, Some(&r3));
+    assert_runs_list(&s, &out, &[&r1, &r2, &r3], &r2);
+    let o = rollback(&["--to", &r3]);
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).0,
+        format!("{out_s}: _LATEST -> run {r3} (was {r2})\n")
+    );
+    assert_latest(&out, &r3, Some(&r2));
+    assert_runs_list(&s, &out, &[&r1, &r2, &r3], &r3);
+    let o = rollback(&[]);
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).0,
+        format!("{out_s}: _LATEST -> run {r2} (was {r3})\n")
+    );
+    let pointer = std::fs::read(out.join("_LATEST")).unwrap();
+
+    // A run that is not there is refused, and _LATEST stays.
+    let o = rollback(&["--to", "0190-no-such-run"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: output {out_s}: no committed run 0190-no-such-run (committed runs: {r1}, {r2}, {r3})\n"
+        )
+    );
+    assert_eq!(text(&o).0, "");
+    assert_eq!(std::fs::read(out.join("_LATEST")).unwrap(), pointer);
+
+    // Prune to one while _LATEST names run 2: run 1 goes, run 2 (latest) and run 3 (newest)
+    // stay, and _LATEST does not move.
+    let o = run_in(&s, &["runs", "prune", &out_s, "--keep", "1"]);
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).0,
+        format!("removed run {r1} ({out_s}/run={r1})\n{out_s}: 1 run(s) removed, 2 kept\n")
+    );
+    assert_eq!(
+        names_in(&out),
+        [
+            "_LATEST".to_string(),
+            format!("run={r2}"),
+            format!("run={r3}")
+        ]
+    );
+    assert_eq!(std::fs::read(out.join("_LATEST")).unwrap(), pointer);
+    assert_runs_list(&s, &out, &[&r2, &r3], &r2);
+    for r in [&r2, &r3] {
+        assert_churn_rows(&out.join(format!("run={r}")));
+    }
+
+    // Nothing is older than run 2 now.
+    let o = rollback(&[]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: output {out_s}: no committed run is older than the latest; nothing was changed\n"
+        )
+    );
+    assert_eq!(std::fs::read(out.join("_LATEST")).unwrap(), pointer);
+
+    // The next run becomes the latest.
+    let r4 = history_run(&s, job, &out, Some(&r2));
+    assert_runs_list(&s, &out, &[&r2, &r3, &r4], &r4);
+
+    // A flat job cannot write into the history, nor a history job into a flat output.
+    s.job("flat.toml", &churn_text(&[CHURN_MODE]));
+    let o = run_in(&s, &["run", "jobs/flat.toml", "--var", "ds=h"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        "error: job spec jobs/flat.toml: [output.layout]: output out/churn/ds=h: holds a run history (_LATEST), but [output] layout = \"flat\"; give this job an output folder of its own\n"
+    );
+    assert_eq!(
+        names_in(&out),
+        [
+            "_LATEST".to_string(),
+            format!("run={r2}"),
+            format!("run={r3}"),
+            format!("run={r4}")
+        ]
+    );
+    assert_ok(&run_in(&s, &["run", "jobs/flat.toml", "--var", "ds=f"]));
+    let flat = s.path("out/churn/ds=f");
+    let before = std::fs::read(flat.join("_manifest.json")).unwrap();
+    let o = run_in(&s, &["run", job, "--var", "ds=f"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        "error: job spec jobs/churn.toml: [output.layout]: output out/churn/ds=f: holds a flat output (_manifest.json), but [output] layout = \"runs\"; give this job an output folder of its own\n"
+    );
+    assert_eq!(std::fs::read(flat.join("_manifest.json")).unwrap(), before);
+    assert!(!flat.join("_LATEST").exists());
+    assert_churn_rows(&flat);
+}
+
+const CHURN_INPUT: &str = "uri = \"../sample_data/churn/data/\"\nquery = \"SELECT * FROM input WHERE region <> 'apac'\"\n";
+const CHURN_OUTPUT: &str = "uri = \"../out/churn/ds=${ds}/\"\npassthrough = [\"customer_id\", \"region\"]\nmode = \"overwrite\"\n";
+
+/// The churn job reading the Parquet file `--var input=PATH` (relative to the scratch dir)
+/// into `out/OUTPUT/` of `layout`, with `monitor` appended.
+fn drift_job(s: &Scratch, file: &str, output: &str, layout: &str, monitor: &str) -> String {
+    let text = churn_text(&[CHURN_INPUT, CHURN_OUTPUT])
+        .replace(CHURN_INPUT, "uri = \"../${input}\"\n")
+        .replace(
+            CHURN_OUTPUT,
+            &format!(
+                "uri = \"../out/{output}/\"\npassthrough = [\"customer_id\"]\nmode = \"overwrite\"\nlayout = \"{layout}\"\n"
+            ),
+        );
+    s.job(file, &format!("{text}\n{monitor}"));
+    format!("jobs/{file}")
+}
+
+/// The run id `_LATEST` of a history names.
+fn latest_of(out: &Path) -> String {
+    read_json(&out.join("_LATEST"))["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A run's distribution of a feature is numpy's of the input column (`oracle` is
+/// drift.py's `column` figures): counts exact, moments to 1e-9, min and max exact, and each
+/// estimated quantile within 2 percentage points of rank of its level.
+#[track_caller]
+fn assert_feature_distribution(d: &Value, oracle: &Value) {
+    for k in ["count", "nulls", "non_finite"] {
+        assert_eq!(d[k], oracle[k], "{k}: {d}");
+    }
+    for k in ["mean", "std"] {
+        assert_rel(k, num(&d[k]), num(&oracle[k]), 1e-9);
+    }
+    assert_eq!((&d["min"], &d["max"]), (&oracle["min"], &oracle["max"]));
+    let ranks = oracle["quantile_ranks"]
+        .as_object()
+        .expect("quantile ranks");
+    assert_eq!(ranks.len(), 7);
+    for (k, r) in ranks {
+        let level: f64 = k[1..].parse::<f64>().unwrap() / 100.0;
+        let (below, at) = (num(&r[0]), num(&r[1]));
+        assert!(
+            below - 0.02 <= level && level <= at + 0.02,
+            "quantile {k} = {} ranks {below}..{at} among the values",
+            d["quantiles"][k]
+        );
+    }
+}
+
+#[test]
+fn drift_from_the_previous_run_is_numpys_psi_and_fires_its_alert() {
+    let s = Scratch::new();
+    let base = s.path("base.parquet");
+    let shifted = s.path("shifted.parquet");
+    oracle("drift.py", &["inputs", str_of(&base), str_of(&shifted)]);
+    let alerts = "[[monitor.alerts]]\nrule = \"psi.tenure > 0.1\"\nseverity = \"page\"\n\n[[monitor.alerts]]\nrule = \"psi.monthly_charges > 0.1\"\n";
+    let job = drift_job(
+        &s,
+        "drift.toml",
+        "drift",
+        "runs",
+        &format!("[monitor]\nbaseline = \"previous\"\n\n{alerts}"),
+    );
+    let out = s.path("out/drift");
+    let metrics_of = |id: &str| out.join(format!("run={id}/_metrics.json"));
+
+    // The first run has nothing before it: a warning, no drift, no alert.
+    let o = run_in(&s, &["run", &job, "--var", "input=base.parquet"]);
+    assert_ok(&o);
+    let err = text(&o).1;
+    assert!(
+        err.lines().count() == 1
+            && err.contains(" WARN ")
+            && err.contains("[monitor] baseline = \"previous\": no run has committed this output yet, so no drift is computed"),
+        "{err}"
+    );
+    let r1 = latest_of(&out);
+    let m1_path = metrics_of(&r1);
+    let m1 = read_json(&m1_path);
+    assert_eq!(m1["drift"], Value::Null);
+    assert_eq!(
+        m1["alerts"],
+        json!([
+            {"rule": "psi.tenure > 0.1", "severity": "page", "value": null, "firing": false},
+            {"rule": "psi.monthly_charges > 0.1", "severity": "warning", "value": null, "firing": false},
+        ])
+    );
+    let tenure1 = oracle(
+        "drift.py",
+        &[
+            "column",
+            str_of(&m1_path),
+            str_of(&base),
+            "tenure",
+            str_of(&m1_path),
+        ],
+    );
+    assert_feature_distribution(&m1["distributions"]["tenure"], &tenure1);
+    assert_eq!(m1["distributions"]["tenure"]["histogram"]["exact"], false);
+
+    // The second run reads tenure 12 months older: committed, the tenure alert fires, and
+    // the drift is numpy's PSI over the first run's bins.
+    let o = run_in(&s, &["run", &job, "--var", "input=shifted.parquet"]);
+    let err = assert_exit(&o, 4);
+    let r2 = latest_of(&out);
+    assert_ne!(r1, r2);
+    assert_latest(&out, &r2, Some(&r1));
+    let dir2 = out.join(format!("run={r2}"));
+    assert!(dir2.join("_SUCCESS").exists());
+    assert_eq!(read_output(&dir2)["customer_id"].len(), 3000);
+    let m2_path = metrics_of(&r2);
+    let m2 = read_json(&m2_path);
+    let tenure = oracle(
+        "drift.py",
+        &[
+            "column",
+            str_of(&m1_path),
+            str_of(&shifted),
+            "tenure",
+            str_of(&m2_path),
+        ],
+    );
+    let charges = oracle(
+        "drift.py",
+        &[
+            "column",
+            str_of(&m1_path),
+            str_of(&shifted),
+            "monthly_charges",
+            str_of(&m2_path),
+        ],
+    );
+    let d = &m2["distributions"]["tenure"];
+    assert_feature_distribution(d, &tenure);
+    assert_eq!(
+        d["histogram"],
+        json!({"edges": tenure["edges"], "counts": tenure["counts"], "exact": true})
+    );
+    assert_eq!(
+        m1["distributions"]["tenure"]["histogram"]["counts"],
+        tenure["baseline_counts"]
+    );
+    assert_feature_distribution(&m2["distributions"]["monthly_charges"], &charges);
+
+    let drift = &m2["drift"];
+    assert_eq!(drift["baseline"], format!("run {r1}"));
+    let t = &drift["columns"]["tenure"];
+    let psi = num(&t["psi"]);
+    assert_rel("psi.tenure", psi, num(&tenure["psi"]), 1e-9);
+    assert!(psi > 0.1, "{t}");
+    assert!(t["reading"] == "major" || t["reading"] == "moderate", "{t}");
+    assert_eq!(t["bins"], tenure["bins"]);
+    assert_rel(
+        "mean_shift.tenure",
+        num(&t["mean_shift"]),
+        (num(&tenure["mean"]) - num(&tenure1["mean"])) / num(&tenure1["std"]),
+        1e-9,
+    );
+    let c = &drift["columns"]["monthly_charges"];
+    let psi_charges = num(&c["psi"]);
+    assert_rel(
+        "psi.monthly_charges",
+        psi_charges,
+        num(&charges["psi"]),
+        1e-9,
+    );
+    assert!(psi_charges < 0.05, "{c}");
+    assert_eq!((&c["reading"], &c["bins"]), (&json!("stable"), &json!(10)));
+    // The label's class counts are those of the rows written.
+    let parts: Vec<String> = read_manifest(&dir2)
+        .files
+        .iter()
+        .map(|f| dir2.join(&f.path).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["describe", "churn_label"];
+    args.extend(parts.iter().map(String::as_str));
+    let labels = oracle("drift.py", &args);
+    assert_eq!(labels["count"], 3000);
+    assert_eq!(
+        m2["distributions"]["churn_label"]["classes"],
+        labels["classes"]
+    );
+
+    assert_eq!(
+        m2["alerts"],
+        json!([
+            {"rule": "psi.tenure > 0.1", "severity": "page", "value": psi, "firing": true},
+            {"rule": "psi.monthly_charges > 0.1", "severity": "warning", "value": psi_charges, "firing": false},
+        ])
+    );
+    // The message shows the value as _metrics.json holds it (read here as text: serde_json
+    // without float_roundtrip may read a number one ulp off).
+    let last = err.lines().last().unwrap_or_default();
+    let head =
+        "error: job churn-nightly: committed, but 1 alert rule(s) fired: psi.tenure > 0.1 (value ";
+    let shown = last
+        .strip_prefix(head)
+        .and_then(|rest| rest.strip_suffix(", page)"))
+        .unwrap_or_else(|| panic!("unexpected error line {last:?} in:\n{err}"));
+    assert_rel("the alert's value", shown.parse().unwrap(), psi, 1e-15);
+    let raw = std::fs::read_to_string(&m2_path).unwrap();
+    assert!(
+        raw.contains(&format!(
+            "\"rule\": \"psi.tenure > 0.1\",\n      \"severity\": \"page\",\n      \"value\": {shown},\n      \"firing\": true"
+        )),
+        "{raw}"
+    );
+
+    // A run id of the history as the baseline gives the same figures.
+    let job = drift_job(
+        &s,
+        "by-id.toml",
+        "drift",
+        "runs",
+        &format!("[monitor]\nbaseline = \"{r1}\"\n"),
+    );
+    assert_ok(&run_in(
+        &s,
+        &["run", &job, "--var", "input=shifted.parquet"],
+    ));
+    let m3 = read_json(&metrics_of(&latest_of(&out)));
+    assert_eq!(m3["drift"]["baseline"], format!("run {r1}"));
+    assert_eq!(m3["drift"]["columns"]["tenure"]["psi"], psi);
+
+    // So does the baseline's _metrics.json by its path, for a flat output.
+    let job = drift_job(
+        &s,
+        "by-path.toml",
+        "flat",
+        "flat",
+        &format!("[monitor]\nbaseline = \"{}\"\n", m1_path.display()),
+    );
+    assert_ok(&run_in(
+        &s,
+        &["run", &job, "--var", "input=shifted.parquet"],
+    ));
+    let flat = s.path("out/flat");
+    let m4 = read_json(&flat.join("_metrics.json"));
+    assert_eq!(m4["drift"]["baseline"], m1_path.to_str().unwrap());
+    assert_eq!(m4["drift"]["columns"]["tenure"]["psi"], psi);
+
+    // `previous` of a flat output is the run it replaces: back to the first input.
+    let kept = s.path("replaced-metrics.json");
+    std::fs::copy(flat.join("_metrics.json"), &kept).unwrap();
+    let r4 = m4["run_id"].as_str().unwrap().to_string();
+    let job = drift_job(
+        &s,
+        "flat-previous.toml",
+        "flat",
+        "flat",
+        "[monitor]\nbaseline = \"previous\"\n",
+    );
+    assert_ok(&run_in(&s, &["run", &job, "--var", "input=base.parquet"]));
+    let m5 = read_json(&flat.join("_metrics.json"));
+    assert_ne!(m5["run_id"], r4.as_str());
+    assert_eq!(m5["drift"]["baseline"], format!("run {r4}"));
+    let back = oracle(
+        "drift.py",
+        &["column", str_of(&kept), str_of(&base), "tenure"],
+    );
+    assert_rel(
+        "psi.tenure back",
+        num(&m5["drift"]["columns"]["tenure"]["psi"]),
+        num(&back["psi"]),
+        1e-9,
+    );
+
+    // A baseline that is not there is refused before any work.
+    let nowhere = s.path("nowhere/_metrics.json");
+    for (file, baseline) in [
+        ("missing.toml", nowhere.to_str().unwrap()),
+        ("no-run.toml", "0190-no-such-run"),
+    ] {
+        let job = drift_job(
+            &s,
+            file,
+            "missing",
+            "runs",
+            &format!("[monitor]\nbaseline = \"{baseline}\"\n"),
+        );
+        let o = run_in(&s, &["run", &job, "--var", "input=base.parquet"]);
+        let err = assert_exit(&o, 2);
+        assert_eq!(
+            err,
+            format!(
+                "error: job spec {job}: [monitor.baseline]: \"{baseline}\": no such committed run or metrics file\n"
+            )
+        );
+        assert!(!s.path("out/missing").exists());
+    }
+}
+
+#[test]
+fn an_alert_rule_that_holds_commits_the_run_and_exits_4() {
+    let s = Scratch::new();
+    let churn = churn_text(&[]);
+    let rules = |rules: &[&str]| -> String {
+        rules
+            .iter()
+            .map(|r| format!("\n[[monitor.alerts]]\nrule = \"{r}\"\n"))
+            .collect()
+    };
+
+    s.job(
+        "fires.toml",
+        &format!("{churn}{}", rules(&["rows.scored < 1000000"])),
+    );
+    let o = run_in(&s, &["run", "jobs/fires.toml", "--var", "ds=fires"]);
+    let err = assert_exit(&o, 4);
+    assert_eq!(
+        err.lines().last(),
+        Some(
+            "error: job churn-nightly: committed, but 1 alert rule(s) fired: rows.scored < 1000000 (value 1941, warning)"
+        ),
+        "{err}"
+    );
+    let dir = s.path("out/churn/ds=fires");
+    assert!(dir.join("_SUCCESS").exists());
+    assert_churn_rows(&dir);
+    assert_eq!(
+        read_json(&dir.join("_metrics.json"))["alerts"],
+        json!([{"rule": "rows.scored < 1000000", "severity": "warning", "value": 1941.0, "firing": true}])
+    );
+
+    s.job(
+        "quiet.toml",
+        &format!(
+            "{churn}{}",
+            rules(&["rows.scored > 1000000", "rows.rejected_rate > 0.001"])
+        ),
+    );
+    let o = run_in(&s, &["run", "jobs/quiet.toml", "--var", "ds=quiet"]);
+    assert_ok(&o);
+    assert_eq!(text(&o).1, "", "nothing to warn of");
+    let dir = s.path("out/churn/ds=quiet");
+    assert_churn_rows(&dir);
+    assert_eq!(
+        read_json(&dir.join("_metrics.json"))["alerts"],
+        json!([
+            {"rule": "rows.scored > 1000000", "severity": "warning", "value": 1941.0, "firing": false},
+            {"rule": "rows.rejected_rate > 0.001", "severity": "warning", "value": 0.0, "firing": false},
+        ])
+    );
+
+    // A metric there is not is refused before any work, naming the one meant.
+    s.job(
+        "typo.toml",
+        &format!("{churn}{}", rules(&["rows.scorde < 5"])),
+    );
+    let o = run_in(&s, &["run", "jobs/typo.toml", "--var", "ds=typo"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        "error: job spec jobs/typo.toml: [monitor.alerts[0].rule]: \"rows.scorde < 5\": unknown metric \"rows.scorde\" (did you mean `rows.scored`?); the README's \"Alert rules\" lists them\n"
+    );
+    assert!(!s.path("out/churn/ds=typo").exists());
+}
+
+/// A relative `BATCHSCORE_REGISTRY` is the working directory's, for `run` as for `models`:
+/// not the spec's folder, where a registry of the same name holds another file.
+#[test]
+fn a_relative_registry_variable_is_the_working_directorys_for_run_as_for_models() {
+    let s = Scratch::new();
+    let churn = churn_model();
+    let reg = s.path("reg");
+    assert_eq!(register(&reg, "churn", &churn, &[]), "1");
+    let decoy = s.path("jobs/reg");
+    assert_eq!(register(&decoy, "churn", &churn_v2(&s), &[]), "1");
+    let job = churn_job(&s, "x.toml", "name = \"churn\"\nversion = \"1\"");
+    assert_eq!(job, s.path("jobs/x.toml"));
+    let o = batchscore()
+        .current_dir(s.dir.path())
+        .env("BATCHSCORE_REGISTRY", "reg")
+        .args(["run", "jobs/x.toml", "--var", "ds=rel"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_scored_by(&s, &reg, "rel", "1", None, &churn);
+
+    let o = batchscore()
+        .current_dir(s.dir.path())
+        .env("BATCHSCORE_REGISTRY", "reg")
+        .args(["models", "list"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let created = read_card(&reg, "churn", "1").created;
+    assert_eq!(
+        text(&o).0,
+        format!(
+            "{:<16} {:<8} {:<24} {:<14} ALIASES\n{:<16} {:<8} {created:<24} {:<14} \n",
+            "NAME",
+            "VERSION",
+            "CREATED",
+            "SHA256",
+            "churn",
+            "1",
+            &sha256_of(&churn)[..12]
+        )
+    );
+}
+
+/// `mode = "skip"` skips a rerun of the same version, but not one after the alias moved to
+/// another version, even one whose file has the same bytes.
+#[test]
+fn skip_reruns_when_the_alias_moved_to_a_version_with_the_same_bytes() {
+    let s = Scratch::new();
+    let reg = s.path("registry");
+    let churn = churn_model();
+    assert_eq!(register(&reg, "churn", &churn, &[]), "1");
+    assert_eq!(register(&reg, "churn", &churn, &[]), "2");
+    alias(&reg, "champion", "1", None);
+    let job = churn_job(&s, "skip.toml", "name = \"churn\"\nalias = \"champion\"");
+    let text_of = std::fs::read_to_string(&job).unwrap();
+    assert!(text_of.contains(CHURN_MODE));
+    std::fs::write(&job, text_of.replace(CHURN_MODE, "mode = \"skip\"\n")).unwrap();
+    let dir = s.path("out/churn/ds=k");
+
+    assert_ok(&run_churn(&job, "k", Some(&reg)));
+    assert_scored_by(&s, &reg, "k", "1", Some("champion"), &churn);
+    let first = read_manifest(&dir).run_id;
+
+    let o = run_churn(&job, "k", Some(&reg));
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).0,
+        format!(
+            "churn-nightly: already committed by run {first} with the same spec, model and input; nothing to do -> {}/\n",
+            dir.display()
+        )
+    );
+    assert_eq!(read_manifest(&dir).run_id, first);
+
+    alias(&reg, "champion", "2", Some("1"));
+    let o = run_churn(&job, "k", Some(&reg));
+    assert_ok(&o);
+    let out = text(&o).0;
+    assert!(!out.contains("already committed"), "{out}");
+    assert_ne!(read_manifest(&dir).run_id, first);
+    assert_scored_by(&s, &reg, "k", "2", Some("champion"), &churn);
+}
+
+#[test]
+fn models_list_of_a_model_there_is_not_is_refused_naming_those_there_are() {
+    let s = Scratch::new();
+    let reg = s.path("registry");
+    assert_eq!(register(&reg, "churn", &churn_model(), &[]), "1");
+    assert_eq!(register(&reg, "fraud", &fraud_model(), &[]), "1");
+    let o = models(&reg, &["list", "nosuch"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: model registry {}: no model named \"nosuch\" (models: churn, fraud)\n",
+            reg.display()
+        )
+    );
+    assert_eq!(text(&o).0, "");
+}
+

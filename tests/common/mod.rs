@@ -554,3 +554,95 @@ pub fn replicated_fraud_input(dir: &Path, files: usize, copies: usize) -> Table 
     }
     expected
 }
+
+/// A JSON file, parsed.
+#[track_caller]
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The names in a folder, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs a Python oracle of `tests/oracle/` (numpy and pyarrow, independent of batchscore) with
+/// `$BATCHSCORE_TEST_PYTHON` and returns what it printed, parsed as JSON (null when nothing).
+#[track_caller]
+pub fn oracle(script: &str, args: &[&str]) -> serde_json::Value {
+    let python = std::env::var("BATCHSCORE_TEST_PYTHON").expect(
+        "BATCHSCORE_TEST_PYTHON is not set: run the tests with scripts/test, which installs numpy and pyarrow",
+    );
+    let o = Command::new(&python)
+        .arg(repo().join("tests/oracle").join(script))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let (out, err) = text(&o);
+    assert!(
+        o.status.success(),
+        "oracle {script} {args:?}: exit {:?}\n{out}{err}",
+        o.status.code()
+    );
+    if out.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("oracle output {out:?}: {e}"))
+    }
+}
+
+/// A JSON number, which must be there.
+#[track_caller]
+pub fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// `got` within `rel` of `want`, relative to `want`'s size.
+#[track_caller]
+pub fn assert_rel(what: &str, got: f64, want: f64, rel: f64) {
+    assert!(
+        (got - want).abs() <= rel * want.abs().max(f64::MIN_POSITIVE),
+        "{what}: got {got}, expected {want} (within {rel} relative)"
+    );
+}
+
+/// `got` equals `want` as JSON, numbers within 1e-15 relative: a document batchscore read and
+/// wrote again may move a float by an ulp (serde_json without `float_roundtrip` can read a
+/// 17-digit number one ulp off).
+#[track_caller]
+pub fn assert_json_eq(got: &serde_json::Value, want: &serde_json::Value) {
+    fn walk(got: &serde_json::Value, want: &serde_json::Value, at: &str) -> Result<(), String> {
+        use serde_json::Value::*;
+        match (got, want) {
+            (Number(g), Number(w)) if g != w => {
+                let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+                if (g - w).abs() <= 1e-15 * w.abs() {
+                    Ok(())
+                } else {
+                    Err(format!("{at}: {g} != {w}"))
+                }
+            }
+            (Array(g), Array(w)) if g.len() == w.len() => g
+                .iter()
+                .zip(w)
+                .enumerate()
+                .try_for_each(|(i, (g, w))| walk(g, w, &format!("{at}[{i}]"))),
+            (Object(g), Object(w)) if g.keys().eq(w.keys()) => g
+                .iter()
+                .zip(w.values())
+                .try_for_each(|((k, g), w)| walk(g, w, &format!("{at}.{k}"))),
+            _ if got == want => Ok(()),
+            _ => Err(format!("{at}: {got} != {want}")),
+        }
+    }
+    if let Err(e) = walk(got, want, "$") {
+        panic!("JSON differs at {e}\ngot:\n{got:#}\nexpected:\n{want:#}");
+    }
+}
