@@ -112,3 +112,55 @@ fn resume_refuses_a_changed_input_and_a_plain_run_starts_over() {
         "the plain run removed the earlier attempt's pieces"
     );
 }
+
+/// A run split in three shards reports the distributions one process reports: the shards'
+/// profiles are saved with their manifests and merged at the commit, exactly for counts,
+/// extremes, classes and one-bin-per-value histograms, to rounding for moments.
+#[test]
+fn a_sharded_runs_distributions_are_those_of_one_run() {
+    let s = Scratch::new();
+    let churn = std::fs::read_to_string(repo().join("jobs/churn.toml")).unwrap();
+    let whole = s.job("whole.toml", &churn.replace("out/churn/", "out/whole/"));
+    let split = s.job("split.toml", &churn.replace("out/churn/", "out/split/"));
+    assert_ok(&run(&["run", whole.to_str().unwrap(), "--var", "ds=1"]));
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        assert_ok(&run(&[
+            "run",
+            split.to_str().unwrap(),
+            "--var",
+            "ds=1",
+            "--shard",
+            &shard,
+        ]));
+    }
+    let metrics = |dir: &str| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(s.path(&format!("out/{dir}/ds=1/_metrics.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let (one, three) = (metrics("whole"), metrics("split"));
+    let (one, three) = (&one["distributions"], &three["distributions"]);
+    let names: Vec<&String> = one.as_object().unwrap().keys().collect();
+    assert_eq!(names, three.as_object().unwrap().keys().collect::<Vec<_>>());
+    assert_eq!(names.len(), 7, "{names:?}");
+    for name in names {
+        let (a, b) = (&one[name], &three[name]);
+        for exact in ["count", "nulls", "non_finite", "min", "max", "classes"] {
+            assert_eq!(a[exact], b[exact], "{name}.{exact}");
+        }
+        for moment in ["mean", "std"] {
+            if let (Some(x), Some(y)) = (a[moment].as_f64(), b[moment].as_f64()) {
+                assert!(
+                    (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    "{name}.{moment}: {x} vs {y}"
+                );
+            }
+        }
+        if a["histogram"]["exact"] == true {
+            assert_eq!(a["histogram"], b["histogram"], "{name}");
+        }
+    }
+    // ln(1 + support_calls) takes a handful of values: one exact bin each.
+    assert_eq!(one["features[3]"]["histogram"]["exact"], true);
+}

@@ -22,7 +22,7 @@ use super::distribution::{Distribution, Profile, ProfileError, ProfileState, dri
 use super::metrics::DriftReport;
 
 /// What is profiled about one column.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnSpec {
     pub name: String,
     /// Its position among the arrays [`ColumnProfiles::observe`] is given.
@@ -34,7 +34,7 @@ pub struct ColumnSpec {
 }
 
 /// The columns a run profiles: the output columns, then the features.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProfilePlan {
     pub outputs: Vec<ColumnSpec>,
     pub features: Vec<ColumnSpec>,

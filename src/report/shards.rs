@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Latency, PartFile, ReasonCount, RowCounts, RunMetrics, StageSeconds};
+use indexmap::IndexMap;
+
+use super::columns::{ColumnProfiles, ColumnProfilesState, ProfilePlan};
+use super::distribution::Distribution;
+use super::{DriftReport, Latency, PartFile, ReasonCount, RowCounts, RunMetrics, StageSeconds};
 
 /// What a sharded run is: every shard of it must agree with the record the first one wrote,
 /// which also holds what committing the run needs from the spec (so that `batchscore commit`
@@ -141,6 +145,42 @@ pub struct ShardManifest {
     pub latency: LatencyHistogram,
     /// Malformed CSV records the shard's scan set aside (counted in `metrics.rows.rejected`).
     pub malformed: u64,
+    /// The shard's column profiles, merged with the other shards' into the run's
+    /// distributions at the commit.
+    #[serde(default)]
+    pub profiles: Option<ShardProfiles>,
+}
+
+/// A shard's column profiles as it saved them: what it profiled (with the baseline's
+/// distributions), the profiles' state, and the baseline's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardProfiles {
+    pub plan: ProfilePlan,
+    pub state: ColumnProfilesState,
+    pub baseline: Option<String>,
+}
+
+/// The run's distributions and drift from every shard's profiles, merged exactly as one
+/// process's workers are; none when no shard saved any, or one cannot be read (a warning).
+pub fn merge_profiles(
+    shards: &[ShardManifest],
+) -> Option<(IndexMap<String, Distribution>, Option<DriftReport>)> {
+    let first = shards.iter().find_map(|s| s.profiles.as_ref())?;
+    let plan = std::sync::Arc::new(first.plan.clone());
+    let mut merged: Option<ColumnProfiles> = None;
+    for s in shards.iter().filter_map(|s| s.profiles.as_ref()) {
+        match ColumnProfiles::from_state(plan.clone(), s.state.clone()) {
+            Ok(p) => match &mut merged {
+                Some(m) => m.merge(p),
+                None => merged = Some(p),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "a shard's column profiles cannot be read; the run's distributions are left out");
+                return None;
+            }
+        }
+    }
+    merged.map(|m| m.finish(first.baseline.as_deref()))
 }
 
 impl ShardManifest {

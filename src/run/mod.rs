@@ -190,7 +190,8 @@ pub async fn execute(
     let commit_started = Instant::now();
     let facts = run_facts(&plan, &scorer, &written, run_id, started_at, started);
     let mut metrics = RunMetrics::new(facts, &scorer.stats);
-    add_distributions(&plan, &mut written, &mut metrics);
+    add_distributions(&plan, merged_profiles(&mut written), &mut metrics);
+    add_agreement(&plan, &mut written, &mut metrics);
     check_alerts(&plan.spec.spec.monitor, &mut metrics);
     let manifest = manifest(&plan, &metrics, written);
     let output = committer
@@ -203,25 +204,8 @@ pub async fn execute(
     Ok(RunSummary { output, metrics })
 }
 
-/// The workers' column profiles merged into the run's distributions, and their drift from the
-/// baseline; and the challengers' agreement with the champion (see [`add_agreement`]).
-fn add_distributions(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
-    add_agreement(plan, written, metrics);
-    let mut merged: Option<ColumnProfiles> = None;
-    for p in written.results.iter_mut().filter_map(|r| r.profiles.take()) {
-        match &mut merged {
-            Some(m) => m.merge(p),
-            None => merged = Some(p),
-        }
-    }
-    if let Some(m) = merged {
-        let (distributions, drift) = m.finish(plan.baseline.as_ref().map(|b| b.label.as_str()));
-        metrics.distributions = distributions;
-        metrics.drift = drift;
-    }
-}
-
-/// The workers' agreement tallies merged into each challenger's report.
+/// The workers' agreement tallies merged into each challenger's report (a whole run's only:
+/// a shard's figures are not merged into its run's yet).
 fn add_agreement(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
     let mut merged: Option<Agreements> = None;
     for a in written
@@ -243,6 +227,27 @@ fn add_agreement(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics
             outputs,
         };
         metrics.challengers.insert(name, report);
+    }
+}
+
+/// The workers' column profiles, merged (taken from the results).
+fn merged_profiles(written: &mut Written) -> Option<ColumnProfiles> {
+    let mut merged: Option<ColumnProfiles> = None;
+    for p in written.results.iter_mut().filter_map(|r| r.profiles.take()) {
+        match &mut merged {
+            Some(m) => m.merge(p),
+            None => merged = Some(p),
+        }
+    }
+    merged
+}
+
+/// The run's distributions from its merged profiles, and their drift from the baseline.
+fn add_distributions(plan: &JobPlan, profiles: Option<ColumnProfiles>, metrics: &mut RunMetrics) {
+    if let Some(p) = profiles {
+        let (distributions, drift) = p.finish(plan.baseline.as_ref().map(|b| b.label.as_str()));
+        metrics.distributions = distributions;
+        metrics.drift = drift;
     }
 }
 

@@ -20,7 +20,9 @@ use super::{
 };
 use crate::input::ShardId;
 use crate::output::{Committer, RunFolder, history};
-use crate::report::shards::{LatencyHistogram, RunRecord, ShardManifest, merge};
+use crate::report::shards::{
+    LatencyHistogram, RunRecord, ShardManifest, ShardProfiles, merge, merge_profiles,
+};
 use crate::report::{Manifest, PartFile, Resumed, RunMetrics};
 use crate::score::Scorer;
 use crate::spec::OutputLayout;
@@ -123,8 +125,18 @@ pub(super) async fn score_shard(
     let run_id = ours.record.run_id.clone();
     let facts = run_facts(plan, scorer, &written, run_id, started_at, started);
     let mut metrics = RunMetrics::new(facts, &scorer.stats);
-    super::add_distributions(plan, &mut written, &mut metrics);
-    let manifest = shard_manifest(ours.record, id, ours.attempt, scorer, metrics, &written);
+    let profiles = super::merged_profiles(&mut written);
+    let saved = profiles
+        .as_ref()
+        .zip(plan.profiles.as_ref())
+        .map(|(p, what)| ShardProfiles {
+            plan: what.as_ref().clone(),
+            state: p.state(),
+            baseline: plan.baseline.as_ref().map(|b| b.label.clone()),
+        });
+    super::add_distributions(plan, profiles, &mut metrics);
+    let mut manifest = shard_manifest(ours.record, id, ours.attempt, scorer, metrics, &written);
+    manifest.profiles = saved;
     if !folder.finish_shard(&manifest).await? {
         folder.discard(id.index, ours.attempt).await;
         return Ok(None);
@@ -189,6 +201,7 @@ fn shard_manifest(
             .stats
             .rows_malformed
             .load(std::sync::atomic::Ordering::Relaxed),
+        profiles: None,
     }
 }
 
@@ -258,6 +271,10 @@ async fn commit_run(
     if let Err(e) = budget {
         folder.remove().await;
         return Err(e);
+    }
+    if let Some((distributions, drift)) = merge_profiles(shards) {
+        metrics.distributions = distributions;
+        metrics.drift = drift;
     }
     super::check_alerts(&record.monitor, &mut metrics);
     let commit_started = Instant::now();
