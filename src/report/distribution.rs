@@ -187,8 +187,9 @@ pub struct Quantiles {
 pub struct Histogram {
     pub edges: Vec<f64>,
     pub counts: Vec<u64>,
-    /// True when every value was counted into a baseline's edges; false when edges and counts
-    /// were estimated from this run's deciles.
+    /// True when every value was counted: into a baseline's edges, or one bin per distinct
+    /// value of a column with at most 16 of them; false when edges and counts were estimated
+    /// from this run's deciles.
     pub exact: bool,
 }
 
