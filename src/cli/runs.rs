@@ -54,6 +54,9 @@ pub async fn runs(command: RunsCommand) -> anyhow::Result<()> {
         } => {
             let history = History::open(&output, &store.stores()?)?;
             let runs = history.runs().await?;
+            if runs.is_empty() {
+                return Err(HistoryError::NoHistory { output }.into());
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {

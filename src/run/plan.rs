@@ -16,19 +16,24 @@ use super::RunError;
 use super::baseline::{self, Baseline};
 use super::memory::{self, Demand, Layout, MemoryLimit};
 use crate::diagnostics::{Problem, SpecError};
-use crate::features::{BoundInputs, bind_inputs, nearest_columns, quote_ident};
+use crate::features::{
+    BoundInputs, InputBinding, bind_inputs, bind_like, nearest_columns, quote_ident,
+};
 use crate::input::csv::MalformedRow;
 use crate::input::{
     OpenedInput, Shard, ShardId, UnitSource, WorkUnit, open_input, session_context,
 };
 use crate::model::registry::{Registry, RegistryError, Resolved, Selector};
-use crate::model::{ExecutionDevice, Model};
+use crate::model::{ElemType, ExecutionDevice, Model};
 use crate::output::Committer;
 use crate::report::MemoryReport;
+use crate::report::agreement::{ChallengerColumns, ColumnKind, SharedColumn};
 use crate::report::columns::{ColumnSpec, ProfilePlan};
 use crate::score::tree_order::EnsembleSplits;
-use crate::score::{OutputBinding, bind_outputs};
-use crate::spec::{Fallback, JobSpec, LoadedSpec, OutputLayout, RunSpec};
+use crate::score::{OutputBinding, Scorer, bind_outputs};
+use crate::spec::{
+    ChallengerSpec, Fallback, JobSpec, LoadedSpec, ModelSpec, OutputLayout, RunSpec,
+};
 use crate::storage::StoreFactory;
 
 /// A job checked against its model and input, ready to run.
@@ -69,6 +74,22 @@ pub struct JobPlan {
     pub(super) profiles: Option<Arc<ProfilePlan>>,
     /// The run drift is measured against (`[monitor] baseline`), when one was found.
     pub baseline: Option<Baseline>,
+    /// The `[[challengers]]`, in the spec's order.
+    pub challengers: Vec<ChallengerPlan>,
+    /// What each challenger is compared with the champion on (none without challengers).
+    pub(super) agreement: Option<Arc<Vec<ChallengerColumns>>>,
+}
+
+/// A challenger, bound: scored on the champion's features, its columns after the champion's.
+pub struct ChallengerPlan {
+    pub name: String,
+    pub model: Arc<Model>,
+    /// The champion's feature bindings, with this model's declared input shapes.
+    pub(super) inputs: Vec<InputBinding>,
+    /// Its output columns, named `<name>_<column>`.
+    pub outputs: Vec<OutputBinding>,
+    /// Its scorer, built with the champion's (`run::build_scorer`).
+    pub(super) scorer: Option<Arc<Scorer>>,
 }
 
 impl std::fmt::Debug for JobPlan {
@@ -98,11 +119,13 @@ impl JobPlan {
     /// `--var`s count), the model's SHA-256 and the input files' listing (paths, sizes,
     /// modification times). Shards of one run, and a resumed attempt, must agree on it.
     pub fn run_key(&self) -> String {
-        run_key(
-            &self.spec.hash,
-            &self.model_identity(),
-            &self.input_fingerprint,
-        )
+        let models = models_identity(
+            &self.model,
+            self.challengers
+                .iter()
+                .map(|c| (c.name.as_str(), c.model.as_ref())),
+        );
+        run_key(&self.spec.hash, &models, &self.input_fingerprint)
     }
 
     /// The model as runs are told apart by: its SHA-256, and the registry version it was
@@ -118,6 +141,19 @@ fn model_identity(m: &Model) -> String {
         Some(r) => format!("{}@{}/{}", m.sha256, r.name, r.version),
         None => m.sha256.clone(),
     }
+}
+
+/// The champion's identity, then each challenger's as `name=identity`, a line each: what a run
+/// key says of the models (just the champion's without challengers, as before they existed).
+fn models_identity<'a>(
+    champion: &Model,
+    challengers: impl Iterator<Item = (&'a str, &'a Model)>,
+) -> String {
+    let mut text = model_identity(champion);
+    for (name, m) in challengers {
+        text.push_str(&format!("\n{name}={}", model_identity(m)));
+    }
+    text
 }
 
 /// See [`JobPlan::run_key`].
@@ -211,43 +247,32 @@ pub async fn plan_shard(
     crate::model::init_runtime(ort_lib).map_err(RunError::Runtime)?;
     let mut problems: Vec<Problem> = Vec::new();
     let stores = StoreFactory::new(spec.spec.storage.clone());
-    let model = load_model(&spec.spec, &stores, &mut problems).await?;
-    // A tree ensemble's splits, read once: they pick the default batch size and sort rows.
-    let tree_splits = model
-        .as_ref()
-        .filter(|_| spec.spec.run.reorder_rows)
-        .and_then(|m| EnsembleSplits::from_onnx(m.onnx_bytes()));
-    spec.spec.run.settle_batch_size(tree_splits.is_some());
-
+    let models = load_models(&mut spec.spec, &stores, &mut problems).await?;
     let ctx = session_context(&spec.spec.run);
-    let (bound, memory) = open_fitted(
-        &ctx,
-        &mut spec.spec,
-        &stores,
-        model.as_deref(),
-        shard,
-        &mut problems,
-    )
-    .await;
+    let (bound, memory) =
+        open_fitted(&ctx, &mut spec.spec, &stores, &models, shard, &mut problems).await;
     let s = &spec.spec;
     let device = choose_device(&s.run, &mut problems);
-    let key = match (&model, &bound.input) {
-        (Some(m), Some(input)) => run_key(&spec.hash, &model_identity(m), &input.fingerprint),
-        _ => String::new(),
-    };
-    if shard.is_some()
-        && let Some(input) = &bound.input
-    {
-        refuse_unsplittable(input.frame.logical_plan(), &mut problems);
-    }
+    let key = planned_run_key(&spec, &models, bound.input.as_ref());
+    let Models {
+        champion: model,
+        tree_splits,
+        challengers,
+    } = models;
+    let challengers = bind_challengers(s, &bound, challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
-    let baseline = baseline::load(
-        s.monitor.baseline.as_deref(),
-        &s.output,
-        &stores,
-        &mut problems,
-    )
-    .await?;
+    // A job already refused is not told about its baseline.
+    let baseline = if problems.is_empty() {
+        baseline::load(
+            s.monitor.baseline.as_deref(),
+            &s.output,
+            &stores,
+            &mut problems,
+        )
+        .await?
+    } else {
+        None
+    };
     let Bound {
         input: Some(opened),
         passthrough,
@@ -268,11 +293,13 @@ pub async fn plan_shard(
         csv,
         source,
     } = opened;
-    let profiles = s
-        .monitor
-        .distributions
-        .then(|| Arc::new(profile_plan(&frame, &outputs, &inputs, baseline.as_ref())));
+    let profiles = s.monitor.distributions.then(|| {
+        let written = written_outputs(&outputs, &challengers);
+        Arc::new(profile_plan(&frame, &written, &inputs, baseline.as_ref()))
+    });
     Ok(JobPlan {
+        agreement: agreement_plan(&outputs, &challengers).map(Arc::new),
+        challengers,
         profiles,
         baseline,
         workers: s.run.worker_count(),
@@ -295,6 +322,17 @@ pub async fn plan_shard(
         csv_malformed: csv.map(|r| r.malformed),
         spec,
     })
+}
+
+/// The run key of a job as planned (see [`JobPlan::run_key`]); empty when its model or input
+/// could not be opened.
+fn planned_run_key(spec: &LoadedSpec, models: &Models, input: Option<&OpenedInput>) -> String {
+    let (Some(m), Some(input)) = (&models.champion, input) else {
+        return String::new();
+    };
+    let named = spec.spec.challengers.iter().zip(&models.challengers);
+    let named = named.filter_map(|(c, m)| Some((c.name.as_str(), m.as_deref()?)));
+    run_key(&spec.hash, &models_identity(m, named), &input.fingerprint)
 }
 
 /// The columns to profile: every output column that is not a list (a classifier's integer
@@ -348,19 +386,30 @@ fn profile_plan(
     }
 }
 
-/// Opens and binds the input, then fits the layout under the memory limit; when the fit
-/// changed the layout, the scans are set up again with it (footers come from the cache).
+/// Opens and binds the input (for a shard, refusing a query that cannot be split by units),
+/// then fits the layout under the memory limit; when the fit changed the layout, the scans
+/// are set up again with it (footers come from the cache).
 async fn open_fitted(
     ctx: &SessionContext,
     s: &mut JobSpec,
     stores: &StoreFactory,
-    model: Option<&Model>,
+    models: &Models,
     shard: Option<ShardId>,
     problems: &mut Vec<Problem>,
 ) -> (Bound, Option<MemoryReport>) {
+    let (model, challengers) = (models.champion.as_deref(), &models.challengers);
     let bound = open_and_bind(ctx, s, stores, model, shard, problems).await;
+    if shard.is_some()
+        && let Some(input) = &bound.input
+    {
+        refuse_unsplittable(input.frame.logical_plan(), problems);
+    }
+    // Every worker holds a session of each model.
+    let challenger_bytes: u64 = challengers.iter().flatten().map(|m| m.size_bytes).sum();
     let memory = match (model, &bound.input) {
-        (Some(m), Some(input)) if problems.is_empty() => fit_memory(&mut s.run, m, input, problems),
+        (Some(m), Some(input)) if problems.is_empty() => {
+            fit_memory(&mut s.run, m.size_bytes + challenger_bytes, input, problems)
+        }
         _ => None,
     };
     if !memory.as_ref().is_some_and(|m| m.reduced) {
@@ -427,7 +476,7 @@ async fn open_and_bind(
 /// none without a limit. A limit even the smallest layout does not fit is a problem.
 fn fit_memory(
     run: &mut RunSpec,
-    model: &Model,
+    model_bytes: u64,
     input: &OpenedInput,
     problems: &mut Vec<Problem>,
 ) -> Option<MemoryReport> {
@@ -444,7 +493,7 @@ fn fit_memory(
         .flatten()
         .min_by_key(|l| l.bytes)?;
     let demand = Demand {
-        model_bytes: model.size_bytes,
+        model_bytes,
         unit_bytes: input.units.iter().map(unit_held_bytes).max().unwrap_or(0),
         row_bytes: row_bytes(input.frame.schema().as_arrow()),
     };
@@ -518,20 +567,54 @@ pub(super) fn refused(spec: &LoadedSpec, problems: Vec<Problem>) -> RunError {
     })
 }
 
-/// The model, or `None` with the problem recorded; a missing ONNX Runtime is an error of its
-/// own (exit 1: the install is broken, not the job).
+/// The models a job scores with, each `None` where it could not be loaded (the problem
+/// recorded).
+struct Models {
+    champion: Option<Arc<Model>>,
+    /// The champion's tree ensemble splits, when it has them and rows are sorted.
+    tree_splits: Option<EnsembleSplits>,
+    /// Each `[[challengers]]` model, in the spec's order.
+    challengers: Vec<Option<Arc<Model>>>,
+}
+
+/// Loads the champion (`[model]`) and every challenger's model, and settles the batch size
+/// for the champion.
+async fn load_models(
+    s: &mut JobSpec,
+    stores: &StoreFactory,
+    problems: &mut Vec<Problem>,
+) -> Result<Models, RunError> {
+    let champion = load_model(&s.model, "model", stores, problems).await?;
+    let mut challengers = Vec::with_capacity(s.challengers.len());
+    for (i, c) in s.challengers.iter().enumerate() {
+        let table = format!("challengers[{i}].model");
+        challengers.push(load_model(&c.model, &table, stores, problems).await?);
+    }
+    // A tree ensemble's splits, read once: they pick the default batch size and sort rows.
+    let tree_splits = champion
+        .as_ref()
+        .filter(|_| s.run.reorder_rows)
+        .and_then(|m| EnsembleSplits::from_onnx(m.onnx_bytes()));
+    s.run.settle_batch_size(tree_splits.is_some());
+    Ok(Models {
+        champion,
+        tree_splits,
+        challengers,
+    })
+}
+
+/// The model of the `[model]` table `m` (at `table`: `model`, or a challenger's), or `None`
+/// with the problem recorded; a missing ONNX Runtime is an error of its own (exit 1: the
+/// install is broken, not the job).
 async fn load_model(
-    s: &JobSpec,
+    m: &ModelSpec,
+    table: &str,
     stores: &StoreFactory,
     problems: &mut Vec<Problem>,
 ) -> Result<Option<Arc<Model>>, RunError> {
-    let (uri, pin, resolved) = match resolve_registered(&s.model, stores).await {
+    let (uri, pin, resolved) = match resolve_registered(m, table, stores).await {
         Ok(Some(r)) => (r.model_uri.clone(), Some(r.card.sha256.clone()), Some(r)),
-        Ok(None) => (
-            s.model.uri.clone().unwrap_or_default(),
-            s.model.sha256.clone(),
-            None,
-        ),
+        Ok(None) => (m.uri.clone().unwrap_or_default(), m.sha256.clone(), None),
         Err(e) => {
             problems.push(e);
             return Ok(None);
@@ -547,16 +630,16 @@ async fn load_model(
             actual, expected, ..
         }) if resolved.is_some() => {
             problems.push(Problem::new(
-                registry_key(&s.model),
+                registry_key(m, table),
                 format!("model {uri}: sha256 is {actual}, but its model.toml says {expected}: the file changed after it was registered"),
             ));
             Ok(None)
         }
         Err(e) => {
             let key = match e {
-                crate::model::ModelError::Sha256Mismatch { .. } => "model.sha256",
-                _ if resolved.is_some() => registry_key(&s.model),
-                _ => "model.uri",
+                crate::model::ModelError::Sha256Mismatch { .. } => format!("{table}.sha256"),
+                _ if resolved.is_some() => registry_key(m, table),
+                _ => format!("{table}.uri"),
             };
             problems.push(Problem::new(key, e.to_string()));
             Ok(None)
@@ -564,18 +647,20 @@ async fn load_model(
     }
 }
 
-/// The spec key a registry model's problems go under: what chose the version.
-fn registry_key(m: &crate::spec::ModelSpec) -> &'static str {
+/// The spec key a registry model's problems go under: what chose the version, in `table`.
+fn registry_key(m: &ModelSpec, table: &str) -> String {
     if m.alias.is_some() {
-        "model.alias"
+        format!("{table}.alias")
     } else {
-        "model.version"
+        format!("{table}.version")
     }
 }
 
-/// The registry version `[model]` names, when it names one (a file model: none).
+/// The registry version a `[model]` table (at `table`) names, when it names one (a file
+/// model: none).
 async fn resolve_registered(
-    m: &crate::spec::ModelSpec,
+    m: &ModelSpec,
+    table: &str,
     stores: &StoreFactory,
 ) -> Result<Option<Resolved>, Problem> {
     let (Some(registry), Some(name)) = (&m.registry, &m.name) else {
@@ -586,16 +671,16 @@ async fn resolve_registered(
         (None, Some(a)) => Selector::Alias(a.clone()),
         (None, None) => return Ok(None),
     };
-    let problem = |e: RegistryError| Problem::new(registry_key(m), e.to_string());
+    let problem = |e: RegistryError| Problem::new(registry_key(m, table), e.to_string());
     let registry = Registry::open(registry, stores).map_err(problem)?;
     let resolved = registry.resolve(name, &selector).await.map_err(problem)?;
     if let Some(pin) = &m.sha256
         && !pin.eq_ignore_ascii_case(&resolved.card.sha256)
     {
         return Err(Problem::new(
-            "model.sha256",
+            format!("{table}.sha256"),
             format!(
-                "model {name} version {}: sha256 is {}, but [model.sha256] pins {pin}",
+                "model {name} version {}: sha256 is {}, but [{table}.sha256] pins {pin}",
                 resolved.version, resolved.card.sha256
             ),
         ));
@@ -651,6 +736,189 @@ fn bind(
         .map_err(|p| problems.extend(p))
         .unwrap_or_default();
     (bound, outputs)
+}
+
+/// Binds each challenger whose model loaded: its inputs as the champion's are bound (else a
+/// problem under `challengers[<i>]` naming it and what differs) and its output columns,
+/// `<name>_<column>`, which must clash with no other column.
+fn bind_challengers(
+    s: &JobSpec,
+    bound: &Bound,
+    models: Vec<Option<Arc<Model>>>,
+    problems: &mut Vec<Problem>,
+) -> Vec<ChallengerPlan> {
+    let mut plans = Vec::new();
+    for (i, (c, model)) in s.challengers.iter().zip(models).enumerate() {
+        // Without the model, or the champion's features, there is nothing to bind to; the
+        // problem that says why is listed already.
+        let (Some(model), Some(champion)) = (model, &bound.inputs) else {
+            continue;
+        };
+        let inputs = bind_like(&champion.inputs, &model)
+            .map_err(|e| {
+                let message = format!(
+                    "challenger {:?}: cannot be fed the champion's features: {e}",
+                    c.name
+                );
+                problems.push(Problem::new(format!("challengers[{i}]"), message));
+            })
+            .ok();
+        let outputs = challenger_outputs(s, (i, c), &model, problems);
+        if let (Some(inputs), Some(outputs)) = (inputs, outputs) {
+            plans.push(ChallengerPlan {
+                name: c.name.clone(),
+                model,
+                inputs,
+                outputs,
+                scorer: None,
+            });
+        }
+    }
+    check_column_names(s, &bound.outputs, &plans, problems);
+    plans
+}
+
+/// Challenger `i`'s output columns, named `<name>_<column>`: its `outputs`, else the
+/// champion's `[outputs]` when its model has every output they read, else every output of its
+/// model.
+fn challenger_outputs(
+    s: &JobSpec,
+    (i, c): (usize, &ChallengerSpec),
+    model: &Model,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<OutputBinding>> {
+    let has = |expr: &String| {
+        crate::spec::OutputRef::parse(expr).is_ok_and(|r| model.output(&r.output).is_some())
+    };
+    let champions = s.outputs.as_ref().filter(|o| o.values().all(has));
+    let table = c.outputs.as_ref().or(champions);
+    match bind_outputs(table, s.output.format, model) {
+        Ok(mut bindings) => {
+            for b in &mut bindings {
+                b.column = format!("{}_{}", c.name, b.column);
+            }
+            Some(bindings)
+        }
+        Err(found) => {
+            for p in found {
+                let (key, message) = match (&c.outputs, champions) {
+                    (Some(_), _) => (format!("challengers[{i}].{}", p.key), p.message),
+                    (None, Some(_)) => (
+                        format!("challengers[{i}]"),
+                        format!(
+                            "challenger {:?} writes the champion's [{}]: {}",
+                            c.name, p.key, p.message
+                        ),
+                    ),
+                    (None, None) => (
+                        format!("challengers[{i}]"),
+                        format!(
+                            "challenger {:?} writes every output of its model: {}",
+                            c.name, p.message
+                        ),
+                    ),
+                };
+                problems.push(Problem::new(key, message));
+            }
+            None
+        }
+    }
+}
+
+/// Every challenger's columns must be new: no pass-through column, model version column,
+/// champion's output column or other challenger's column has its name.
+fn check_column_names(
+    s: &JobSpec,
+    champion: &[OutputBinding],
+    challengers: &[ChallengerPlan],
+    problems: &mut Vec<Problem>,
+) {
+    let mut taken: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for p in &s.output.passthrough {
+        taken.insert(p, "a passthrough column".into());
+    }
+    if let Some(c) = &s.output.model_version_column {
+        taken.insert(c, "[output] model_version_column".into());
+    }
+    for o in champion {
+        taken.insert(&o.column, "a column of the champion's".into());
+    }
+    for c in challengers {
+        let i = s
+            .challengers
+            .iter()
+            .position(|x| x.name == c.name)
+            .unwrap_or(0);
+        for o in &c.outputs {
+            if let Some(what) = taken.get(o.column.as_str()) {
+                problems.push(Problem::new(
+                    format!("challengers[{i}]"),
+                    format!("challenger {:?}: its column {:?} is also {what}; rename the challenger or its outputs", c.name, o.column),
+                ));
+            } else {
+                taken.insert(&o.column, format!("a column of challenger {:?}", c.name));
+            }
+        }
+    }
+}
+
+/// The columns written after the pass-through ones: the champion's, then each challenger's.
+fn written_outputs(
+    champion: &[OutputBinding],
+    challengers: &[ChallengerPlan],
+) -> Vec<OutputBinding> {
+    let theirs = challengers.iter().flat_map(|c| c.outputs.iter());
+    champion.iter().chain(theirs).cloned().collect()
+}
+
+/// What each challenger is compared with the champion on: the columns of the same name in
+/// both `[outputs]` and of the same kind (labels or scores), by their places among the written
+/// output columns; none without challengers.
+fn agreement_plan(
+    champion: &[OutputBinding],
+    challengers: &[ChallengerPlan],
+) -> Option<Vec<ChallengerColumns>> {
+    if challengers.is_empty() {
+        return None;
+    }
+    let mut at = champion.len();
+    let mut plan = Vec::with_capacity(challengers.len());
+    for c in challengers {
+        let (base, prefix) = (at, format!("{}_", c.name));
+        let shared = c.outputs.iter().enumerate().filter_map(|(m, o)| {
+            let column = o.column.strip_prefix(&prefix)?;
+            let (j, theirs) = champion
+                .iter()
+                .enumerate()
+                .find(|(_, x)| x.column == column)?;
+            let kind = column_kind(o).filter(|&k| Some(k) == column_kind(theirs))?;
+            Some(SharedColumn {
+                column: column.to_string(),
+                champion_at: j,
+                challenger_at: base + m,
+                kind,
+            })
+        });
+        plan.push(ChallengerColumns {
+            name: c.name.clone(),
+            shared: shared.collect(),
+        });
+        at += c.outputs.len();
+    }
+    Some(plan)
+}
+
+/// A column compared as labels (integers, strings, booleans) or scores (floats); lists are
+/// not compared.
+fn column_kind(o: &OutputBinding) -> Option<ColumnKind> {
+    match o.elem {
+        _ if o.is_list => None,
+        ElemType::Float32 | ElemType::Float64 => Some(ColumnKind::Score),
+        ElemType::Int64 | ElemType::Int32 | ElemType::String | ElemType::Bool => {
+            Some(ColumnKind::Label)
+        }
+        ElemType::Other(_) => None,
+    }
 }
 
 /// The device the spec asks for, or the CPU when it cannot be had and `fallback = "cpu"`
