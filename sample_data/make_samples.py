@@ -144,6 +144,28 @@ def make_churn():
     )
     write_parquet(reference, os.path.join(d, "parity", "reference.parquet"))
 
+    # A challenger for `[[challengers]]`: another LightGBM model over the same five features
+    # (fewer, shallower trees fitted to every other row; it draws nothing from the shared
+    # generator), and onnxruntime's outputs of it on the rows the job scores.
+    half = np.arange(0, n, 2)
+    small = lgb.LGBMClassifier(n_estimators=25, num_leaves=7, learning_rate=0.2, verbose=-1, random_state=1)
+    small.fit(X[half], y[half])
+    onx = convert_lightgbm(
+        small, initial_types=[("features", FloatTensorType([None, 5]))], zipmap=False, target_opset=15
+    )
+    onx.graph.name = "churn_challenger"  # the converter names graphs by a random uuid
+    challenger_path = os.path.join(d, "challenger_lgbm.onnx")
+    save_model(onx, challenger_path)
+    c_label, c_probs = session(challenger_path).run(None, {"features": features(keep)})
+    challenger = pa.table(
+        {
+            "customer_id": pa.array(customer_id[keep]),
+            "churn_probability": pa.array(c_probs[:, 1].astype(np.float32)),
+            "churn_label": pa.array(c_label.astype(np.int64)),
+        }
+    )
+    write_parquet(challenger, os.path.join(d, "challenger_expected.parquet"))
+
 
 # --------------------------------------------------------------------------------------------
 # plans: scikit-learn pipeline with string categoricals, one ONNX input per column, ZipMap out

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::kernels::boolean::and;
 use datafusion::arrow::compute::{filter_record_batch, is_not_null, is_null};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
@@ -160,23 +161,80 @@ pub fn split(
     out_schema: &SchemaRef,
     rej_schema: &SchemaRef,
 ) -> Result<(RecordBatch, Option<RecordBatch>), ArrowError> {
-    let scored = batch.column(n_pass).as_struct();
-    let n_out = scored.num_columns() - STRUCT_FIELDS.len();
-    let reject_fields = &scored.columns()[n_out..];
+    let s = split_scored(batch, n_pass, 0, out_schema, rej_schema)?;
+    Ok((s.out, s.rejected))
+}
+
+/// A scored batch split by [`split_scored`].
+#[derive(Debug)]
+pub struct Split {
+    /// The rows the champion scored: pass-through, its outputs, each challenger's outputs.
+    pub out: RecordBatch,
+    /// The rows the champion rejected, as `_rejected/` rows; none when there are none.
+    pub rejected: Option<RecordBatch>,
+    /// Per challenger: how many of the written rows it rejected (its columns are null there).
+    pub challenger_rejected: Vec<u64>,
+}
+
+/// [`split`] for a batch scored by the champion and `n_challengers` challengers:
+/// `[pass-through..., champion's struct, each challenger's struct, ...]` (columns after those
+/// are ignored). The champion decides which rows are written and which go to `_rejected/`;
+/// a written row carries each challenger's outputs, null where that challenger rejected it.
+pub fn split_scored(
+    batch: &RecordBatch,
+    n_pass: usize,
+    n_challengers: usize,
+    out_schema: &SchemaRef,
+    rej_schema: &SchemaRef,
+) -> Result<Split, ArrowError> {
+    let outputs = |at: usize| {
+        let scored = batch.column(at).as_struct();
+        let n_out = scored.num_columns() - STRUCT_FIELDS.len();
+        (
+            scored.columns()[..n_out].to_vec(),
+            scored.columns()[n_out..].to_vec(),
+        )
+    };
+    let (champion, reject_fields) = outputs(n_pass);
     let reason = &reject_fields[1];
     let passthrough = &batch.columns()[..n_pass];
-    let mut cols: Vec<ArrayRef> = passthrough.to_vec();
-    cols.extend(scored.columns()[..n_out].iter().cloned());
-    let all = RecordBatch::try_new(out_schema.clone(), cols)?;
-    if reason.null_count() == reason.len() {
-        return Ok((all, None));
+    let mut cols: Vec<ArrayRef> = passthrough.iter().cloned().chain(champion).collect();
+    let mut challenger_reasons = Vec::with_capacity(n_challengers);
+    for k in 0..n_challengers {
+        let (scored, fields) = outputs(n_pass + 1 + k);
+        cols.extend(scored);
+        challenger_reasons.push(fields[1].clone());
     }
-    let out = filter_record_batch(&all, &is_null(reason)?)?;
+    let all = RecordBatch::try_new(out_schema.clone(), cols)?;
+    let all_kept = reason.null_count() == reason.len();
+    let kept = is_null(reason)?;
+    let challenger_rejected = challenger_reasons
+        .iter()
+        .map(|r| {
+            if r.null_count() == r.len() {
+                return Ok(0);
+            }
+            let theirs = is_not_null(r)?;
+            Ok(and(&kept, &theirs)?.true_count() as u64)
+        })
+        .collect::<Result<Vec<u64>, ArrowError>>()?;
+    if all_kept {
+        return Ok(Split {
+            out: all,
+            rejected: None,
+            challenger_rejected,
+        });
+    }
+    let out = filter_record_batch(&all, &kept)?;
     let mut rej_cols: Vec<ArrayRef> = passthrough.to_vec();
     rej_cols.extend(reject_fields.iter().cloned());
     let rej = RecordBatch::try_new(rej_schema.clone(), rej_cols)?;
     let rej = filter_record_batch(&rej, &is_not_null(reason)?)?;
-    Ok((out, Some(rej)))
+    Ok(Split {
+        out,
+        rejected: Some(rej),
+        challenger_rejected,
+    })
 }
 
 /// A reject reason and how many rows it applied to.
@@ -318,6 +376,38 @@ mod tests {
         assert_eq!(ids(&rej), [9]);
         assert_eq!(rej.schema().fields()[1].name(), "_stage");
         assert_eq!(texts(rej.column(2)), [Some("why")]);
+
+        // A challenger that rejects rows 0 and 2: row 2 goes to _rejected/ by the champion's
+        // reason, row 0 is written with the challenger's column null.
+        let mut theirs = Rejects::new(3);
+        theirs.reject(0, Stage::Inference, "no".into(), "v".into());
+        theirs.reject(2, Stage::Inference, "no".into(), "v".into());
+        let c_field = Field::new("c_score", DataType::Float32, true);
+        let c_fields: Vec<Field> = std::iter::once(c_field.clone())
+            .chain(super::struct_fields())
+            .collect();
+        let c_columns: Vec<ArrayRef> =
+            std::iter::once(Arc::new(Float32Array::from(vec![None, Some(0.75), None])) as _)
+                .chain(theirs.into_columns())
+                .collect();
+        let challenger = StructArray::try_new(c_fields.into(), c_columns, None).unwrap();
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(challenger));
+        let both = RecordBatch::try_from_iter(["id", "p", "c"].into_iter().zip(columns)).unwrap();
+        let mut fields = out_schema.fields().to_vec();
+        fields.push(Arc::new(c_field));
+        let wide = Arc::new(Schema::new(fields));
+        let s = split_scored(&both, 1, 1, &wide, &rej_schema).unwrap();
+        assert_eq!(ids(&s.out), [7, 8]);
+        assert_eq!(ids(&s.rejected.expect("row 9")), [9]);
+        assert_eq!(s.challenger_rejected, [1]);
+        let c: Vec<Option<f32>> = s
+            .out
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+            .iter()
+            .collect();
+        assert_eq!(c, [None, Some(0.75)]);
 
         let malformed = read_rejects(&rej_schema, &[("bad".into(), "a,b".into())]).unwrap();
         assert_eq!(malformed.column(0).null_count(), 1);

@@ -1441,3 +1441,261 @@ fn models_list_of_a_model_there_is_not_is_refused_naming_those_there_are() {
     assert_eq!(text(&o).0, "");
 }
 
+// ---------------------------------------------------------------------------------------
+// Champion and challenger in one pass (`[[challengers]]`): the challengers' columns against
+// onnxruntime's outputs of their models, their agreement figures against numpy's
+// (tests/oracle/agreement.py), and a challenger that cannot take the champion's features.
+// ---------------------------------------------------------------------------------------
+
+/// `jobs/churn.toml` with `tables` (`[[challengers]]` tables) appended.
+fn churn_with_challengers(s: &Scratch, file: &str, tables: &str) -> PathBuf {
+    let text = std::fs::read_to_string(s.repo_job("churn")).unwrap();
+    s.job(file, &format!("{text}\n{tables}"))
+}
+
+/// The `_metrics.json` of a committed output.
+fn challenger_metrics(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("_metrics.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `tests/oracle/agreement.py` on two files of onnxruntime's churn outputs.
+fn agreement_oracle(champion: &str, challenger: &str) -> serde_json::Value {
+    let python = std::env::var("BATCHSCORE_TEST_PYTHON").expect(
+        "BATCHSCORE_TEST_PYTHON is not set: run the tests with scripts/test, which installs numpy and pyarrow",
+    );
+    let o = std::process::Command::new(&python)
+        .arg(repo().join("tests/oracle/agreement.py"))
+        .args([
+            champion,
+            challenger,
+            "customer_id",
+            "churn_label",
+            "churn_probability",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert_ok(&o);
+    serde_json::from_str(&text(&o).0).unwrap()
+}
+
+#[track_caller]
+fn assert_close_rel(what: &str, got: &serde_json::Value, want: &serde_json::Value, rel: f64) {
+    let (g, w) = (got.as_f64(), want.as_f64());
+    let (Some(g), Some(w)) = (g, w) else {
+        panic!("{what}: got {got}, expected {want}")
+    };
+    assert!(
+        (g - w).abs() <= rel * w.abs(),
+        "{what}: got {g}, expected {w} (within {rel} relative)"
+    );
+}
+
+#[test]
+fn a_challenger_that_is_the_champion_agrees_with_it_exactly() {
+    let s = Scratch::new();
+    let twin = "[[challengers]]\nname = \"twin\"\n[challengers.model]\nuri = \"../sample_data/churn/churn_lgbm.onnx\"\n";
+    let job = churn_with_challengers(&s, "twin.toml", twin);
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--var", "ds=t"]));
+    let dir = s.path("out/churn/ds=t");
+    let got = read_output(&dir);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        [
+            "churn_label",
+            "churn_probability",
+            "customer_id",
+            "region",
+            "twin_churn_label",
+            "twin_churn_probability"
+        ]
+    );
+    assert_eq!(got["twin_churn_label"], got["churn_label"]);
+    assert_eq!(got["twin_churn_probability"], got["churn_probability"]);
+    let expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    assert_matches(
+        &got,
+        &expected,
+        "customer_id",
+        &["churn_probability", "churn_label"],
+    );
+
+    let m = challenger_metrics(&dir);
+    let twin = &m["challengers"]["twin"];
+    let model = s.path("sample_data/churn/churn_lgbm.onnx");
+    assert_eq!(twin["model"]["uri"], model.to_str().unwrap());
+    assert_eq!(twin["model"]["sha256"], sha256_of(&churn_model()).as_str());
+    assert_eq!(twin["rows_rejected"], 0);
+    let rows = expected["customer_id"].len();
+    let label = &twin["outputs"]["churn_label"];
+    assert_eq!(label["kind"], "label");
+    assert_eq!(
+        (label["rows"].as_u64(), label["agreement_rate"].as_f64()),
+        (Some(rows as u64), Some(1.0))
+    );
+    let count = |v: i64| {
+        expected["churn_label"]
+            .iter()
+            .filter(|c| **c == Cell::Int(v))
+            .count()
+    };
+    assert_eq!(
+        label["confusion"],
+        serde_json::json!({"0": {"0": count(0)}, "1": {"1": count(1)}})
+    );
+    let score = &twin["outputs"]["churn_probability"];
+    assert_eq!(score["kind"], "score");
+    assert_eq!(score["rows"].as_u64(), Some(rows as u64));
+    assert_eq!(score["mean_abs_diff"].as_f64(), Some(0.0));
+    assert_eq!(score["max_abs_diff"].as_f64(), Some(0.0));
+    assert_eq!(score["correlation"].as_f64(), Some(1.0));
+    assert_eq!(score["difference_quantiles"]["p01"].as_f64(), Some(0.0));
+    assert_eq!(score["difference_quantiles"]["p99"].as_f64(), Some(0.0));
+    // The champion's figures are as without a challenger.
+    assert_eq!(m["rows"]["written"].as_u64(), Some(rows as u64));
+    assert_eq!(m["model"]["uri"], twin["model"]["uri"]);
+}
+
+#[test]
+fn a_different_challenger_is_scored_in_the_same_read_and_compared_with_the_champion() {
+    let s = Scratch::new();
+    // Its outputs default to the champion's [outputs], written as small_<column>.
+    let small = "[[challengers]]\nname = \"small\"\nmodel = { uri = \"../sample_data/churn/challenger_lgbm.onnx\" }\n";
+    let job = churn_with_challengers(&s, "small.toml", small);
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--var", "ds=c"]));
+    let dir = s.path("out/churn/ds=c");
+    let got = read_output(&dir);
+    let champion = sample("churn/expected.parquet");
+    let challenger = sample("churn/challenger_expected.parquet");
+    let mut expected = read_parquet(Path::new(&champion));
+    let theirs = read_parquet(Path::new(&challenger));
+    assert_eq!(theirs["customer_id"], expected["customer_id"]);
+    for c in ["churn_probability", "churn_label"] {
+        expected.insert(format!("small_{c}"), theirs[c].clone());
+    }
+    assert_eq!(got.len(), 6, "{:?}", got.keys());
+    assert_matches(
+        &got,
+        &expected,
+        "customer_id",
+        &[
+            "region",
+            "churn_probability",
+            "churn_label",
+            "small_churn_probability",
+            "small_churn_label",
+        ],
+    );
+    let names: Vec<String> =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(dir.join(&read_manifest(&dir).files[0].path)).unwrap(),
+        )
+        .unwrap()
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "customer_id",
+            "region",
+            "churn_probability",
+            "churn_label",
+            "small_churn_probability",
+            "small_churn_label"
+        ],
+        "pass-through, the champion's columns, then the challenger's"
+    );
+
+    let m = challenger_metrics(&dir);
+    let small = &m["challengers"]["small"];
+    assert_eq!(
+        small["model"]["sha256"],
+        sha256_of(&sample("churn/challenger_lgbm.onnx")).as_str()
+    );
+    assert_eq!(small["rows_rejected"], 0);
+    let want = agreement_oracle(&champion, &challenger);
+    let label = &small["outputs"]["churn_label"];
+    assert_eq!(label["rows"], want["label"]["rows"]);
+    assert_close_rel(
+        "agreement_rate",
+        &label["agreement_rate"],
+        &want["label"]["agreement_rate"],
+        1e-9,
+    );
+    assert!(
+        label["agreement_rate"].as_f64().unwrap() < 1.0,
+        "the models disagree on some rows"
+    );
+    assert_eq!(label["confusion"], want["label"]["confusion"]);
+    let score = &small["outputs"]["churn_probability"];
+    assert_eq!(score["rows"], want["score"]["rows"]);
+    for figure in ["mean_abs_diff", "max_abs_diff", "correlation"] {
+        assert_close_rel(figure, &score[figure], &want["score"][figure], 1e-9);
+    }
+    // Quantiles are estimated (a t-digest over a sample of each batch): near numpy's.
+    for (q, tolerance) in [
+        ("p01", 0.02),
+        ("p05", 0.01),
+        ("p25", 0.01),
+        ("p50", 0.01),
+        ("p75", 0.01),
+        ("p95", 0.01),
+        ("p99", 0.02),
+    ] {
+        let (g, w) = (
+            score["difference_quantiles"][q].as_f64().unwrap(),
+            want["score"]["percentiles"][q].as_f64().unwrap(),
+        );
+        assert!((g - w).abs() <= tolerance, "{q}: got {g}, numpy says {w}");
+    }
+}
+
+#[test]
+fn challengers_that_cannot_take_the_champions_features_or_clash_are_refused() {
+    let s = Scratch::new();
+    // The fraud model takes `input`, 6 values per row; the champion feeds `features`, 5.
+    let fraud = "[[challengers]]\nname = \"fraud\"\nmodel = { uri = \"../sample_data/fraud/fraud_xgb.onnx\" }\n";
+    let job = churn_with_challengers(&s, "fraud.toml", fraud);
+    let o = run(&["run", job.to_str().unwrap(), "--var", "ds=f"]);
+    let err = assert_exit(&o, 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: job spec {}: [challengers[0]]: challenger \"fraud\": cannot be fed the champion's features: its model's inputs are \"input\" (tensor(float32) [?, 6]), the champion's are \"features\" (tensor(float32) [?, 5], 5 values per row)\n",
+            job.display()
+        )
+    );
+    assert!(!s.path("out").exists(), "nothing may be written");
+
+    // A challenger named `churn` would write `churn_churn_label`... and with outputs named
+    // `probability`, `churn_probability`: the champion's column.
+    let clash = "[[challengers]]\nname = \"churn\"\nmodel = { uri = \"../sample_data/churn/challenger_lgbm.onnx\" }\noutputs = { probability = \"probabilities[1]\" }\n\n[[challengers]]\nname = \"churn\"\nmodel = { uri = \"../sample_data/churn/challenger_lgbm.onnx\" }\n";
+    let job = churn_with_challengers(&s, "clash.toml", clash);
+    let err = assert_exit(&run(&["run", job.to_str().unwrap(), "--var", "ds=f"]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: job spec {}: [challengers[1].name]: challenger \"churn\" is named twice; names must be unique\n",
+            job.display()
+        )
+    );
+    let job = churn_with_challengers(
+        &s,
+        "clash.toml",
+        &clash
+            .replacen("name = \"churn\"", "name = \"other\"", 2)
+            .replacen("name = \"other\"", "name = \"churn\"", 1),
+    );
+    let err = assert_exit(&run(&["run", job.to_str().unwrap(), "--var", "ds=f"]), 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: job spec {}: [challengers[0]]: challenger \"churn\": its column \"churn_probability\" is also a column of the champion's; rename the challenger or its outputs\n",
+            job.display()
+        )
+    );
+    assert!(!s.path("out").exists(), "nothing may be written");
+}

@@ -192,6 +192,72 @@ pub fn bind_inputs(
     Ok(BoundInputs { inputs, exprs })
 }
 
+/// A challenger model's inputs, fed the champion's features (`champion`): the model must have
+/// the same inputs, in the same order, with the same element types and values per row; each
+/// binding keeps the challenger's own declared shape (a fixed batch dimension, say). The
+/// error lists what differs, in words.
+pub fn bind_like(champion: &[InputBinding], model: &Model) -> Result<Vec<InputBinding>, String> {
+    let same_names = model.inputs.len() == champion.len()
+        && model
+            .inputs
+            .iter()
+            .zip(champion)
+            .all(|(io, b)| io.name == b.name);
+    if !same_names {
+        let ours: Vec<String> = model
+            .inputs
+            .iter()
+            .map(|io| format!("{:?} ({})", io.name, io.kind))
+            .collect();
+        let theirs: Vec<String> = champion
+            .iter()
+            .map(|b| {
+                let shape = show_shape(&b.shape);
+                format!(
+                    "{:?} (tensor({}) {shape}, {} values per row)",
+                    b.name,
+                    b.dtype,
+                    b.per_row()
+                )
+            })
+            .collect();
+        return Err(format!(
+            "its model's inputs are {}, the champion's are {}",
+            ours.join(", "),
+            theirs.join(", ")
+        ));
+    }
+    let mut differences = Vec::new();
+    let mut bound = Vec::with_capacity(champion.len());
+    for (io, b) in model.inputs.iter().zip(champion) {
+        let (dtype, shape) = match element(io) {
+            Ok(t) => t,
+            Err(e) => {
+                differences.push(e.to_string());
+                continue;
+            }
+        };
+        if dtype != b.dtype {
+            differences.push(format!(
+                "model input {:?} is {dtype}, the champion's is {}",
+                io.name, b.dtype
+            ));
+        } else if let Err(e) = check_shape(&io.name, &shape, b.per_row()) {
+            differences.push(format!("{e} (the champion's features)"));
+        } else {
+            bound.push(InputBinding { shape, ..b.clone() });
+        }
+    }
+    if let Err(e) = check_fixed_batches(&bound) {
+        differences.push(e.to_string());
+    }
+    if differences.is_empty() {
+        Ok(bound)
+    } else {
+        Err(differences.join("; "))
+    }
+}
+
 /// What the spec asks of one model input (or, without a table, the column of its name).
 struct Wanted {
     key: String,

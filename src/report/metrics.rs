@@ -66,6 +66,12 @@ pub struct RunMetrics {
     /// Every `[[monitor.alerts]]` rule with the metric's value and whether it fired.
     #[serde(default)]
     pub alerts: Vec<super::alerts::AlertState>,
+    /// Each `[[challengers]]` model by name: its model, the written rows it could not score,
+    /// and how far it agrees with the champion on the output columns they share. Absent
+    /// without challengers, and from the metrics a sharded or resumed run commits (the
+    /// shards' figures are not merged).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub challengers: IndexMap<String, super::agreement::ChallengerReport>,
 }
 
 /// How far this run's columns moved from a baseline run's.
@@ -300,6 +306,7 @@ impl RunMetrics {
             distributions: IndexMap::new(),
             drift: None,
             alerts: Vec::new(),
+            challengers: IndexMap::new(),
         }
     }
 }

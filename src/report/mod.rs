@@ -2,6 +2,7 @@
 //! (`_manifest.json`, what a reader trusts). Both are `Serialize` + `Deserialize` structs,
 //! read back as types, with a JSON Schema in `schemas/` that a test keeps fresh.
 
+pub mod agreement;
 pub mod alerts;
 pub mod columns;
 pub mod distribution;

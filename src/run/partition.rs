@@ -16,6 +16,7 @@ use crate::input::csv::MalformedRow;
 use crate::output::RollingWriter;
 use crate::reject::{ReasonCount, RejectCounts};
 use crate::report::PartFile;
+use crate::report::agreement::Agreements;
 use crate::report::columns::ColumnProfiles;
 use crate::score::Scorer;
 
@@ -27,6 +28,8 @@ pub(super) struct PartitionResult {
     pub pull: Duration,
     pub write: Duration,
     pub profiles: Option<ColumnProfiles>,
+    /// The challengers' agreement with the champion over this task's written rows.
+    pub agreement: Option<Agreements>,
 }
 
 /// The reject budget a task checks after each batch.
@@ -90,6 +93,8 @@ pub(super) struct PartitionTask {
     pub writer: RollingWriter,
     pub rejected: RollingWriter,
     pub n_pass: usize,
+    /// Challengers' prediction columns after the champion's (see `physical::Scoring`).
+    pub n_challengers: usize,
     pub out_schema: SchemaRef,
     pub rej_schema: SchemaRef,
     pub scorer: Arc<Scorer>,
@@ -97,6 +102,8 @@ pub(super) struct PartitionTask {
     pub progress: Option<ProgressBar>,
     /// This worker's column profiles, when the run reports distributions.
     pub profiles: Option<ColumnProfiles>,
+    /// This worker's agreement tallies, when the job has challengers.
+    pub agreement: Option<Agreements>,
 }
 
 impl PartitionTask {
@@ -108,13 +115,21 @@ impl PartitionTask {
             result.pull += t.elapsed();
             let Some(batch) = next else { break };
             let batch = batch?;
-            let (out, rej) =
-                crate::reject::split(&batch, self.n_pass, &self.out_schema, &self.rej_schema)?;
+            let split = crate::reject::split_scored(
+                &batch,
+                self.n_pass,
+                self.n_challengers,
+                &self.out_schema,
+                &self.rej_schema,
+            )?;
+            let (out, rej) = (split.out, split.rejected);
             if let Some(p) = &mut self.profiles {
-                p.observe(
-                    &out.columns()[self.n_pass..],
-                    &batch.columns()[self.n_pass + 1..],
-                );
+                // The scored batch: pass-through, each model's predictions, then the features.
+                let features = self.n_pass + 1 + self.n_challengers;
+                p.observe(&out.columns()[self.n_pass..], &batch.columns()[features..]);
+            }
+            if let Some(a) = &mut self.agreement {
+                a.observe(&out.columns()[self.n_pass..], &split.challenger_rejected);
             }
             let t = Instant::now();
             self.writer.write(&out).await?;
@@ -132,6 +147,7 @@ impl PartitionTask {
         result.rejected_files = self.rejected.finish().await?;
         result.write += t.elapsed();
         result.profiles = self.profiles;
+        result.agreement = self.agreement;
         Ok(result)
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
@@ -23,9 +23,14 @@ pub(super) struct Scoring {
     features: DataFrame,
     /// `predict` over the feature columns.
     predict: Expr,
+    /// Each challenger's `predict` over the same feature columns.
+    challengers: Vec<Expr>,
     /// How many pass-through columns come first.
     pub n_pass: usize,
-    /// What parts hold: the pass-through columns, then the output columns.
+    /// How many challengers' prediction columns follow the champion's.
+    pub n_challengers: usize,
+    /// What parts hold: the pass-through columns, then the champion's output columns, then
+    /// each challenger's.
     pub out_schema: SchemaRef,
     /// What `_rejected/` parts hold: the pass-through columns, then the reject columns.
     pub rej_schema: SchemaRef,
@@ -46,19 +51,31 @@ impl Scoring {
                 .map(|(i, e)| e.clone().alias(feature_column(i))),
         );
         let features = plan.input.clone().select(select)?;
-        let feature_columns = (0..plan.bound.exprs.len())
+        let feature_columns: Vec<Expr> = (0..plan.bound.exprs.len())
             .map(|i| Expr::Column(datafusion::common::Column::from_name(feature_column(i))))
             .collect();
-        let predict = ScalarUDF::from(PredictUdf::new(scorer)).call(feature_columns);
+        let predict_with =
+            |s: Arc<Scorer>| ScalarUDF::from(PredictUdf::new(s)).call(feature_columns.clone());
+        let predict = predict_with(scorer);
+        let challengers = plan
+            .challengers
+            .iter()
+            .map(|c| {
+                let scorer = c.scorer.clone().ok_or_else(|| {
+                    DataFusionError::Internal(format!("challenger {}: no scorer", c.name))
+                })?;
+                Ok(predict_with(scorer))
+            })
+            .collect::<DfResult<Vec<Expr>>>()?;
         let passthrough: Vec<FieldRef> = features.schema().as_arrow().fields()[..n_pass].to_vec();
+        let outputs = plan
+            .outputs
+            .iter()
+            .chain(plan.challengers.iter().flat_map(|c| c.outputs.iter()));
         let out_fields: Vec<FieldRef> = passthrough
             .iter()
             .cloned()
-            .chain(
-                plan.outputs
-                    .iter()
-                    .map(|o| Arc::new(Field::new(&o.column, o.data_type(), true))),
-            )
+            .chain(outputs.map(|o| Arc::new(Field::new(&o.column, o.data_type(), true))))
             .collect();
         let n_profiled = if plan.profiles.is_some() {
             plan.bound.inputs.iter().map(|b| b.columns.len()).sum()
@@ -68,6 +85,8 @@ impl Scoring {
         Ok(Self {
             features,
             predict,
+            n_challengers: challengers.len(),
+            challengers,
             n_profiled,
             n_pass,
             out_schema: Arc::new(Schema::new(out_fields)),
@@ -110,6 +129,14 @@ impl Scoring {
                 .create_physical_expr(self.predict.clone(), &features_schema)?,
             "__batchscore_predictions".to_string(),
         ));
+        // Each challenger's predictions, from the same feature columns of the same batch.
+        for (k, predict) in self.challengers.iter().enumerate() {
+            exprs.push((
+                ctx.state()
+                    .create_physical_expr(predict.clone(), &features_schema)?,
+                format!("__batchscore_challenger_{k}"),
+            ));
+        }
         // The features ride along, for their distributions: `reject::split` ignores them.
         for i in self.n_pass..self.n_pass + self.n_profiled {
             let name = schema.field(i).name().clone();

@@ -12,6 +12,7 @@ pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
     check_names_and_uris(spec, &mut p);
     check_inputs(spec, &mut p);
     check_outputs(spec, &mut p);
+    check_challengers(spec, &mut p);
     check_run(&spec.run, &mut p);
     super::monitor::check(&spec.monitor, &mut p);
     if spec.output.max_rows_per_file == 0 {
@@ -38,13 +39,26 @@ fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
             .as_deref()
             .map(|u| ("model.registry", u)),
     );
+    let challenger_uris: Vec<(String, &str)> = spec
+        .challengers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let uri = c.model.uri.as_deref().map(|u| ("uri", u));
+            let registry = c.model.registry.as_deref().map(|u| ("registry", u));
+            uri.into_iter()
+                .chain(registry)
+                .map(move |(k, u)| (format!("challengers[{i}].model.{k}"), u))
+        })
+        .collect();
+    uris.extend(challenger_uris.iter().map(|(k, u)| (k.as_str(), *u)));
     for (key, value) in &uris {
         if value.trim().is_empty() {
             p.push(Problem::new(*key, "must not be empty"));
         }
     }
     p.extend(crate::storage::check(&spec.storage, &uris));
-    check_model_ref(&spec.model, p);
+    check_model_ref(&spec.model, "model", p);
     for (key, value) in [
         ("input.csv.delimiter", &spec.input.csv.delimiter),
         ("input.csv.quote", &spec.input.csv.quote),
@@ -56,11 +70,16 @@ fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
             ));
         }
     }
-    if let Some(sha) = &spec.model.sha256
+    check_sha256(&spec.model, "model", p);
+}
+
+/// A model's `sha256` pin, when set, is 64 hexadecimal digits.
+fn check_sha256(m: &ModelSpec, table: &str, p: &mut Vec<Problem>) {
+    if let Some(sha) = &m.sha256
         && (sha.len() != 64 || !sha.chars().all(|c| c.is_ascii_hexdigit()))
     {
         p.push(Problem::new(
-            "model.sha256",
+            format!("{table}.sha256"),
             "must be 64 hexadecimal digits",
         ));
     }
@@ -78,46 +97,86 @@ pub fn is_plain_name(value: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// A model is a file (`uri`) or a registry version (`name` with `version` or `alias`).
-fn check_model_ref(m: &ModelSpec, p: &mut Vec<Problem>) {
+/// A model is a file (`uri`) or a registry version (`name` with `version` or `alias`);
+/// problems go under `table` (`model`, or a challenger's `challengers[0].model`).
+fn check_model_ref(m: &ModelSpec, table: &str, p: &mut Vec<Problem>) {
+    let key = |k: &str| format!("{table}.{k}");
     let by_registry = m.registry.is_some() || m.version.is_some() || m.alias.is_some();
     match (&m.uri, &m.name) {
         (Some(_), Some(_)) => p.push(Problem::new(
-            "model.name",
+            key("name"),
             "a model is a file (uri) or a registry version (name), not both",
         )),
         (Some(_), None) if by_registry => p.push(Problem::new(
-            "model.uri",
+            key("uri"),
             "registry, version and alias choose a registry model, which needs name instead of uri",
         )),
         (None, None) => p.push(Problem::new(
-            "model",
+            table,
             "give the model's file as uri, or a registry model as name with version or alias",
         )),
         (None, Some(name)) => {
             if m.registry.is_none() {
                 p.push(Problem::new(
-                    "model.registry",
+                    key("registry"),
                     format!("model {name:?} is named, but no registry is set (set registry, or BATCHSCORE_REGISTRY)"),
                 ));
             }
             if m.version.is_some() == m.alias.is_some() {
                 p.push(Problem::new(
-                    "model.version",
+                    key("version"),
                     "a registry model needs exactly one of version and alias",
                 ));
             }
-            for (key, what, value) in [
-                ("model.name", "model name", Some(name)),
-                ("model.version", "model version", m.version.as_ref()),
-                ("model.alias", "alias", m.alias.as_ref()),
+            for (k, what, value) in [
+                ("name", "model name", Some(name)),
+                ("version", "model version", m.version.as_ref()),
+                ("alias", "alias", m.alias.as_ref()),
             ] {
                 if let Some(v) = value.filter(|v| !is_plain_name(v)) {
-                    p.push(Problem::new(key, format!("{what} {v:?}: {PLAIN_NAME}")));
+                    p.push(Problem::new(key(k), format!("{what} {v:?}: {PLAIN_NAME}")));
                 }
             }
         }
         (Some(_), None) => {}
+    }
+}
+
+/// `[[challengers]]`: plain, unique names, models named as `[model]` is, output tables that
+/// name columns. Whether the columns clash with others is checked against the bound models
+/// when the job is planned, where every column's name is known.
+fn check_challengers(spec: &JobSpec, p: &mut Vec<Problem>) {
+    let mut seen = HashSet::new();
+    for (i, c) in spec.challengers.iter().enumerate() {
+        let key = format!("challengers[{i}]");
+        if !is_plain_name(&c.name) {
+            p.push(Problem::new(
+                format!("{key}.name"),
+                format!("challenger name {:?}: {PLAIN_NAME}", c.name),
+            ));
+        } else if !seen.insert(c.name.as_str()) {
+            p.push(Problem::new(
+                format!("{key}.name"),
+                format!(
+                    "challenger {:?} is named twice; names must be unique",
+                    c.name
+                ),
+            ));
+        }
+        check_model_ref(&c.model, &format!("{key}.model"), p);
+        check_sha256(&c.model, &format!("{key}.model"), p);
+        let Some(outputs) = &c.outputs else { continue };
+        if outputs.is_empty() {
+            p.push(Problem::new(
+                format!("{key}.outputs"),
+                "names no output column; leave the table out for the champion's [outputs]",
+            ));
+        }
+        for (col, expr) in outputs {
+            if let Err(e) = OutputRef::parse(expr) {
+                p.push(Problem::new(format!("{key}.outputs.{col}"), e.to_string()));
+            }
+        }
     }
 }
 

@@ -72,21 +72,9 @@ pub fn load_str(
         SpecError::one(file, key, with_suggestion(&e.inner().to_string()))
     })?;
     spec.input.uri = resolve_path(base, &spec.input.uri);
-    if let Some(uri) = &spec.model.uri {
-        spec.model.uri = Some(resolve_path(base, uri));
-    }
-    if let Some(registry) = &spec.model.registry {
-        spec.model.registry = Some(resolve_path(base, registry));
-    } else if spec.model.name.is_some() {
-        // From the environment, a relative folder means the working directory's, as it
-        // does for `batchscore models`.
-        spec.model.registry = std::env::var("BATCHSCORE_REGISTRY").ok().map(|r| {
-            if crate::storage::is_remote(&r) {
-                r
-            } else {
-                std::path::absolute(&r).map_or(r, |p| p.display().to_string())
-            }
-        });
+    resolve_model(base, &mut spec.model);
+    for c in &mut spec.challengers {
+        resolve_model(base, &mut c.model);
     }
     spec.output.uri = resolve_path(base, &spec.output.uri);
     if let Some(f) = &spec.monitor.textfile {
@@ -112,6 +100,27 @@ pub fn load_str(
         spec,
         file: file.to_path_buf(),
     })
+}
+
+/// Resolves a `[model]` table's file and registry: relative paths against `base`; a named
+/// model with no registry takes `BATCHSCORE_REGISTRY`.
+fn resolve_model(base: &Path, model: &mut super::ModelSpec) {
+    if let Some(uri) = &model.uri {
+        model.uri = Some(resolve_path(base, uri));
+    }
+    if let Some(registry) = &model.registry {
+        model.registry = Some(resolve_path(base, registry));
+    } else if model.name.is_some() {
+        // From the environment, a relative folder means the working directory's, as it
+        // does for `batchscore models`.
+        model.registry = std::env::var("BATCHSCORE_REGISTRY").ok().map(|r| {
+            if crate::storage::is_remote(&r) {
+                r
+            } else {
+                std::path::absolute(&r).map_or(r, |p| p.display().to_string())
+            }
+        });
+    }
 }
 
 /// The file's text as a generic value tree.

@@ -46,6 +46,12 @@ pub struct JobSpec {
     /// the output's last axis. Default: every model output becomes a column of its own name.
     #[serde(default)]
     pub outputs: Option<IndexMap<String, String>>,
+    /// Challenger models (`[[challengers]]`), scored on the same rows in the same read as the
+    /// champion (`[model]`): each one's output columns are written after the champion's as
+    /// `<name>_<column>`, and `_metrics.json` reports how far it agrees with the champion.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challengers: Vec<ChallengerSpec>,
     /// Execution settings. Default: see each field.
     #[serde(default)]
     pub run: RunSpec,
@@ -180,6 +186,25 @@ impl ModelSpec {
             _ => String::new(),
         }
     }
+}
+
+/// A challenger model: scored on the champion's features, row for row, in the same read.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengerSpec {
+    /// The challenger's name: its output columns are `<name>_<column>` and `_metrics.json`
+    /// reports it under this name; letters, digits, '.', '_' and '-', unique among the
+    /// challengers. Required.
+    pub name: String,
+    /// Its model, a file or a registry version, as in `[model]` (relative paths resolve
+    /// against the spec's folder). The model must take the champion's inputs: the same names,
+    /// element types and values per row. Required.
+    pub model: ModelSpec,
+    /// Output columns as in `[outputs]`, each written as `<name>_<column>`. Default: the
+    /// champion's `[outputs]` when this model has every output they read, else every output
+    /// of this model.
+    #[serde(default)]
+    pub outputs: Option<IndexMap<String, String>>,
 }
 
 /// How one model input is built from the data.

@@ -113,7 +113,8 @@ pub fn check(storage: &StorageSpec, uris: &[(&str, &str)]) -> Vec<Problem> {
                 *key,
                 format!("{uri}: unknown scheme; use a path, file://, s3://, gs://, az://, abfss:// or (for models) https://"),
             )),
-            Some(Scheme::Http) if *key != "model.uri" => p.push(Problem::new(
+            // `model.uri`, or a challenger's `challengers[i].model.uri`.
+            Some(Scheme::Http) if !key.ends_with("model.uri") => p.push(Problem::new(
                 *key,
                 format!("{uri}: http(s):// is read-only and for models only"),
             )),
