@@ -460,6 +460,33 @@ def make_lookup():
         os.path.join(d, "lookup_expected.parquet"),
     )
 
+    # The same table behind a Clip of the index: it scores every row, the poisoned ones too (as
+    # the nearest end of the table). A champion beside lookup.onnx as a challenger that fails
+    # on three rows.
+    g = helper.make_graph(
+        [
+            helper.make_node("Clip", ["idx", "lo", "hi"], ["clipped"]),
+            helper.make_node("Gather", ["table", "clipped"], ["value"], axis=0),
+        ],
+        "lookup_clipped",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N"])],
+        [
+            onnx.numpy_helper.from_array(table, "table"),
+            onnx.numpy_helper.from_array(np.array(-10, dtype=np.int64), "lo"),
+            onnx.numpy_helper.from_array(np.array(9, dtype=np.int64), "hi"),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="batchscore-samples")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    save_model(m, os.path.join(d, "lookup_clipped.onnx"))
+    (value,) = session(os.path.join(d, "lookup_clipped.onnx")).run(None, {"idx": idx})
+    write_parquet(
+        pa.table({"row_id": key, "value": pa.array(value)}),
+        os.path.join(d, "lookup_clipped_expected.parquet"),
+    )
+
 
 # --------------------------------------------------------------------------------------------
 # future_opset: a valid graph that imports an operator set no ONNX Runtime release knows

@@ -1699,3 +1699,103 @@ fn challengers_that_cannot_take_the_champions_features_or_clash_are_refused() {
     );
     assert!(!s.path("out").exists(), "nothing may be written");
 }
+
+#[test]
+fn rows_only_a_challenger_fails_on_keep_the_champions_scores_and_count_as_its_rejects() {
+    // The champion clips the index into the table; the challenger gathers without clipping,
+    // and ONNX Runtime fails on rows 17, 123 and 250, whose indexes are out of range.
+    let s = Scratch::new();
+    let job = s.job(
+        "lookup.toml",
+        &format!(
+            "name = \"lookup\"\n[input]\nuri = \"{}\"\n[model]\nuri = \"{}\"\n[output]\nuri = \"../out/l/\"\npassthrough = [\"row_id\"]\n[run]\nbatch_size = 64\n\n[[challengers]]\nname = \"strict\"\nmodel = {{ uri = \"{}\" }}\n",
+            sample("synthetic/lookup.parquet"),
+            sample("synthetic/lookup_clipped.onnx"),
+            sample("synthetic/lookup.onnx")
+        ),
+    );
+    let o = run(&["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    assert!(text(&o).0.contains(", 0 rejected -> "), "{}", text(&o).0);
+    let dir = s.path("out/l");
+    let got = read_output(&dir);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        ["row_id", "strict_value", "value"]
+    );
+    let champion = read_parquet(Path::new(&sample(
+        "synthetic/lookup_clipped_expected.parquet",
+    )));
+    assert_matches(&got, &champion, "row_id", &["value"]);
+    let strict = read_parquet(Path::new(&sample("synthetic/lookup_expected.parquet")));
+    let at: std::collections::HashMap<String, usize> = strict["row_id"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("{k:?}"), i))
+        .collect();
+    for (i, key) in got["row_id"].iter().enumerate() {
+        let want = at
+            .get(&format!("{key:?}"))
+            .map_or(Cell::Null, |&j| strict["value"][j].clone());
+        assert_eq!(got["strict_value"][i], want, "row {key:?}");
+    }
+    assert_eq!(read_manifest(&dir).rejected_rows, 0);
+
+    let m = challenger_metrics(&dir);
+    assert_eq!(m["rows"]["rejected"], 0);
+    let c = &m["challengers"]["strict"];
+    assert_eq!(c["rows_rejected"], 3);
+    let value = &c["outputs"]["value"];
+    assert_eq!(value["kind"], "score");
+    assert_eq!(value["rows"], 297);
+    assert_eq!(value["mean_abs_diff"].as_f64(), Some(0.0));
+    assert_eq!(value["correlation"].as_f64(), Some(1.0));
+}
+
+#[test]
+fn a_challenger_from_the_registry_is_chosen_by_alias_and_named_in_the_metrics() {
+    let s = Scratch::new();
+    let reg = s.path("registry");
+    let small = sample("churn/challenger_lgbm.onnx");
+    assert_eq!(register(&reg, "churn", &churn_model(), &[]), "1");
+    assert_eq!(register(&reg, "churn", &small, &[]), "2");
+    alias(&reg, "challenger", "2", None);
+    // The registry from BATCHSCORE_REGISTRY, as for [model].
+    let table = "[[challengers]]\nname = \"next\"\n[challengers.model]\nname = \"churn\"\nalias = \"challenger\"\n";
+    let job = churn_with_challengers(&s, "next.toml", table);
+    assert_ok(&run_churn(&job, "n", Some(&reg)));
+    let dir = s.path("out/churn/ds=n");
+    let got = read_output(&dir);
+    let theirs = read_parquet(Path::new(&sample("churn/challenger_expected.parquet")));
+    let mut expected = read_parquet(Path::new(&sample("churn/expected.parquet")));
+    expected.insert("next_churn_label".into(), theirs["churn_label"].clone());
+    assert_matches(
+        &got,
+        &expected,
+        "customer_id",
+        &["churn_label", "next_churn_label"],
+    );
+    let next = &challenger_metrics(&dir)["challengers"]["next"];
+    assert_eq!(next["model"]["sha256"], sha256_of(&small).as_str());
+    assert_eq!(
+        next["model"]["registered"],
+        serde_json::json!({"registry": reg.to_str().unwrap(), "name": "churn", "version": "2", "alias": "challenger"})
+    );
+
+    // An alias the registry does not have is refused under the challenger's key.
+    alias(&reg, "challenger", "1", Some("2"));
+    let job = churn_with_challengers(
+        &s,
+        "gone.toml",
+        &table.replace("\"challenger\"", "\"gold\""),
+    );
+    let err = assert_exit(&run_churn(&job, "g", Some(&reg)), 2);
+    assert_eq!(
+        err,
+        format!(
+            "error: job spec {}: [challengers[0].model.alias]: model registry {}: model \"churn\" has no alias \"gold\" (aliases: challenger -> 1)\n",
+            job.display(),
+            reg.display()
+        )
+    );
+}

@@ -254,12 +254,7 @@ pub async fn plan_shard(
     let s = &spec.spec;
     let device = choose_device(&s.run, &mut problems);
     let key = planned_run_key(&spec, &models, bound.input.as_ref());
-    let Models {
-        champion: model,
-        tree_splits,
-        challengers,
-    } = models;
-    let challengers = bind_challengers(s, &bound, challengers, &mut problems);
+    let challengers = bind_challengers(s, &bound, models.challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
     // A job already refused is not told about its baseline.
     let baseline = if problems.is_empty() {
@@ -282,7 +277,7 @@ pub async fn plan_shard(
     else {
         return Err(refused(&spec, problems));
     };
-    let Some(model) = model.filter(|_| problems.is_empty()) else {
+    let Some(model) = models.champion.filter(|_| problems.is_empty()) else {
         return Err(refused(&spec, problems));
     };
     let OpenedInput {
@@ -304,7 +299,7 @@ pub async fn plan_shard(
         baseline,
         workers: s.run.worker_count(),
         device,
-        tree_splits,
+        tree_splits: models.tree_splits,
         model,
         ctx,
         input: frame,
