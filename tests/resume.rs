@@ -164,3 +164,62 @@ fn a_sharded_runs_distributions_are_those_of_one_run() {
     // ln(1 + support_calls) takes a handful of values: one exact bin each.
     assert_eq!(one["features[3]"]["histogram"]["exact"], true);
 }
+
+/// A run with a challenger, split in three shards, reports the agreement one process
+/// reports: each shard saves its tallies and the commit merges them (exactly for counts and
+/// the confusion table, to rounding for the moments).
+#[test]
+fn a_sharded_runs_challenger_agreement_is_that_of_one_run() {
+    let s = Scratch::new();
+    let spec = std::fs::read_to_string(repo().join("jobs/churn-challenger.toml")).unwrap();
+    let whole = s.job(
+        "whole.toml",
+        &spec.replace("out/churn-challenger/", "out/whole/"),
+    );
+    let split = s.job(
+        "split.toml",
+        &spec.replace("out/churn-challenger/", "out/split/"),
+    );
+    assert_ok(&run(&["run", whole.to_str().unwrap(), "--var", "ds=1"]));
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        assert_ok(&run(&[
+            "run",
+            split.to_str().unwrap(),
+            "--var",
+            "ds=1",
+            "--shard",
+            &shard,
+        ]));
+    }
+    let challenger = |dir: &str| -> serde_json::Value {
+        let path = s.path(&format!("out/{dir}/ds=1/_metrics.json"));
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        m["challengers"]["small"].clone()
+    };
+    let (one, three) = (challenger("whole"), challenger("split"));
+    assert_eq!(one["rows_rejected"], three["rows_rejected"]);
+    assert_eq!(one["model"], three["model"]);
+    let label = (
+        &one["outputs"]["churn_label"],
+        &three["outputs"]["churn_label"],
+    );
+    assert_eq!(label.0["rows"], 1941);
+    assert_eq!(label.0, label.1);
+    let (a, b) = (
+        &one["outputs"]["churn_probability"],
+        &three["outputs"]["churn_probability"],
+    );
+    assert_eq!(
+        (&a["rows"], &a["max_abs_diff"]),
+        (&b["rows"], &b["max_abs_diff"])
+    );
+    for figure in ["mean_abs_diff", "correlation"] {
+        let (x, y) = (a[figure].as_f64().unwrap(), b[figure].as_f64().unwrap());
+        assert!(
+            (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+            "{figure}: {x} vs {y}"
+        );
+    }
+}

@@ -74,14 +74,14 @@ pub enum Agreement {
 }
 
 /// Whether a shared column holds labels or scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ColumnKind {
     Label,
     Score,
 }
 
 /// One output column a challenger shares with the champion.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedColumn {
     /// The column's name in both `[outputs]`.
     pub column: String,
@@ -93,7 +93,7 @@ pub struct SharedColumn {
 }
 
 /// The columns a challenger is compared on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChallengerColumns {
     pub name: String,
     pub shared: Vec<SharedColumn>,
@@ -106,19 +106,89 @@ pub struct Agreements {
     tallies: Vec<Tally>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Tally {
     rows_rejected: u64,
     columns: Vec<ColumnTally>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum ColumnTally {
     Label(Labels),
     Score(Box<Scores>),
 }
 
+/// The tallies of [`Agreements`] as a shard saves them, for the commit to merge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgreementsState(Vec<Tally>);
+
+/// Two states are equal when they save as the same JSON (a profile has no `==` of its own).
+impl PartialEq for AgreementsState {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
+/// A profile written as its state, for the tallies a shard saves.
+mod profile_as_state {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::report::distribution::{Profile, ProfileState};
+
+    pub fn serialize<S: Serializer>(p: &Option<Profile>, s: S) -> Result<S::Ok, S::Error> {
+        p.as_ref().map(Profile::state).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Profile>, D::Error> {
+        let state: Option<ProfileState> = Option::deserialize(d)?;
+        state
+            .map(Profile::from_state)
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl Agreements {
+    /// The columns each challenger is compared on.
+    pub fn plan(&self) -> &[ChallengerColumns] {
+        &self.plan
+    }
+
+    /// The tallies, to be saved and merged in another process ([`Self::from_state`]).
+    pub fn state(&self) -> AgreementsState {
+        AgreementsState(self.tallies.clone())
+    }
+
+    /// Tallies saved by [`Self::state`] under the same plan; none when they do not fit it.
+    pub fn from_state(plan: Arc<Vec<ChallengerColumns>>, state: AgreementsState) -> Option<Self> {
+        let fits = state.0.len() == plan.len()
+            && state
+                .0
+                .iter()
+                .zip(plan.iter())
+                .all(|(t, c)| t.columns.len() == c.shared.len());
+        fits.then_some(Self {
+            plan,
+            tallies: state.0,
+        })
+    }
+
+    /// The challengers' reports, `models` in the plan's order.
+    pub fn reports(self, models: &[ModelReport]) -> IndexMap<String, ChallengerReport> {
+        self.finish()
+            .into_iter()
+            .zip(models)
+            .map(|((name, rows_rejected, outputs), model)| {
+                let report = ChallengerReport {
+                    model: model.clone(),
+                    rows_rejected,
+                    outputs,
+                };
+                (name, report)
+            })
+            .collect()
+    }
+
     /// Empty tallies for the challengers of `plan`, in its order.
     pub fn new(plan: Arc<Vec<ChallengerColumns>>) -> Self {
         let tallies = plan
@@ -202,7 +272,7 @@ fn as_text(a: &ArrayRef) -> Option<ArrayRef> {
 }
 
 /// The counts behind a label column's agreement.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Labels {
     rows: u64,
     agree: u64,
@@ -304,7 +374,7 @@ fn label_order(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// The sums and co-moments behind a score column's agreement: `x` the champion's values,
 /// `y` the challenger's.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Scores {
     n: u64,
     mean_x: f64,
@@ -315,7 +385,8 @@ struct Scores {
     sum_abs: f64,
     max_abs: f64,
     /// The differences' profile, for their quantiles (made with the first values: a numeric
-    /// profile without edges always builds).
+    /// profile without edges always builds); saved as its state between shards.
+    #[serde(with = "profile_as_state")]
     difference: Option<Profile>,
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use indexmap::IndexMap;
 
+use super::agreement::{Agreements, AgreementsState, ChallengerColumns, ChallengerReport};
 use super::columns::{ColumnProfiles, ColumnProfilesState, ProfilePlan};
 use super::distribution::Distribution;
 use super::{DriftReport, Latency, PartFile, ReasonCount, RowCounts, RunMetrics, StageSeconds};
@@ -149,6 +150,39 @@ pub struct ShardManifest {
     /// distributions at the commit.
     #[serde(default)]
     pub profiles: Option<ShardProfiles>,
+    /// The shard's challenger tallies, merged into the run's agreement figures at the commit.
+    #[serde(default)]
+    pub agreements: Option<ShardAgreements>,
+}
+
+/// A shard's challenger tallies as it saved them: the columns compared, the tallies, and
+/// each challenger's model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardAgreements {
+    pub plan: Vec<ChallengerColumns>,
+    pub state: AgreementsState,
+    pub models: Vec<super::ModelReport>,
+}
+
+/// The run's challenger reports from every shard's tallies, merged as one process's workers'
+/// are; none when the run has no challengers or a shard's tallies do not fit (a warning).
+pub fn merge_agreements(shards: &[ShardManifest]) -> Option<IndexMap<String, ChallengerReport>> {
+    let first = shards.iter().find_map(|s| s.agreements.as_ref())?;
+    let plan = std::sync::Arc::new(first.plan.clone());
+    let mut merged: Option<Agreements> = None;
+    for s in shards.iter().filter_map(|s| s.agreements.as_ref()) {
+        let Some(a) = Agreements::from_state(plan.clone(), s.state.clone()) else {
+            tracing::warn!(
+                "a shard's challenger tallies do not fit the run's; its agreement figures are left out"
+            );
+            return None;
+        };
+        match &mut merged {
+            Some(m) => m.merge(a),
+            None => merged = Some(a),
+        }
+    }
+    merged.map(|m| m.reports(&first.models))
 }
 
 /// A shard's column profiles as it saved them: what it profiled (with the baseline's

@@ -30,7 +30,7 @@ use tracing::Instrument;
 use crate::diagnostics::SpecError;
 use crate::model::ModelError;
 use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
-use crate::report::agreement::{Agreements, ChallengerReport};
+use crate::report::agreement::Agreements;
 use crate::report::columns::ColumnProfiles;
 use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
 use crate::score::tree_order::{EnsembleSplits, TreeRowOrder};
@@ -191,7 +191,9 @@ pub async fn execute(
     let facts = run_facts(&plan, &scorer, &written, run_id, started_at, started);
     let mut metrics = RunMetrics::new(facts, &scorer.stats);
     add_distributions(&plan, merged_profiles(&mut written), &mut metrics);
-    add_agreement(&plan, &mut written, &mut metrics);
+    if let Some(a) = merged_agreement(&plan, &mut written) {
+        metrics.challengers = a.reports(&challenger_models(&plan));
+    }
     check_alerts(&plan.spec.spec.monitor, &mut metrics);
     let manifest = manifest(&plan, &metrics, written);
     let output = committer
@@ -204,9 +206,9 @@ pub async fn execute(
     Ok(RunSummary { output, metrics })
 }
 
-/// The workers' agreement tallies merged into each challenger's report (a whole run's only:
-/// a shard's figures are not merged into its run's yet).
-fn add_agreement(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics) {
+/// The workers' challenger tallies, merged (taken from the results); empty ones when the job
+/// has challengers but no row was written.
+fn merged_agreement(plan: &JobPlan, written: &mut Written) -> Option<Agreements> {
     let mut merged: Option<Agreements> = None;
     for a in written
         .results
@@ -218,16 +220,15 @@ fn add_agreement(plan: &JobPlan, written: &mut Written, metrics: &mut RunMetrics
             None => merged = Some(a),
         }
     }
-    let merged = merged.or_else(|| plan.agreement.clone().map(Agreements::new));
-    let Some(merged) = merged else { return };
-    for ((name, rows_rejected, outputs), c) in merged.finish().into_iter().zip(&plan.challengers) {
-        let report = ChallengerReport {
-            model: ModelReport::of(&c.model),
-            rows_rejected,
-            outputs,
-        };
-        metrics.challengers.insert(name, report);
-    }
+    merged.or_else(|| plan.agreement.clone().map(Agreements::new))
+}
+
+/// The challengers' models as `_metrics.json` reports them, in the plan's order.
+fn challenger_models(plan: &JobPlan) -> Vec<ModelReport> {
+    plan.challengers
+        .iter()
+        .map(|c| ModelReport::of(&c.model))
+        .collect()
 }
 
 /// The workers' column profiles, merged (taken from the results).

@@ -21,7 +21,8 @@ use super::{
 use crate::input::ShardId;
 use crate::output::{Committer, RunFolder, history};
 use crate::report::shards::{
-    LatencyHistogram, RunRecord, ShardManifest, ShardProfiles, merge, merge_profiles,
+    LatencyHistogram, RunRecord, ShardAgreements, ShardManifest, ShardProfiles, merge,
+    merge_agreements, merge_profiles,
 };
 use crate::report::{Manifest, PartFile, Resumed, RunMetrics};
 use crate::score::Scorer;
@@ -135,8 +136,19 @@ pub(super) async fn score_shard(
             baseline: plan.baseline.as_ref().map(|b| b.label.clone()),
         });
     super::add_distributions(plan, profiles, &mut metrics);
+    let agreements = super::merged_agreement(plan, &mut written).map(|a| {
+        let models = super::challenger_models(plan);
+        let saved = ShardAgreements {
+            plan: a.plan().to_vec(),
+            state: a.state(),
+            models: models.clone(),
+        };
+        metrics.challengers = a.reports(&models);
+        saved
+    });
     let mut manifest = shard_manifest(ours.record, id, ours.attempt, scorer, metrics, &written);
     manifest.profiles = saved;
+    manifest.agreements = agreements;
     if !folder.finish_shard(&manifest).await? {
         folder.discard(id.index, ours.attempt).await;
         return Ok(None);
@@ -202,6 +214,7 @@ fn shard_manifest(
             .rows_malformed
             .load(std::sync::atomic::Ordering::Relaxed),
         profiles: None,
+        agreements: None,
     }
 }
 
@@ -275,6 +288,9 @@ async fn commit_run(
     if let Some((distributions, drift)) = merge_profiles(shards) {
         metrics.distributions = distributions;
         metrics.drift = drift;
+    }
+    if let Some(challengers) = merge_agreements(shards) {
+        metrics.challengers = challengers;
     }
     super::check_alerts(&record.monitor, &mut metrics);
     let commit_started = Instant::now();
