@@ -1423,3 +1423,47 @@ fn a_run_pushes_to_a_real_pushgateway_and_a_failure_keeps_the_last_success() {
         "a temporary file was left beside the textfile"
     );
 }
+
+/// `--log-format json`: one JSON object per line, and every event from the start of the run
+/// on carries the job and the run id (and, for a shard, the shard) under `span`.
+#[test]
+fn json_log_events_carry_the_run_id_job_and_shard() {
+    let s = Scratch::new();
+    let job = s.repo_job("churn");
+    let job = job.to_str().unwrap();
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = batchscore()
+            .args(["--log-format", "json", "run", job])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        text(&o)
+            .1
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let whole = events(&["--var", "ds=1"]);
+    let start = whole
+        .iter()
+        .position(|e| e["fields"]["message"] == "starting run")
+        .unwrap();
+    let run_id = whole[start]["fields"]["run_id"].clone();
+    assert!(run_id.is_string());
+    assert!(whole.len() > start + 1);
+    for e in &whole[start..] {
+        assert_eq!(e["span"]["job"], "churn-nightly", "{e}");
+        assert_eq!(e["span"]["run_id"], run_id, "{e}");
+    }
+    let shard = events(&["--var", "ds=2", "--shard", "1/2"]);
+    let start = shard
+        .iter()
+        .position(|e| e["fields"]["message"] == "starting shard")
+        .unwrap();
+    for e in &shard[start..] {
+        assert_eq!(e["span"]["shard"], "1/2", "{e}");
+        assert!(e["span"]["run_id"].is_string(), "{e}");
+    }
+}
