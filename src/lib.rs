@@ -24,6 +24,9 @@ pub mod input;
 pub mod model;
 /// Part files and the exactly-once commit, locally or in an object store.
 pub mod output;
+/// Sensitive columns: which are (declared, or derived by the query) and the policy each leaves
+/// under, as scalar functions on the pass-through columns.
+pub mod privacy;
 /// What a run reports: `_metrics.json` and `_manifest.json`, with their JSON Schemas.
 pub mod report;
 /// Planning a job, and running it as one streaming plan up to the commit.

@@ -24,6 +24,9 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// What a rejected row's `_value` says in place of a sensitive value (`[privacy]`).
+pub const REDACTED: &str = "<redacted>";
+
 /// The columns `_rejected/` parts hold after the pass-through columns.
 pub const COLUMNS: [&str; 3] = ["_stage", "_reason", "_value"];
 

@@ -325,6 +325,9 @@ pub async fn validate(job: &JobArgs, ort_lib: Option<&Path>) -> anyhow::Result<(
         println!("  column {:?} <- {src} ({})", o.column, o.data_type());
     }
     println!("  workers {}", plan.workers);
+    for line in plan.privacy.describe() {
+        println!("  privacy: {line}");
+    }
     Ok(())
 }
 

@@ -46,6 +46,16 @@ pub struct InputBinding {
     pub reject_non_finite: bool,
     /// The spec key this binding came from, for messages.
     pub key: String,
+    /// Per column: whether its expression reads a sensitive column (`[privacy]`), whose
+    /// values a rejected row's `_value` then never shows. Empty: none does.
+    pub sensitive: Vec<bool>,
+}
+
+impl InputBinding {
+    /// Whether column `j`'s expression reads a sensitive column.
+    pub fn is_sensitive(&self, j: usize) -> bool {
+        self.sensitive.get(j).copied().unwrap_or(false)
+    }
 }
 
 impl InputBinding {
@@ -408,6 +418,7 @@ impl Binder<'_> {
             pack_fill,
             reject_non_finite: wanted.reject_non_finite,
             key: wanted.key,
+            sensitive: Vec::new(),
         })
     }
 

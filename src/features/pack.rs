@@ -131,6 +131,7 @@ mod tests {
             pack_fill: vec![None; columns.len()],
             reject_non_finite: false,
             key: "inputs.x".into(),
+            sensitive: Vec::new(),
         }
     }
 

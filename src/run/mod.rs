@@ -434,6 +434,7 @@ async fn run_tasks(
             scoring.rej_schema.clone(),
             scorer.clone(),
             budget.clone(),
+            plan.privacy.any(),
         )))
     });
     let tasks = streams.into_iter().enumerate().map(|(i, stream)| {

@@ -154,7 +154,8 @@ impl PartitionTask {
 
 /// Writes the malformed rows of a CSV scan to `_rejected/` (stage `read`, the file and line
 /// in `_reason`, the record in `_value`, pass-through columns null) and counts them as
-/// rejected, stopping the run past `max_rejected` as the scoring tasks do.
+/// rejected, stopping the run past `max_rejected` as the scoring tasks do. With `redact` (the
+/// input has sensitive columns) a record's `_value` is `<redacted>`, whole.
 pub(super) async fn write_malformed(
     mut malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
     mut scan_done: tokio::sync::oneshot::Receiver<()>,
@@ -162,6 +163,7 @@ pub(super) async fn write_malformed(
     schema: SchemaRef,
     scorer: Arc<Scorer>,
     budget: Budget,
+    redact: bool,
 ) -> Result<PartitionResult, RunError> {
     let stats = &scorer.stats;
     let mut result = PartitionResult::default();
@@ -184,7 +186,14 @@ pub(super) async fn write_malformed(
         let t = Instant::now();
         let texts: Vec<(String, String)> = rows
             .iter()
-            .map(|r| (r.to_string(), r.text.clone()))
+            .map(|r| {
+                let text = if redact {
+                    crate::reject::REDACTED.to_string()
+                } else {
+                    r.text.clone()
+                };
+                (r.to_string(), text)
+            })
             .collect();
         writer
             .write(&crate::reject::read_rejects(&schema, &texts)?)

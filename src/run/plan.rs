@@ -26,6 +26,7 @@ use crate::input::{
 use crate::model::registry::{Registry, RegistryError, Resolved, Selector};
 use crate::model::{ElemType, ExecutionDevice, Model};
 use crate::output::Committer;
+use crate::privacy::PrivacyPlan;
 use crate::report::MemoryReport;
 use crate::report::agreement::{ChallengerColumns, ColumnKind, SharedColumn};
 use crate::report::columns::{ColumnSpec, ProfilePlan};
@@ -78,6 +79,8 @@ pub struct JobPlan {
     pub challengers: Vec<ChallengerPlan>,
     /// What each challenger is compared with the champion on (none without challengers).
     pub(super) agreement: Option<Arc<Vec<ChallengerColumns>>>,
+    /// The sensitive columns (`[privacy]`) and what becomes of each.
+    pub privacy: PrivacyPlan,
 }
 
 /// A challenger, bound: scored on the champion's features, its columns after the champion's.
@@ -239,6 +242,7 @@ pub async fn plan_job(spec: LoadedSpec, ort_lib: Option<&Path>) -> Result<JobPla
 
 /// [`plan_job`] for one shard of a sharded run (`None`: the whole run): the input holds only
 /// the shard's units, and a `query` that cannot be split by units is refused.
+/// A job already refused is not told about its baseline.
 pub async fn plan_shard(
     mut spec: LoadedSpec,
     ort_lib: Option<&Path>,
@@ -256,7 +260,6 @@ pub async fn plan_shard(
     let key = planned_run_key(&spec, &models, bound.input.as_ref());
     let challengers = bind_challengers(s, &bound, models.challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
-    // A job already refused is not told about its baseline.
     let baseline = if problems.is_empty() {
         baseline::load(
             s.monitor.baseline.as_deref(),
@@ -273,6 +276,7 @@ pub async fn plan_shard(
         passthrough,
         inputs: Some(inputs),
         outputs,
+        privacy,
     } = bound
     else {
         return Err(refused(&spec, problems));
@@ -294,6 +298,7 @@ pub async fn plan_shard(
     });
     Ok(JobPlan {
         agreement: agreement_plan(&outputs, &challengers).map(Arc::new),
+        privacy,
         challengers,
         profiles,
         baseline,
@@ -331,7 +336,8 @@ fn planned_run_key(spec: &LoadedSpec, models: &Models, input: Option<&OpenedInpu
 }
 
 /// The columns to profile: every output column that is not a list (a classifier's integer
-/// label counted by class), then every feature, each with the baseline's distribution of it.
+/// label counted by class), then every feature that reads no sensitive column (`[privacy]`),
+/// each with the baseline's distribution of it.
 fn profile_plan(
     frame: &DataFrame,
     outputs: &[OutputBinding],
@@ -365,9 +371,15 @@ fn profile_plan(
     let names = ProfilePlan::name_features(&output_names, &texts, |t| {
         schema.field_with_unqualified_name(t).is_ok()
     });
+    let sensitive: Vec<bool> = inputs
+        .inputs
+        .iter()
+        .flat_map(|b| (0..b.columns.len()).map(|j| b.is_sensitive(j)))
+        .collect();
     let features = names
         .into_iter()
         .enumerate()
+        .filter(|(at, _)| !sensitive.get(*at).copied().unwrap_or(false))
         .map(|(at, name)| ColumnSpec {
             baseline: base(&name),
             name,
@@ -433,6 +445,7 @@ struct Bound {
     passthrough: Vec<Expr>,
     inputs: Option<BoundInputs>,
     outputs: Vec<OutputBinding>,
+    privacy: PrivacyPlan,
 }
 
 /// Registers the input, and binds the pass-through columns, the model inputs and the
@@ -449,20 +462,40 @@ async fn open_and_bind(
         .await
         .map_err(|p| problems.extend(p))
         .ok();
+    let names = &s.output.passthrough;
+    let mut privacy = input
+        .as_ref()
+        .map(|o| crate::privacy::plan(&s.privacy, &o.frame, names, problems))
+        .unwrap_or_default();
     let mut passthrough = input
         .as_ref()
-        .map(|o| passthrough_columns(&o.frame, &s.output.passthrough, problems))
+        .map(|o| passthrough_columns(&o.frame, names, &privacy, problems))
         .unwrap_or_default();
     if let (Some(column), Some(m)) = (&s.output.model_version_column, model) {
         let version = m.registered.as_ref().map_or(&m.sha256, |r| &r.version);
         passthrough.push(datafusion::prelude::lit(version.clone()).alias(column));
     }
-    let (inputs, outputs) = bind(s, model, input.as_ref(), problems);
+    let (mut inputs, outputs) = bind(s, model, input.as_ref(), problems);
+    if let Some(bound) = &mut inputs {
+        mark_sensitive(bound, &mut privacy);
+    }
     Bound {
         input,
         passthrough,
         inputs,
         outputs,
+        privacy,
+    }
+}
+
+/// Marks each feature that reads a sensitive column, so that its values never show in
+/// `_rejected/` and its distribution is not reported.
+fn mark_sensitive(bound: &mut BoundInputs, privacy: &mut PrivacyPlan) {
+    let n: usize = bound.inputs.iter().map(|b| b.columns.len()).sum();
+    let flags = privacy.mark_features(&bound.exprs[..n.min(bound.exprs.len())]);
+    let mut flags = flags.into_iter();
+    for b in &mut bound.inputs {
+        b.sensitive = flags.by_ref().take(b.columns.len()).collect();
     }
 }
 
@@ -683,9 +716,15 @@ async fn resolve_registered(
     Ok(Some(resolved))
 }
 
-/// The pass-through columns, each checked to exist in the queried input. Dictionary and view
-/// types are written as their plain types, which every Parquet and CSV reader understands.
-fn passthrough_columns(df: &DataFrame, names: &[String], problems: &mut Vec<Problem>) -> Vec<Expr> {
+/// The pass-through columns, each checked to exist in the queried input, a sensitive one under
+/// its policy (a dropped one left out). Dictionary and view types are written as their plain
+/// types, which every Parquet and CSV reader understands.
+fn passthrough_columns(
+    df: &DataFrame,
+    names: &[String],
+    privacy: &PrivacyPlan,
+    problems: &mut Vec<Problem>,
+) -> Vec<Expr> {
     let mut exprs = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let Ok(field) = df.schema().field_with_unqualified_name(name) else {
@@ -703,10 +742,11 @@ fn passthrough_columns(df: &DataFrame, names: &[String], problems: &mut Vec<Prob
             _ => None,
         };
         let c = col(quote_ident(name));
-        exprs.push(match plain {
+        let c = match plain {
             Some(t) => cast(c, t).alias(name),
             None => c,
-        });
+        };
+        exprs.extend(privacy.police(name, c));
     }
     exprs
 }

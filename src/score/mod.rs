@@ -390,9 +390,20 @@ impl Scorer {
 
     /// A row's feature values as text: `sql=value, ...`.
     fn row_text(&self, args: &[ArrayRef], row: usize) -> String {
-        let sqls = self.inputs.iter().flat_map(|b| b.columns.iter());
+        let sqls = self.inputs.iter().flat_map(|b| {
+            let at = move |j: usize| (&b.columns[j], b.is_sensitive(j));
+            (0..b.columns.len()).map(at)
+        });
         sqls.zip(args)
-            .map(|(sql, col)| format!("{}={}", display_sql(sql), value_text(col, row)))
+            .map(|((sql, sensitive), col)| {
+                // A feature that reads a sensitive column never shows its value.
+                let value = if sensitive {
+                    crate::reject::REDACTED.to_string()
+                } else {
+                    value_text(col, row)
+                };
+                format!("{}={value}", display_sql(sql))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -408,8 +419,17 @@ fn column_rejects(
     rejects: &mut Rejects,
 ) {
     let name = display_sql(&binding.columns[j]);
+    // A feature that reads a sensitive column never shows its value.
+    let shown = |text: String| {
+        if binding.is_sensitive(j) {
+            crate::reject::REDACTED.to_string()
+        } else {
+            text
+        }
+    };
     if binding.reject_non_finite {
         for (i, text) in non_finite_rows(col) {
+            let text = shown(text);
             let reason = format!(
                 "column {name:?}: not finite, and [inputs.{}] sets on_non_finite = \"reject\"",
                 binding.name
@@ -429,7 +449,7 @@ fn column_rejects(
     for i in (0..col.len()).filter(|&i| col.is_null(i)) {
         // Null after a TRY_CAST but present before: the cast failed on the value.
         let (reason, value) = match raw {
-            Some(raw) if raw.is_valid(i) => (cast_reason.clone(), value_text(raw, i)),
+            Some(raw) if raw.is_valid(i) => (cast_reason.clone(), shown(value_text(raw, i))),
             _ => (null_reason.clone(), "null".to_string()),
         };
         rejects.reject(i, Stage::Features, reason, value);

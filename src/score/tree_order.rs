@@ -418,6 +418,7 @@ mod tests {
             pack_fill: vec![None; columns],
             reject_non_finite: false,
             key: "inputs.features".into(),
+            sensitive: Vec::new(),
         }
     }
 

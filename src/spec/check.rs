@@ -15,6 +15,7 @@ pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
     check_challengers(spec, &mut p);
     check_run(&spec.run, &mut p);
     super::monitor::check(&spec.monitor, &mut p);
+    super::privacy::check(&spec.privacy, &mut p);
     if spec.output.max_rows_per_file == 0 {
         p.push(Problem::new(
             "output.max_rows_per_file",

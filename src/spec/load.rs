@@ -80,6 +80,11 @@ pub fn load_str(
     if let Some(f) = &spec.monitor.textfile {
         spec.monitor.textfile = Some(resolve_path(base, f));
     }
+    for policy in spec.privacy.policies.values_mut() {
+        if let Some(f) = &policy.key_file {
+            policy.key_file = Some(resolve_path(base, f));
+        }
+    }
     // A metrics file is a path; "previous" and run ids are not.
     if let Some(b) = spec
         .monitor

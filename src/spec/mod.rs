@@ -15,6 +15,7 @@
 mod check;
 mod load;
 pub mod monitor;
+pub mod privacy;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use check::{OutputRef, OutputRefError, PLAIN_NAME, is_plain_name};
 pub use load::{LoadedSpec, VarError, load, load_str, parse_var};
 pub use monitor::{AlertSpec, MonitorSpec};
+pub use privacy::{HashEncoding, PolicyKind, PolicySpec, PrivacySpec, Secret};
 
 /// A batch scoring job.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -62,6 +64,10 @@ pub struct JobSpec {
     /// field.
     #[serde(default)]
     pub monitor: MonitorSpec,
+    /// Sensitive input columns and what each becomes when it leaves (`[privacy]`). Default:
+    /// no column is sensitive.
+    #[serde(default)]
+    pub privacy: PrivacySpec,
 }
 
 /// The input data set.
