@@ -364,3 +364,62 @@ fn mark(name: &str, expr: &Expr, sensitive: &mut IndexMap<String, BTreeSet<Strin
             .extend(sources);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sensitivity_follows_projections_aggregates_windows_and_unions() {
+        let ctx = SessionContext::new();
+        let schema = Schema::new(vec![
+            Field::new("email", DataType::Utf8, true),
+            Field::new("x", DataType::Int64, true),
+        ]);
+        ctx.register_batch("input", RecordBatch::new_empty(Arc::new(schema)))
+            .unwrap();
+        let spec = PrivacySpec {
+            sensitive: vec!["email".into()],
+            ..PrivacySpec::default()
+        };
+        let cases = [
+            ("SELECT * FROM input WHERE x > 1", vec!["email"]),
+            ("SELECT upper(email) AS e, x FROM input", vec!["email", "e"]),
+            (
+                "SELECT e AS f FROM (SELECT lower(email) AS e FROM input)",
+                vec!["email", "e", "f"],
+            ),
+            (
+                "SELECT x, count(email) AS n FROM input GROUP BY x",
+                vec!["email", "n"],
+            ),
+            (
+                "SELECT x, row_number() OVER (ORDER BY email) AS r FROM input",
+                vec!["email", "r"],
+            ),
+            (
+                "SELECT CAST(x AS VARCHAR) AS y FROM input UNION ALL SELECT email FROM input",
+                vec!["email", "y"],
+            ),
+            ("SELECT x + 1 AS z FROM input", vec!["email"]),
+        ];
+        for (sql, want) in cases {
+            let df = ctx.sql(sql).await.unwrap();
+            let mut problems = Vec::new();
+            let plan = plan(&spec, &df, &[], &mut problems);
+            assert!(problems.is_empty(), "{sql}: {problems:?}");
+            // Intermediate columns (`count(input.email)`) are marked too.
+            let got: Vec<&str> = plan.sensitive.keys().map(String::as_str).collect();
+            for name in &want {
+                assert!(got.contains(name), "{sql}: {got:?}");
+            }
+            for name in ["x", "z"] {
+                assert!(!got.contains(&name), "{sql}: {got:?}");
+            }
+        }
+    }
+}
