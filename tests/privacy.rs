@@ -567,3 +567,85 @@ fn no_sensitive_value_reaches_any_file_or_log() {
     }
     assert!(distributions.contains_key("b[0]"), "{distributions:?}");
 }
+
+#[test]
+fn an_inference_reject_shows_no_sensitive_feature_value() {
+    // lookup.onnx gathers from a table of 10: rows 17, 123 and 250 hold indexes out of range.
+    let s = Scratch::new();
+    let spec = format!(
+        r#"name = "lookup"
+[input]
+uri = "{}"
+[model]
+uri = "{}"
+[output]
+uri = "../out/l/"
+passthrough = ["row_id"]
+[privacy]
+sensitive = ["idx"]
+"#,
+        sample("synthetic/lookup.parquet"),
+        sample("synthetic/lookup.onnx")
+    );
+    let o = run(&["run", s.job("lookup.toml", &spec).to_str().unwrap()]);
+    assert_ok(&o);
+    let rejected = read_rejected(&s.path("out/l"));
+    assert_eq!(texts(&rejected["_stage"]), ["inference"; 3]);
+    assert_eq!(texts(&rejected["_value"]), ["idx=<redacted>"; 3]);
+    let metrics = read_json(&s.path("out/l/_metrics.json"));
+    let distributions = metrics["distributions"].as_object().unwrap();
+    assert!(!distributions.contains_key("idx"), "{distributions:?}");
+    // ONNX Runtime's message quotes the index: it is withheld, from `_metrics.json` too.
+    let reason = "ONNX Runtime failed on this row (its message is withheld: a feature reads a sensitive column)";
+    assert_eq!(texts(&rejected["_reason"]), [reason; 3]);
+    assert_eq!(
+        metrics["rejected_reasons"],
+        serde_json::json!([{"reason": reason, "count": 3}])
+    );
+}
+
+#[test]
+fn keep_is_warned_about_and_a_policy_must_name_a_sensitive_column() {
+    let s = scratch_with_inputs();
+    let o = run_job(
+        &s,
+        "b.toml",
+        &job("../in.csv", "parquet", "../out/b/", POLICIES_B),
+    );
+    assert_ok(&o);
+    let (_, err) = text(&o);
+    assert_eq!(
+        err.matches("[privacy] policy \"keep\": a sensitive column is written as it is")
+            .count(),
+        1,
+        "{err}"
+    );
+    let stray = POLICIES_B.replace("sensitive = [\"email\", ", "sensitive = [");
+    let (_, err) = validate(
+        &s,
+        "stray.toml",
+        &job("../in.csv", "parquet", "../out/s/", &stray),
+        2,
+    );
+    assert_eq!(
+        &err[err.find("error: ").unwrap()..],
+        format!(
+            "error: job spec {}: [privacy.policies.email]: column \"email\" is not sensitive: list it in [privacy] sensitive, or remove its policy\n",
+            s.path("jobs/stray.toml").display()
+        )
+    );
+    let misplaced = POLICIES_A.replace("keep_last = 4", "keep_first = 4");
+    let (_, err) = validate(
+        &s,
+        "mis.toml",
+        &job("../in.csv", "parquet", "../out/m/", &misplaced),
+        2,
+    );
+    let file = s.path("jobs/mis.toml").display().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "error: job spec {file}: [privacy.policies.phone.keep_first]: has no meaning for policy \"mask\"\njob spec {file}: [privacy.policies.phone.keep_last]: policy \"mask\" needs keep_last, the trailing characters to keep\n"
+        )
+    );
+}

@@ -181,7 +181,12 @@ impl Scorer {
         let (run, reordered) = self.infer_rows(args, rows)?;
         // Rows ONNX Runtime failed on alone are rejected with their feature values as text.
         for (row, message) in &run.failed {
-            let reason = format!("ONNX Runtime failed on this row: {message}");
+            // Its message can quote a feature's value (`idx=99 must be within ...`).
+            let reason = if self.reads_sensitive() {
+                "ONNX Runtime failed on this row (its message is withheld: a feature reads a sensitive column)".to_string()
+            } else {
+                format!("ONNX Runtime failed on this row: {message}")
+            };
             rejects.reject(*row, Stage::Inference, reason, self.row_text(args, *row));
         }
         // Predictions are in `ok_rows` order; they need placing unless that is 0..num_rows.
@@ -386,6 +391,11 @@ impl Scorer {
                 .fetch_add(n, Ordering::Relaxed);
         }
         Ok(scored)
+    }
+
+    /// Whether any feature reads a sensitive column (`[privacy]`).
+    fn reads_sensitive(&self) -> bool {
+        self.inputs.iter().any(|b| b.sensitive.contains(&true))
     }
 
     /// A row's feature values as text: `sql=value, ...`.
