@@ -118,28 +118,7 @@ fn resume_refuses_a_changed_input_and_a_plain_run_starts_over() {
 /// extremes, classes and one-bin-per-value histograms, to rounding for moments.
 #[test]
 fn a_sharded_runs_distributions_are_those_of_one_run() {
-    let s = Scratch::new();
-    let churn = std::fs::read_to_string(repo().join("jobs/churn.toml")).unwrap();
-    let whole = s.job("whole.toml", &churn.replace("out/churn/", "out/whole/"));
-    let split = s.job("split.toml", &churn.replace("out/churn/", "out/split/"));
-    assert_ok(&run(&["run", whole.to_str().unwrap(), "--var", "ds=1"]));
-    for i in 0..3 {
-        let shard = format!("{i}/3");
-        assert_ok(&run(&[
-            "run",
-            split.to_str().unwrap(),
-            "--var",
-            "ds=1",
-            "--shard",
-            &shard,
-        ]));
-    }
-    let metrics = |dir: &str| -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(s.path(&format!("out/{dir}/ds=1/_metrics.json"))).unwrap();
-        serde_json::from_str(&text).unwrap()
-    };
-    let (one, three) = (metrics("whole"), metrics("split"));
+    let (one, three) = whole_and_three_shards("churn", "churn");
     let (one, three) = (&one["distributions"], &three["distributions"]);
     let names: Vec<&String> = one.as_object().unwrap().keys().collect();
     assert_eq!(names, three.as_object().unwrap().keys().collect::<Vec<_>>());
@@ -170,35 +149,8 @@ fn a_sharded_runs_distributions_are_those_of_one_run() {
 /// the confusion table, to rounding for the moments).
 #[test]
 fn a_sharded_runs_challenger_agreement_is_that_of_one_run() {
-    let s = Scratch::new();
-    let spec = std::fs::read_to_string(repo().join("jobs/churn-challenger.toml")).unwrap();
-    let whole = s.job(
-        "whole.toml",
-        &spec.replace("out/churn-challenger/", "out/whole/"),
-    );
-    let split = s.job(
-        "split.toml",
-        &spec.replace("out/churn-challenger/", "out/split/"),
-    );
-    assert_ok(&run(&["run", whole.to_str().unwrap(), "--var", "ds=1"]));
-    for i in 0..3 {
-        let shard = format!("{i}/3");
-        assert_ok(&run(&[
-            "run",
-            split.to_str().unwrap(),
-            "--var",
-            "ds=1",
-            "--shard",
-            &shard,
-        ]));
-    }
-    let challenger = |dir: &str| -> serde_json::Value {
-        let path = s.path(&format!("out/{dir}/ds=1/_metrics.json"));
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        m["challengers"]["small"].clone()
-    };
-    let (one, three) = (challenger("whole"), challenger("split"));
+    let (one, three) = whole_and_three_shards("churn-challenger", "churn-challenger");
+    let (one, three) = (&one["challengers"]["small"], &three["challengers"]["small"]);
     assert_eq!(one["rows_rejected"], three["rows_rejected"]);
     assert_eq!(one["model"], three["model"]);
     let label = (
@@ -222,4 +174,25 @@ fn a_sharded_runs_challenger_agreement_is_that_of_one_run() {
             "{figure}: {x} vs {y}"
         );
     }
+}
+
+/// Runs the repo's job `name` (whose output folder is `out/<out>/`) once whole and once as
+/// three shards, and returns the two runs' `_metrics.json`.
+fn whole_and_three_shards(name: &str, out: &str) -> (serde_json::Value, serde_json::Value) {
+    let s = Scratch::new();
+    let spec = std::fs::read_to_string(repo().join(format!("jobs/{name}.toml"))).unwrap();
+    let from = format!("out/{out}/");
+    let whole = s.job("whole.toml", &spec.replace(&from, "out/whole/"));
+    let split = s.job("split.toml", &spec.replace(&from, "out/split/"));
+    assert_ok(&run(&["run", whole.to_str().unwrap(), "--var", "ds=1"]));
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let split = split.to_str().unwrap();
+        assert_ok(&run(&["run", split, "--var", "ds=1", "--shard", &shard]));
+    }
+    let metrics = |dir: &str| -> serde_json::Value {
+        let path = s.path(&format!("out/{dir}/ds=1/_metrics.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    (metrics("whole"), metrics("split"))
 }

@@ -17,6 +17,20 @@ pub use metrics::{
     RowCounts, RunFacts, RunMetrics, StageSeconds,
 };
 
+/// Merges every item into the first with `merge`: the tallies of a run's workers, or of its
+/// shards. None when there are none.
+pub fn merge_all<T>(
+    items: impl IntoIterator<Item = T>,
+    mut merge: impl FnMut(&mut T, T),
+) -> Option<T> {
+    let mut items = items.into_iter();
+    let mut first = items.next()?;
+    for item in items {
+        merge(&mut first, item);
+    }
+    Some(first)
+}
+
 /// The JSON Schemas committed in `schemas/`, by file name.
 pub fn json_schemas() -> Result<Vec<(&'static str, String)>, serde_json::Error> {
     let pretty =

@@ -169,7 +169,7 @@ pub struct ShardAgreements {
 pub fn merge_agreements(shards: &[ShardManifest]) -> Option<IndexMap<String, ChallengerReport>> {
     let first = shards.iter().find_map(|s| s.agreements.as_ref())?;
     let plan = std::sync::Arc::new(first.plan.clone());
-    let mut merged: Option<Agreements> = None;
+    let mut tallies = Vec::new();
     for s in shards.iter().filter_map(|s| s.agreements.as_ref()) {
         let Some(a) = Agreements::from_state(plan.clone(), s.state.clone()) else {
             tracing::warn!(
@@ -177,11 +177,9 @@ pub fn merge_agreements(shards: &[ShardManifest]) -> Option<IndexMap<String, Cha
             );
             return None;
         };
-        match &mut merged {
-            Some(m) => m.merge(a),
-            None => merged = Some(a),
-        }
+        tallies.push(a);
     }
+    let merged = super::merge_all(tallies, Agreements::merge);
     merged.map(|m| m.reports(&first.models))
 }
 
@@ -201,19 +199,17 @@ pub fn merge_profiles(
 ) -> Option<(IndexMap<String, Distribution>, Option<DriftReport>)> {
     let first = shards.iter().find_map(|s| s.profiles.as_ref())?;
     let plan = std::sync::Arc::new(first.plan.clone());
-    let mut merged: Option<ColumnProfiles> = None;
+    let mut profiles = Vec::new();
     for s in shards.iter().filter_map(|s| s.profiles.as_ref()) {
         match ColumnProfiles::from_state(plan.clone(), s.state.clone()) {
-            Ok(p) => match &mut merged {
-                Some(m) => m.merge(p),
-                None => merged = Some(p),
-            },
+            Ok(p) => profiles.push(p),
             Err(e) => {
                 tracing::warn!(error = %e, "a shard's column profiles cannot be read; the run's distributions are left out");
                 return None;
             }
         }
     }
+    let merged = super::merge_all(profiles, ColumnProfiles::merge);
     merged.map(|m| m.finish(first.baseline.as_deref()))
 }
 

@@ -32,7 +32,7 @@ use crate::model::ModelError;
 use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
 use crate::report::agreement::Agreements;
 use crate::report::columns::ColumnProfiles;
-use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics};
+use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics, merge_all};
 use crate::score::tree_order::{EnsembleSplits, TreeRowOrder};
 use crate::score::{ScoreStats, Scorer};
 use crate::spec::OutputLayout;
@@ -89,6 +89,10 @@ pub enum RunError {
         "{folder}: a shard took the commit lock (commit.lock) and may be committing the run now; if it died, run batchscore commit --force"
     )]
     CommitLocked { folder: String },
+    /// A DataFusion or Arrow error of a job with sensitive columns, the values it quoted
+    /// redacted (see [`RunError::redacted`]).
+    #[error("{message}")]
+    Redacted { message: String },
 }
 
 impl RunError {
@@ -102,6 +106,24 @@ impl RunError {
             Self::RejectBudget { .. } => 3,
             Self::ShardsMissing { .. } | Self::PiecesMissing { .. } | Self::AlertsFired { .. } => 4,
             _ => 1,
+        }
+    }
+
+    /// This error with the values its message may quote redacted, for a job with sensitive
+    /// columns (`[privacy]`): DataFusion's, Arrow's and a task's messages can quote a value of
+    /// the data (`Cannot cast string '<redacted>' to value of Int64 type`); batchscore's own
+    /// messages quote none.
+    pub fn redacted(self) -> Self {
+        use crate::privacy::redact::redact_message;
+        match self {
+            Self::DataFusion(_) | Self::Arrow(_) => Self::Redacted {
+                message: redact_message(&self.to_string()),
+            },
+            Self::Task { what, message } => Self::Task {
+                what,
+                message: redact_message(&message),
+            },
+            other => other,
         }
     }
 }
@@ -209,18 +231,11 @@ pub async fn execute(
 /// The workers' challenger tallies, merged (taken from the results); empty ones when the job
 /// has challengers but no row was written.
 fn merged_agreement(plan: &JobPlan, written: &mut Written) -> Option<Agreements> {
-    let mut merged: Option<Agreements> = None;
-    for a in written
+    let tallies = written
         .results
         .iter_mut()
-        .filter_map(|r| r.agreement.take())
-    {
-        match &mut merged {
-            Some(m) => m.merge(a),
-            None => merged = Some(a),
-        }
-    }
-    merged.or_else(|| plan.agreement.clone().map(Agreements::new))
+        .filter_map(|r| r.agreement.take());
+    merge_all(tallies, Agreements::merge).or_else(|| plan.agreement.clone().map(Agreements::new))
 }
 
 /// The challengers' models as `_metrics.json` reports them, in the plan's order.
@@ -233,14 +248,8 @@ fn challenger_models(plan: &JobPlan) -> Vec<ModelReport> {
 
 /// The workers' column profiles, merged (taken from the results).
 fn merged_profiles(written: &mut Written) -> Option<ColumnProfiles> {
-    let mut merged: Option<ColumnProfiles> = None;
-    for p in written.results.iter_mut().filter_map(|r| r.profiles.take()) {
-        match &mut merged {
-            Some(m) => m.merge(p),
-            None => merged = Some(p),
-        }
-    }
-    merged
+    let profiles = written.results.iter_mut().filter_map(|r| r.profiles.take());
+    merge_all(profiles, ColumnProfiles::merge)
 }
 
 /// The run's distributions from its merged profiles, and their drift from the baseline.
