@@ -1467,3 +1467,124 @@ fn json_log_events_carry_the_run_id_job_and_shard() {
         assert!(e["span"]["run_id"].is_string(), "{e}");
     }
 }
+
+/// `dir` and every file and folder under it, with their permission bits.
+fn modes_under(dir: &Path) -> Vec<(std::path::PathBuf, bool, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    let mut out = vec![(
+        dir.to_path_buf(),
+        meta.is_dir(),
+        meta.permissions().mode() & 0o777,
+    )];
+    if meta.is_dir() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            out.extend(modes_under(&e.path()));
+        }
+    }
+    out
+}
+
+fn assert_modes(dir: &Path, file: u32, folder: u32) -> Vec<String> {
+    let all = modes_under(dir);
+    for (path, is_dir, mode) in &all {
+        let want = if *is_dir { folder } else { file };
+        assert_eq!(
+            *mode,
+            want,
+            "{}: {mode:04o}, not {want:04o}",
+            path.display()
+        );
+    }
+    all.iter()
+        .map(|(p, _, _)| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `[privacy]` makes every local file a run creates 0600 and every folder 0700: the output,
+/// its parts, `_rejected/`, the markers, a history's run folders and `_LATEST`, and a sharded
+/// run's folder; `file_mode` says otherwise; without either the umask decides, as before.
+#[test]
+fn local_outputs_of_a_private_job_are_for_their_owner_only() {
+    let s = Scratch::new();
+    let churn = std::fs::read_to_string(repo().join("jobs/churn.toml"))
+        .unwrap()
+        .replace("../out/churn/ds=${ds}/", "../out/p/")
+        .replace("fill_null = 0.0\n", "")
+        .replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\nlayout = \"runs\"",
+        );
+    let private = churn.clone() + "[privacy]\nsensitive = [\"support_calls\"]\n";
+    let job = s.job("p.toml", &private);
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let names = assert_modes(&s.path("out/p"), 0o600, 0o700);
+    for want in [
+        "_LATEST",
+        "/_rejected/part-",
+        "/_manifest.json",
+        "/_SUCCESS",
+    ] {
+        assert!(names.iter().any(|n| n.contains(want)), "{want}: {names:?}");
+    }
+
+    // file_mode, for a sharded run: its run folder between the shards, then the output.
+    let fraud = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace("../out/fraud/", "../out/f/")
+        .replace(
+            "mode = \"overwrite\"",
+            "mode = \"overwrite\"\nfile_mode = \"0640\"",
+        );
+    let job = s.job("f.toml", &fraud);
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--shard", "0/2"]));
+    let names = assert_modes(&s.path("out/.f.run"), 0o640, 0o750);
+    assert!(names.iter().any(|n| n.ends_with(".json")), "{names:?}");
+    assert_ok(&run(&["run", job.to_str().unwrap(), "--shard", "1/2"]));
+    assert_modes(&s.path("out/f"), 0o640, 0o750);
+
+    // Neither: what this process's umask gives a file and a folder.
+    std::fs::create_dir(s.path("probe")).unwrap();
+    std::fs::write(s.path("probe/file"), "").unwrap();
+    let umask: Vec<u32> = modes_under(&s.path("probe")).iter().map(|m| m.2).collect();
+    let job = s.job("plain.toml", &churn.replace("../out/p/", "../out/plain/"));
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    assert_modes(&s.path("out/plain"), umask[1], umask[0]);
+}
+
+#[test]
+fn a_bad_file_mode_and_encryption_required_of_a_local_output_are_refused() {
+    let s = Scratch::new();
+    let fraud = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace("../out/fraud/", "../out/f/");
+    for (extra, want) in [
+        (
+            "file_mode = \"0755\"",
+            "[output.file_mode]: \"0755\" is not a file mode",
+        ),
+        (
+            "file_mode = \"rw\"",
+            "[output.file_mode]: \"rw\" is not a file mode",
+        ),
+        ("require_encryption = true", "[output.require_encryption]: "),
+    ] {
+        let text = fraud.replace(
+            "mode = \"overwrite\"",
+            &format!("mode = \"overwrite\"\n{extra}"),
+        );
+        let job = s.job("f.toml", &text);
+        let err = assert_exit(&run(&["run", job.to_str().unwrap()]), 2);
+        assert!(err.contains(want), "{extra}: {err}");
+        assert!(!s.path("out").exists(), "{extra}: nothing written");
+    }
+    let text = fraud.replace(
+        "mode = \"overwrite\"",
+        "mode = \"overwrite\"\nrequire_encryption = true",
+    );
+    let err = assert_exit(
+        &run(&["validate", s.job("v.toml", &text).to_str().unwrap()]),
+        2,
+    );
+    assert!(err.contains("is not encrypted by batchscore"), "{err}");
+}

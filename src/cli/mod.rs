@@ -208,9 +208,10 @@ impl StoreArgs {
             return Ok(Default::default());
         };
         let vars = self.vars.iter().cloned().collect();
-        Ok(crate::storage::StoreFactory::new(
-            crate::spec::load(job, &vars)?.spec.storage,
-        ))
+        let spec = crate::spec::load(job, &vars)?.spec;
+        // `rollback` writes `_LATEST` with the job's file permissions.
+        crate::output::mode::apply(spec.file_mode());
+        Ok(crate::storage::StoreFactory::new(spec.storage))
     }
 }
 

@@ -27,7 +27,10 @@ pub struct JobArgs {
 impl JobArgs {
     pub(super) fn load(&self) -> Result<spec::LoadedSpec, crate::diagnostics::SpecError> {
         let vars: BTreeMap<String, String> = self.vars.iter().cloned().collect();
-        spec::load(&self.job, &vars)
+        let loaded = spec::load(&self.job, &vars)?;
+        // Before anything is written: the permissions of every local file the job creates.
+        crate::output::mode::apply(loaded.spec.file_mode());
+        Ok(loaded)
     }
 }
 

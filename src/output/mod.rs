@@ -8,6 +8,7 @@
 
 pub mod history;
 pub mod local;
+pub mod mode;
 pub mod part;
 pub mod run_folder;
 pub mod store;

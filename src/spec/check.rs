@@ -14,6 +14,7 @@ pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
     check_outputs(spec, &mut p);
     check_challengers(spec, &mut p);
     check_run(&spec.run, &mut p);
+    check_protection(spec, &mut p);
     super::monitor::check(&spec.monitor, &mut p);
     super::privacy::check(&spec.privacy, &mut p);
     if spec.output.max_rows_per_file == 0 {
@@ -249,6 +250,34 @@ fn check_outputs(spec: &JobSpec, p: &mut Vec<Problem>) {
                 ),
             ));
         }
+    }
+}
+
+/// `[output] require_encryption` and `file_mode`.
+fn check_protection(spec: &JobSpec, p: &mut Vec<Problem>) {
+    use crate::storage::Scheme;
+    if let Some(text) = &spec.output.file_mode
+        && super::OutputSpec::parse_file_mode(text).is_none()
+    {
+        p.push(Problem::new(
+            "output.file_mode",
+            format!("{text:?} is not a file mode batchscore can use: give octal text such as \"0600\" or \"0640\", with read and write for the owner and no execute bits"),
+        ));
+    }
+    if !spec.output.require_encryption {
+        return;
+    }
+    let uri = &spec.output.uri;
+    match Scheme::of(uri) {
+        Some(Scheme::S3) if spec.storage.sse.is_none() => p.push(Problem::new(
+            "output.require_encryption",
+            format!("{uri}: S3 objects would be written without server-side encryption: set sse = \"AES256\", or sse = \"aws:kms\" with kms_key_id, under [storage]"),
+        )),
+        Some(Scheme::Local) => p.push(Problem::new(
+            "output.require_encryption",
+            format!("{uri}: a local output is not encrypted by batchscore: write to an encrypted object store (S3 with [storage] sse, Azure or GCS), or leave require_encryption out and rely on the disk's own encryption"),
+        )),
+        _ => {}
     }
 }
 

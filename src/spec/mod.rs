@@ -312,6 +312,39 @@ pub struct OutputSpec {
     /// Default: "flat".
     #[serde(default)]
     pub layout: OutputLayout,
+    /// Refuse the job (before any work) unless what it writes is encrypted at rest: an S3
+    /// output needs `[storage] sse`; Azure and GCS outputs pass (their services encrypt every
+    /// object); a local output is refused, as batchscore does not encrypt files. Default: false.
+    #[serde(default)]
+    pub require_encryption: bool,
+    /// Permissions of the local files a run creates, as octal text (`"0640"`); folders get
+    /// the matching execute bits (`"0750"`). The owner needs read and write, and files take no
+    /// execute bits. Default: `"0600"` (folders `"0700"`) when `[privacy]` names a sensitive
+    /// column, else the process's umask decides.
+    #[serde(default)]
+    pub file_mode: Option<String>,
+}
+
+impl OutputSpec {
+    /// `file_mode` as a number, when it is valid octal text of a mode the owner can use.
+    pub fn parse_file_mode(text: &str) -> Option<u32> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        let mode = u32::from_str_radix(digits, 8).ok()?;
+        let usable = (3..=4).contains(&digits.len()) && mode & !0o666 == 0 && mode & 0o600 == 0o600;
+        usable.then_some(mode)
+    }
+}
+
+impl JobSpec {
+    /// The mode of the local files this job creates: `[output] file_mode`, else 0600 when
+    /// `[privacy]` names a sensitive column, else none (the umask decides).
+    pub fn file_mode(&self) -> Option<u32> {
+        match &self.output.file_mode {
+            Some(text) => OutputSpec::parse_file_mode(text),
+            None if !self.privacy.sensitive.is_empty() => Some(0o600),
+            None => None,
+        }
+    }
 }
 
 /// How an output folder holds runs.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
@@ -52,8 +52,9 @@ pub struct StorageSpec {
     /// Seconds a request may take. Default: 30.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
-    /// S3 server-side encryption of written objects: `"aws:kms"` (with `kms_key_id`).
-    /// Default: none, the bucket's default encryption.
+    /// S3 server-side encryption of every written object (parts, markers, manifests, staged
+    /// and copied objects): `"AES256"` (S3-managed keys, SSE-S3) or `"aws:kms"` (SSE-KMS, with
+    /// `kms_key_id`). Default: none, the bucket's default encryption.
     #[serde(default)]
     pub sse: Option<SseMode>,
     /// The KMS key for `sse = "aws:kms"`. Default: none.
@@ -64,6 +65,10 @@ pub struct StorageSpec {
 /// Server-side encryption modes for S3 writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum SseMode {
+    /// SSE-S3: keys managed by S3.
+    #[serde(rename = "AES256")]
+    Aes256,
+    /// SSE-KMS: a key of AWS KMS, `kms_key_id`.
     #[serde(rename = "aws:kms")]
     AwsKms,
 }
@@ -146,7 +151,7 @@ pub fn check(storage: &StorageSpec, uris: &[(&str, &str)]) -> Vec<Problem> {
             "is required with sse = \"aws:kms\"",
         ));
     }
-    if storage.kms_key_id.is_some() && storage.sse.is_none() {
+    if storage.kms_key_id.is_some() && storage.sse != Some(SseMode::AwsKms) {
         p.push(Problem::new(
             "storage.sse",
             "must be \"aws:kms\" when kms_key_id is set",
@@ -226,8 +231,16 @@ impl StoreFactory {
                 if let Some(r) = &self.spec.region {
                     b = b.with_region(r);
                 }
-                if let (Some(SseMode::AwsKms), Some(k)) = (self.spec.sse, &self.spec.kms_key_id) {
-                    b = b.with_sse_kms_encryption(k);
+                match (self.spec.sse, &self.spec.kms_key_id) {
+                    (Some(SseMode::AwsKms), Some(k)) => b = b.with_sse_kms_encryption(k),
+                    (Some(SseMode::Aes256), _) => {
+                        // SSE-S3 has no builder method of its own in object_store 0.13.
+                        let key: AmazonS3ConfigKey = "aws_server_side_encryption"
+                            .parse()
+                            .map_err(|e: object_store::Error| err(e.to_string()))?;
+                        b = b.with_config(key, "AES256");
+                    }
+                    _ => {}
                 }
                 Arc::new(b.build().map_err(|e| err(e.to_string()))?)
             }
@@ -327,5 +340,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(check(&kms, &[]).len(), 1);
+        let aes_with_key = StorageSpec {
+            sse: Some(SseMode::Aes256),
+            kms_key_id: Some("k".into()),
+            ..Default::default()
+        };
+        assert_eq!(check(&aes_with_key, &[])[0].key, "storage.sse");
+        let aes = StorageSpec {
+            sse: Some(SseMode::Aes256),
+            ..Default::default()
+        };
+        assert!(check(&aes, &[]).is_empty());
     }
 }
