@@ -6,9 +6,15 @@ moto checks S3's conditional writes (If-None-Match, If-Match) and then writes, w
 lock, so two simultaneous conditional puts can both succeed; AWS S3 makes them atomic, and
 batchscore's commit relies on that. Serializing the requests gives moto the same guarantee.
 Connections are still served by threads, so keep-alive clients do not block each other.
+
+With BATCHSCORE_TEST_S3_HEADER_LOG=FILE set, every PUT and POST is also appended to FILE as
+one JSON line: its method, path, query and the server-side encryption headers it carried
+(the tests check that every object batchscore writes asked for encryption). Unset, nothing
+is recorded.
 """
 
 import argparse
+import json
 import os
 import threading
 
@@ -27,10 +33,27 @@ os.environ.setdefault("MOTO_PORT", str(args.port))
 
 app = DomainDispatcherApplication(create_backend_app)
 lock = threading.Lock()
+header_log = os.environ.get("BATCHSCORE_TEST_S3_HEADER_LOG")
+
+
+def record(environ):
+    if not header_log or environ["REQUEST_METHOD"] not in ("PUT", "POST"):
+        return
+    line = {
+        "method": environ["REQUEST_METHOD"],
+        "path": environ.get("PATH_INFO", ""),
+        "query": environ.get("QUERY_STRING", ""),
+        "sse": environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION"),
+        "kms_key_id": environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID"),
+        "copy_source": environ.get("HTTP_X_AMZ_COPY_SOURCE"),
+    }
+    with open(header_log, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def one_at_a_time(environ, start_response):
     with lock:
+        record(environ)
         # The whole response is produced inside the lock.
         return list(app(environ, start_response))
 

@@ -1304,3 +1304,156 @@ fn a_registry_in_a_bucket_registers_moves_an_alias_and_scores_by_it() {
     );
     assert_eq!(metrics["model"]["sha256"], sha.as_str());
 }
+
+/// An S3 server of a test's own (`scripts/s3-test-server.py`) that records the encryption
+/// headers of every PUT and POST it receives, and a bucket in it.
+struct RecordingServer {
+    _moto: KillOnDrop,
+    url: String,
+    log: std::path::PathBuf,
+}
+
+impl RecordingServer {
+    fn start(s: &Scratch, bucket: &str) -> Self {
+        let server = std::env::var("BATCHSCORE_TEST_MOTO_SERVER")
+            .expect("BATCHSCORE_TEST_MOTO_SERVER is not set: run the tests with scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = s.path("s3-headers.jsonl");
+        let moto = KillOnDrop(
+            std::process::Command::new(server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("BATCHSCORE_TEST_S3_HEADER_LOG", &log)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("moto answers", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        Self {
+            _moto: moto,
+            url: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// The requests that created an object in `bucket`: whole-object PUTs, copies and the
+    /// creation of multipart uploads (an upload's parts and its completion carry no
+    /// encryption headers, in S3 as here).
+    fn object_writes(&self, bucket: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| {
+                let path = r["path"].as_str().unwrap();
+                let query = r["query"].as_str().unwrap();
+                path.starts_with(&format!("/{bucket}/"))
+                    && match r["method"].as_str().unwrap() {
+                        "PUT" => !query.contains("uploadId="),
+                        _ => query.starts_with("uploads"),
+                    }
+            })
+            .collect()
+    }
+}
+
+/// Every object a run writes asks the server for encryption, with the key: the staged parts,
+/// rejected parts, manifest, metrics and `_SUCCESS`, the copies into place, and a sharded
+/// run's folder. `require_encryption` without `sse` is refused before anything is written.
+#[test]
+fn every_object_written_carries_the_server_side_encryption_headers() {
+    let key = "arn:aws:kms:us-east-1:123456789012:key/batchscore-test";
+    for (sse, kms_key_id) in [("AES256", None), ("aws:kms", Some(key))] {
+        let s = Scratch::new();
+        let b = format!("ssehdr-{}", std::process::id());
+        let server = RecordingServer::start(&s, &b);
+        let churn = churn_to_s3(&b, "error", "csv")
+            .replace("fill_null = 0.0\n", "")
+            .replace(
+                "format = \"csv\"",
+                "format = \"csv\"\nrequire_encryption = true",
+            )
+            .replace(&endpoint(), &server.url);
+        if sse == "AES256" {
+            let job = s.job("plain.toml", &churn);
+            let err = assert_exit(&s3_run(&s, &["run", job.to_str().unwrap()]), 2);
+            assert!(
+                err.contains("[output.require_encryption]: s3://")
+                    && err.contains("set sse = \"AES256\""),
+                "{err}"
+            );
+            assert_eq!(server.object_writes(&b), Vec::<serde_json::Value>::new());
+        }
+        let table = format!("sse = \"{sse}\"\n")
+            + &kms_key_id
+                .map(|k| format!("kms_key_id = \"{k}\"\n"))
+                .unwrap_or_default();
+        let job = s.job("c.toml", &(churn + &table));
+        assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+        let fraud = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+            .unwrap()
+            .replace(
+                "../sample_data",
+                repo().join("sample_data").to_str().unwrap(),
+            )
+            .replace("../out/fraud/", &format!("s3://{b}/f/"))
+            + &storage_table(true).replace(&endpoint(), &server.url)
+            + &table;
+        let job = s.job("f.toml", &fraud);
+        for shard in ["0/2", "1/2"] {
+            assert_ok(&s3_run(
+                &s,
+                &["run", job.to_str().unwrap(), "--shard", shard],
+            ));
+        }
+        let writes = server.object_writes(&b);
+        let paths: Vec<String> = writes
+            .iter()
+            .map(|w| {
+                let copy = if w["copy_source"].is_null() {
+                    ""
+                } else {
+                    " (copy)"
+                };
+                format!("{}{copy}", w["path"].as_str().unwrap())
+            })
+            .collect();
+        for want in [
+            "/scores/ds=1/_staging/",
+            "/scores/ds=1/_rejected/part-",
+            "/scores/ds=1/_manifest.json",
+            "/scores/ds=1/_metrics.json",
+            "/scores/ds=1/_SUCCESS",
+            ".csv (copy)",
+            "/f/_run/",
+            "/f/_SUCCESS",
+        ] {
+            assert!(paths.iter().any(|p| p.contains(want)), "{want}: {paths:#?}");
+        }
+        assert!(
+            paths
+                .iter()
+                .any(|p| p.contains("/f/_run/") && p.ends_with(".json")),
+            "{paths:#?}"
+        );
+        for w in &writes {
+            assert_eq!(w["sse"], sse, "{w}");
+            assert_eq!(w["kms_key_id"].as_str(), kms_key_id, "{w}");
+        }
+    }
+}
