@@ -620,6 +620,17 @@ fn keep_is_warned_about_and_a_policy_must_name_a_sensitive_column() {
         1,
         "{err}"
     );
+    // Once too when the memory fit plans the job again with a smaller layout.
+    let fitted = job("../in.csv", "parquet", "../out/b2/", POLICIES_B)
+        + "[run]\nworkers = 2\nbatch_size = 1000000\nmemory_limit = \"200 MiB\"\n";
+    let o = run_job(&s, "b2.toml", &fitted);
+    assert_ok(&o);
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("fitting the run under its memory limit"),
+        "{err}"
+    );
+    assert_eq!(err.matches("[privacy] policy \"keep\"").count(), 1, "{err}");
     let stray = POLICIES_B.replace("sensitive = [\"email\", ", "sensitive = [");
     let (_, err) = validate(
         &s,
@@ -648,4 +659,174 @@ fn keep_is_warned_about_and_a_policy_must_name_a_sensitive_column() {
             "error: job spec {file}: [privacy.policies.phone.keep_first]: has no meaning for policy \"mask\"\njob spec {file}: [privacy.policies.phone.keep_last]: policy \"mask\" needs keep_last, the trailing characters to keep\n"
         )
     );
+}
+
+/// Every file under `dir` as text (a Parquet file decoded too), when `dir` exists.
+fn written_texts(dir: &Path) -> Vec<(String, String)> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    let mut all = Vec::new();
+    for f in files_under(dir) {
+        let bytes = std::fs::read(&f).unwrap();
+        all.push((
+            f.display().to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ));
+        if f.extension().is_some_and(|e| e == "parquet") {
+            let table = read_parquet(&f);
+            all.push((format!("{} (decoded)", f.display()), format!("{table:?}")));
+        }
+    }
+    all
+}
+
+#[test]
+fn a_run_that_fails_on_a_sensitive_value_quotes_none_of_it() {
+    let s = scratch_with_inputs();
+    let model = sample("synthetic/rank1_int.onnx");
+    // (query, feature, what the error says): a strict cast in a feature, a cast in the query
+    // that DataFusion's message quotes in double quotes, and a number Arrow gives unquoted.
+    let cases = [
+        (
+            "",
+            "CAST(email AS BIGINT)",
+            "error: Arrow error: Cast error: Cannot cast string '<redacted>' to value of Int64 type\n",
+        ),
+        (
+            "query = \"SELECT row_id, CAST(CAST(name AS INTERVAL) IS NULL AS BIGINT) AS n, b FROM input\"",
+            "n",
+            "error: Arrow error: Parser error: Invalid input syntax for type interval: \"<redacted>\"\n",
+        ),
+        (
+            "",
+            "CAST(amount * 1000000000 AS INT)",
+            "error: Arrow error: Cast error: Can't cast value <redacted> to type Int32\n",
+        ),
+    ];
+    let mut forbidden = seeded();
+    forbidden.extend([KEY, "12500000000"]);
+    for (k, (query, feature, message)) in cases.into_iter().enumerate() {
+        for format in ["text", "json"] {
+            let spec = format!(
+                r#"name = "fails"
+[input]
+uri = "../in.csv"
+{query}
+[model]
+uri = "{model}"
+[inputs.a]
+columns = ["{feature}"]
+[output]
+uri = "../out/f{k}-{format}/"
+passthrough = ["row_id"]
+[privacy]
+sensitive = ["email", "phone", "amount", "name", "acct"]
+"#,
+                feature = feature.replace('"', "\\\""),
+            );
+            let job = s.job(&format!("f{k}-{format}.toml"), &spec);
+            let o = batchscore()
+                .args(["--log-format", format, "run", job.to_str().unwrap()])
+                .env("RUST_LOG", "trace")
+                .output()
+                .unwrap();
+            let err = assert_exit(&o, 1);
+            assert!(err.ends_with(message), "case {k} ({format}): {err}");
+            assert!(err.contains("run failed: nothing was committed"), "{err}");
+            let (out, _) = text(&o);
+            let mut haystacks = vec![("stdout".to_string(), out), ("stderr".to_string(), err)];
+            haystacks.extend(written_texts(&s.path(&format!("out/f{k}-{format}"))));
+            for (what, text) in &haystacks {
+                for value in &forbidden {
+                    assert!(
+                        !text.contains(value),
+                        "case {k} ({format}): {what} holds {value:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_challenger_follows_the_champions_privacy() {
+    // The churn challenger job, its customer ids hashed and two of the features' columns
+    // sensitive: total_charges (read as it is) and support_calls (inside ln(1 + …)).
+    let s = Scratch::new();
+    let spec = std::fs::read_to_string(repo().join("jobs/churn-challenger.toml")).unwrap()
+        + r#"
+[privacy]
+sensitive = ["customer_id", "total_charges", "support_calls"]
+[privacy.policies.customer_id]
+policy = "hash"
+key = "${env:BATCHSCORE_PRIVACY_TEST_KEY}"
+"#;
+    let job = s.job("churn-challenger.toml", &spec);
+    let o = batchscore()
+        .args(["--log-format", "json", "run", job.to_str().unwrap()])
+        .args(["--var", "ds=2026-11-27"])
+        .env("BATCHSCORE_PRIVACY_TEST_KEY", KEY)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let dir = s.path("out/churn-challenger/ds=2026-11-27");
+    let written = read_output(&dir);
+    assert_eq!(written["small_churn_probability"].len(), 1941);
+    assert!(
+        texts(&written["customer_id"])
+            .iter()
+            .all(|id| id.len() == 64)
+    );
+    // Every total charge, as Rust and Python print a float: none may show anywhere.
+    let mut forbidden: Vec<String> = vec![KEY.to_string()];
+    for region in ["apac", "eu", "us"] {
+        let folder = repo().join(format!("sample_data/churn/data/region={region}"));
+        let Ok(files) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for f in files {
+            for c in &read_parquet(&f.unwrap().path())["total_charges"] {
+                if let Cell::Float(v) = c {
+                    forbidden.push(v.to_string());
+                }
+            }
+        }
+    }
+    assert!(forbidden.len() > 1000, "{}", forbidden.len());
+    let (out, err) = text(&o);
+    assert!(err.contains("\"level\":\"INFO\""), "logs at trace: {err}");
+    let mut haystacks = vec![("stdout".to_string(), out), ("stderr".to_string(), err)];
+    haystacks.extend(written_texts(&dir));
+    for (what, text) in &haystacks {
+        for value in &forbidden {
+            assert!(!text.contains(value.as_str()), "{what} holds {value:?}");
+        }
+    }
+    // No distribution of a feature that reads a sensitive column; the champion's and the
+    // challenger's columns, and the other features, have theirs.
+    let metrics = read_json(&dir.join("_metrics.json"));
+    let distributions = metrics["distributions"].as_object().unwrap();
+    let names: Vec<&String> = distributions.keys().collect();
+    for sensitive in [
+        "total_charges",
+        "support_calls",
+        "features[2]",
+        "features[3]",
+    ] {
+        assert!(
+            !names.iter().any(|n| n.contains(sensitive)),
+            "{sensitive}: {names:?}"
+        );
+    }
+    for kept in [
+        "churn_probability",
+        "small_churn_probability",
+        "tenure",
+        "monthly_charges",
+    ] {
+        assert!(distributions.contains_key(kept), "{kept}: {names:?}");
+    }
+    assert_eq!(metrics["challengers"]["small"]["rows_rejected"], 0);
 }

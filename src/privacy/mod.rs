@@ -5,6 +5,7 @@
 //! policy applies to both.
 
 pub mod hmac;
+pub mod redact;
 pub mod udf;
 
 use std::collections::BTreeSet;
@@ -145,6 +146,16 @@ impl PrivacyPlan {
         }
     }
 
+    /// Logs a warning for each pass-through column under `keep`; once per run (planning may
+    /// bind the input twice, when the memory fit changes the layout).
+    pub fn warn_kept(&self) {
+        for name in &self.passed {
+            if let Some(Policy::Keep) = self.policies.get(name) {
+                tracing::warn!(column = %name, "[privacy] policy \"keep\": a sensitive column is written as it is, in the output and in _rejected/ rows");
+            }
+        }
+    }
+
     /// Per feature expression: whether it reads a sensitive column (recorded as read).
     pub fn mark_features(&mut self, exprs: &[Expr]) -> Vec<bool> {
         exprs
@@ -246,7 +257,7 @@ fn bind_policies(spec: &PrivacySpec, plan: &mut PrivacyPlan, problems: &mut Vec<
 }
 
 /// Every sensitive pass-through column has a policy in `spec` (one whose key could not be had
-/// is a problem of its own); `keep` is warned about.
+/// is a problem of its own).
 fn require_policies(
     plan: &mut PrivacyPlan,
     spec: &PrivacySpec,
@@ -259,9 +270,6 @@ fn require_policies(
         };
         plan.passed.push(name.clone());
         match plan.policies.get(name) {
-            Some(Policy::Keep) => {
-                tracing::warn!(column = %name, "[privacy] policy \"keep\": a sensitive column is written as it is, in the output and in _rejected/ rows");
-            }
             Some(_) => {}
             None if spec.policies.contains_key(name) => {}
             None => {

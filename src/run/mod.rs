@@ -352,10 +352,25 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
     .with_row_order(row_order))
 }
 
+/// [`write_parts_of`], its error redacted ([`RunError::redacted`]) when the job has sensitive
+/// columns: reading, the query and the features are where a value can reach a message.
+async fn write_parts(
+    plan: &mut JobPlan,
+    scoring: &Scoring,
+    scorer: &Arc<Scorer>,
+    destination: &Destination,
+    progress: Option<&ProgressBar>,
+) -> Result<Written, RunError> {
+    let redact = plan.privacy.any();
+    write_parts_of(plan, scoring, scorer, destination, progress)
+        .await
+        .map_err(|e| if redact { e.redacted() } else { e })
+}
+
 /// Runs the plan: every worker's task, and the malformed rows' for a CSV input, writing into
 /// `staging`; then checks the reject rate. An empty input still gets one empty part, so that
 /// readers see the output's schema. The progress bar gets its length here unless it has one.
-async fn write_parts(
+async fn write_parts_of(
     plan: &mut JobPlan,
     scoring: &Scoring,
     scorer: &Arc<Scorer>,

@@ -155,7 +155,8 @@ impl PartitionTask {
 /// Writes the malformed rows of a CSV scan to `_rejected/` (stage `read`, the file and line
 /// in `_reason`, the record in `_value`, pass-through columns null) and counts them as
 /// rejected, stopping the run past `max_rejected` as the scoring tasks do. With `redact` (the
-/// input has sensitive columns) a record's `_value` is `<redacted>`, whole.
+/// input has sensitive columns) a record's `_value` is `<redacted>`, whole, and so is each
+/// value a parse error's message quotes ([`police_reason`]).
 pub(super) async fn write_malformed(
     mut malformed: tokio::sync::mpsc::Receiver<MalformedRow>,
     mut scan_done: tokio::sync::oneshot::Receiver<()>,
@@ -184,6 +185,11 @@ pub(super) async fn write_malformed(
             break;
         }
         let t = Instant::now();
+        if redact {
+            for r in &mut rows {
+                r.reason = police_reason(&r.reason);
+            }
+        }
         let texts: Vec<(String, String)> = rows
             .iter()
             .map(|r| {
@@ -210,6 +216,20 @@ pub(super) async fn write_malformed(
     result.rejected_files = writer.finish().await?;
     result.write += t.elapsed();
     Ok(result)
+}
+
+/// A malformed record's reason with the values it may quote redacted: batchscore's own reasons
+/// quote only column names (`column "b": cannot parse as Float64`, `field 3 ("email") is not
+/// valid UTF-8`); a parse error in a form it does not recognise (`malformed CSV record: ` and
+/// Arrow's message) can quote the value.
+fn police_reason(reason: &str) -> String {
+    match reason.strip_prefix("malformed CSV record: ") {
+        Some(rest) if !rest.ends_with(" is not valid UTF-8") => format!(
+            "malformed CSV record: {}",
+            crate::privacy::redact::redact_message(rest)
+        ),
+        _ => reason.to_string(),
+    }
 }
 
 /// Join handles that abort their tasks when dropped, and wait until they have stopped.

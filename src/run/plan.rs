@@ -395,7 +395,8 @@ fn profile_plan(
 
 /// Opens and binds the input (for a shard, refusing a query that cannot be split by units),
 /// then fits the layout under the memory limit; when the fit changed the layout, the scans
-/// are set up again with it (footers come from the cache).
+/// are set up again with it (footers come from the cache). A `keep` policy is warned about
+/// once, whichever binding stays.
 async fn open_fitted(
     ctx: &SessionContext,
     s: &mut JobSpec,
@@ -420,11 +421,13 @@ async fn open_fitted(
         _ => None,
     };
     if !memory.as_ref().is_some_and(|m| m.reduced) {
+        bound.privacy.warn_kept();
         return (bound, memory);
     }
     set_layout(ctx, &s.run);
     let _ = ctx.deregister_table(crate::input::INPUT_TABLE);
     let bound = open_and_bind(ctx, s, stores, model, shard, &mut Vec::new()).await;
+    bound.privacy.warn_kept();
     (bound, memory)
 }
 
