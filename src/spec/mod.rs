@@ -732,6 +732,44 @@ uri = "out/ds=${ds}/"
     }
 
     #[test]
+    fn require_encryption_passes_encrypted_stores_only_and_file_mode_follows_privacy() {
+        let with = |uri: &str, extra: &str| {
+            let text = MINIMAL
+                .replace("out/ds=${ds}/", uri)
+                .replace("[output]", "[output]\nrequire_encryption = true")
+                + extra;
+            load_toml(&text, &[]).map(|s| s.spec)
+        };
+        for uri in [
+            "az://c/out/",
+            "gs://b/out/",
+            "abfss://c@a.dfs.core.windows.net/o/",
+        ] {
+            assert!(with(uri, "").is_ok(), "{uri}");
+        }
+        assert!(with("s3://b/out/", "[storage]\nsse = \"AES256\"\n").is_ok());
+        for uri in ["s3://b/out/", "out/"] {
+            let e = with(uri, "").unwrap_err();
+            assert_eq!(e.problems[0].key, "output.require_encryption", "{uri}");
+        }
+        let plain = load_toml(MINIMAL, &[("ds", "x")]).unwrap().spec;
+        assert_eq!(plain.file_mode(), None);
+        let private = format!("{MINIMAL}\n[privacy]\nsensitive = [\"email\"]\n");
+        let private = load_toml(&private, &[("ds", "x")]).unwrap().spec;
+        assert_eq!(private.file_mode(), Some(0o600));
+        let text = MINIMAL.replace("[output]", "[output]\nfile_mode = \"0640\"");
+        assert_eq!(
+            load_toml(&text, &[("ds", "x")]).unwrap().spec.file_mode(),
+            Some(0o640)
+        );
+        for bad in ["0755", "0400", "640x", "06400"] {
+            let text = MINIMAL.replace("[output]", &format!("[output]\nfile_mode = \"{bad}\""));
+            let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
+            assert_eq!(e.problems[0].key, "output.file_mode", "{bad}");
+        }
+    }
+
+    #[test]
     fn every_value_problem_is_listed() {
         let text = MINIMAL.replace("[output]", "[output]\nmax_rows_per_file = 0")
             + "\n[run]\nbatch_size = 0\ninference_batch_size = 0\n[inputs.features]\ncolumns = []\n";
