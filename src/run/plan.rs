@@ -982,3 +982,37 @@ fn choose_device(run: &RunSpec, problems: &mut Vec<Problem>) -> ExecutionDevice 
     }
     ExecutionDevice::Cpu
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A challenger is fed the champion's feature bindings, and so knows which of them read a
+    /// sensitive column: its `_value`s and ONNX Runtime's messages are withheld as the
+    /// champion's are.
+    #[tokio::test]
+    async fn a_challenger_knows_which_features_are_sensitive() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(repo.join("jobs/churn-challenger.toml"))
+            .unwrap()
+            .replace(
+                "../sample_data",
+                &repo.join("sample_data").display().to_string(),
+            )
+            .replace("../out/", &format!("{}/out/", dir.path().display()))
+            + "\n[privacy]\nsensitive = [\"total_charges\", \"support_calls\"]\n";
+        let file = dir.path().join("job.toml");
+        std::fs::write(&file, text).unwrap();
+        let vars = [("ds".to_string(), "2026-11-27".to_string())].into();
+        let plan = plan_job(crate::spec::load(&file, &vars).unwrap(), None)
+            .await
+            .unwrap();
+        let flags = |inputs: &[InputBinding]| -> Vec<Vec<bool>> {
+            inputs.iter().map(|b| b.sensitive.clone()).collect()
+        };
+        let want = vec![vec![false, false, true, true, false]];
+        assert_eq!(flags(&plan.bound.inputs), want);
+        assert_eq!(flags(&plan.challengers[0].inputs), want);
+    }
+}
