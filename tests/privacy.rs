@@ -830,3 +830,49 @@ key = "${env:BATCHSCORE_PRIVACY_TEST_KEY}"
     }
     assert_eq!(metrics["challengers"]["small"]["rows_rejected"], 0);
 }
+
+#[test]
+fn a_csv_parse_error_of_a_form_batchscore_does_not_recognise_quotes_no_value() {
+    // The head says `ts` holds timestamps; a later record's does not parse, and Arrow's
+    // message (which batchscore passes on in `_reason`) quotes it.
+    let s = Scratch::new();
+    let mut csv = "row_id,a,b,ts\n".to_string();
+    for i in 0..3000 {
+        csv.push_str(&format!("{i},{},1,2020-01-01T00:00:{:02}\n", i % 7, i % 60));
+    }
+    csv.push_str("3000,1,1,bob.secret@example.org\n");
+    std::fs::write(s.path("ts.csv"), csv).unwrap();
+    let spec = format!(
+        r#"name = "ts"
+[input]
+uri = "../ts.csv"
+[model]
+uri = "{}"
+[output]
+uri = "../out/ts/"
+passthrough = ["row_id"]
+[privacy]
+sensitive = ["ts"]
+"#,
+        sample("synthetic/rank1_int.onnx")
+    );
+    let o = batchscore()
+        .args(["run", s.job("ts.toml", &spec).to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let dir = s.path("out/ts");
+    let reason = "malformed CSV record: Parser error: Error parsing column 3 at line 0: Parser error: Error parsing timestamp from '<redacted>': error parsing date";
+    let metrics = read_json(&dir.join("_metrics.json"));
+    assert_eq!(
+        metrics["rejected_reasons"],
+        serde_json::json!([{"reason": reason, "count": 1}])
+    );
+    let (out, err) = text(&o);
+    let mut haystacks = vec![("stdout".to_string(), out), ("stderr".to_string(), err)];
+    haystacks.extend(written_texts(&dir));
+    for (what, text) in &haystacks {
+        assert!(!text.contains("bob.secret"), "{what} holds the value");
+    }
+}
