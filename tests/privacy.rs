@@ -502,6 +502,122 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     all
 }
 
+/// Where a leak test's run writes: a local folder, or a prefix in the S3 server.
+enum Place {
+    Local,
+    S3 { endpoint: String, bucket: String },
+}
+
+/// A fresh bucket in the S3 server `scripts/test` starts, made with a plain CreateBucket.
+fn s3_bucket() -> (String, String) {
+    use std::io::{Read, Write};
+    let endpoint = std::env::var("BATCHSCORE_TEST_S3_ENDPOINT").expect(
+        "BATCHSCORE_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts an S3 server (moto)",
+    );
+    let bucket = format!("privacy-leak-{}", std::process::id());
+    let addr = endpoint.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "PUT /{bucket} HTTP/1.1\r\nContent-Length: 0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+    (endpoint, bucket)
+}
+
+/// Every object under `prefix` in the bucket, by name, with its bytes.
+fn s3_objects(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("AKIABATCHSCORETESTKEY")
+        .with_secret_access_key("batchscore-test-secret")
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let metas: Vec<_> = store
+            .list(Some(&prefix.into()))
+            .try_collect()
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        for m in metas {
+            let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+            all.push((m.location.to_string(), bytes.to_vec()));
+        }
+        all
+    })
+}
+
+/// Runs the leak job writing `format` to `place` at `RUST_LOG=trace` with the progress line
+/// on, and returns every text it produced: stdout, stderr, and each file it wrote (raw, and
+/// decoded for Parquet, which compresses and dictionary-encodes its values).
+fn leak_run(s: &Scratch, format: &str, place: &Place) -> Vec<(String, String)> {
+    let out = match place {
+        Place::Local => format!("../out/leak-{format}/"),
+        Place::S3 { bucket, .. } => format!("s3://{bucket}/leak-{format}/"),
+    };
+    let mut spec = job("../in.csv", format, &out, POLICIES_A);
+    if let Place::S3 { endpoint, .. } = place {
+        spec += &format!("[storage]\nendpoint = \"{endpoint}\"\nallow_http = true\n");
+    }
+    let o = batchscore()
+        .args(["run", "--progress", "always"])
+        .arg(s.job(&format!("leak-{format}.toml"), &spec))
+        .env("BATCHSCORE_PRIVACY_TEST_KEY", KEY)
+        .env("RUST_LOG", "trace")
+        .env("AWS_ACCESS_KEY_ID", "AKIABATCHSCORETESTKEY")
+        .env("AWS_SECRET_ACCESS_KEY", "batchscore-test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let (stdout, stderr) = text(&o);
+    assert!(stderr.contains(" INFO "), "logs at trace: {stderr}");
+    let mut haystacks = vec![
+        ("stdout".to_string(), stdout),
+        ("stderr".to_string(), stderr),
+    ];
+    let files: Vec<(String, Vec<u8>)> = match place {
+        Place::Local => files_under(&s.path(&format!("out/leak-{format}")))
+            .into_iter()
+            .map(|f| (f.display().to_string(), std::fs::read(&f).unwrap()))
+            .collect(),
+        Place::S3 { endpoint, bucket } => s3_objects(endpoint, bucket, &format!("leak-{format}")),
+    };
+    assert!(
+        files.iter().any(|(name, _)| name.contains("_rejected/")),
+        "{format}: no rejected part"
+    );
+    for (name, bytes) in files {
+        if name.ends_with(".parquet") {
+            let copy = s.path("decoded.parquet");
+            std::fs::write(&copy, &bytes).unwrap();
+            haystacks.push((
+                format!("{name} (decoded)"),
+                format!("{:?}", read_parquet(&copy)),
+            ));
+        }
+        haystacks.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    haystacks
+}
+
+/// Seeded sensitive values (and the hash key) appear in nothing a run produced, for Parquet
+/// and CSV outputs, local and in the S3 server: outputs, `_rejected/` rows (two rejected rows
+/// and a malformed record holding an email of its own), manifest, metrics, logs at trace and
+/// the progress line.
 #[test]
 fn no_sensitive_value_reaches_any_file_or_log() {
     let s = Scratch::new();
@@ -511,22 +627,27 @@ fn no_sensitive_value_reaches_any_file_or_log() {
     write_csv(&s.path("in.csv"), Some(malformed));
     let mut forbidden = seeded();
     forbidden.extend(["eve.secret@example.com", "+1 555 0142", "Eve Secret", KEY]);
-    let o = batchscore()
-        .args([
-            "run",
-            s.job(
-                "leak.toml",
-                &job("../in.csv", "parquet", "../out/leak/", POLICIES_A),
-            )
-            .to_str()
-            .unwrap(),
-        ])
-        .env("BATCHSCORE_PRIVACY_TEST_KEY", KEY)
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
-    assert_ok(&o);
-    let dir = s.path("out/leak");
+    let (endpoint, bucket) = s3_bucket();
+    let s3 = Place::S3 { endpoint, bucket };
+    for (format, place) in [
+        ("parquet", &Place::Local),
+        ("csv", &Place::Local),
+        ("parquet", &s3),
+        ("csv", &s3),
+    ] {
+        let haystacks = leak_run(&s, format, place);
+        assert!(
+            haystacks.len() > 6,
+            "{:?}",
+            haystacks.iter().map(|h| &h.0).collect::<Vec<_>>()
+        );
+        for (what, text) in &haystacks {
+            for value in &forbidden {
+                assert!(!text.contains(value), "{what} holds {value:?}");
+            }
+        }
+    }
+    let dir = s.path("out/leak-parquet");
     let rejected = read_rejected(&dir);
     assert_eq!(
         rejected["_stage"].len(),
@@ -534,31 +655,6 @@ fn no_sensitive_value_reaches_any_file_or_log() {
         "two rows and a record rejected"
     );
     assert!(texts(&rejected["_value"]).contains(&"<redacted>".to_string()));
-    let (out, err) = text(&o);
-    assert!(err.contains(" INFO "), "logs at trace: {err}");
-    let mut haystacks = vec![("stdout".to_string(), out), ("stderr".to_string(), err)];
-    for f in files_under(&dir) {
-        let bytes = std::fs::read(&f).unwrap();
-        haystacks.push((
-            f.display().to_string(),
-            String::from_utf8_lossy(&bytes).into_owned(),
-        ));
-        // Parquet compresses and dictionary-encodes: its values are read back too.
-        if f.extension().is_some_and(|e| e == "parquet") {
-            let table = read_parquet(&f);
-            haystacks.push((format!("{} (decoded)", f.display()), format!("{table:?}")));
-        }
-    }
-    assert!(
-        haystacks.len() > 5,
-        "{:?}",
-        haystacks.iter().map(|h| &h.0).collect::<Vec<_>>()
-    );
-    for (what, text) in &haystacks {
-        for value in &forbidden {
-            assert!(!text.contains(value), "{what} holds {value:?}");
-        }
-    }
     // The sensitive feature has no distribution; the other one has.
     let metrics = read_json(&dir.join("_metrics.json"));
     let distributions = metrics["distributions"].as_object().unwrap();
