@@ -345,6 +345,8 @@ Usage: batchscore [OPTIONS] <COMMAND>
 
 Commands:
   run       Run a job: score the input and commit the output atomically
+  score     Score data with a model without a job spec: model inputs bind to the columns of their
+            names, or to --columns
   validate  Check a job without scoring: spec, model, input schema, every mapping. Lists every
             problem
   plan      List the work units a run's input is cut into, with their rows, and how they fall into
@@ -380,6 +382,7 @@ committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
+  batchscore score model.onnx customers.parquet -o preds/ --key customer_id
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -394,8 +397,8 @@ Examples:
     );
     // Each command's own help ends with an example of that command.
     for cmd in [
-        "run", "validate", "plan", "commit", "models", "runs", "rollback", "inspect", "bench",
-        "schema",
+        "run", "score", "validate", "plan", "commit", "models", "runs", "rollback", "inspect",
+        "bench", "schema",
     ] {
         let out = help(&[cmd, "--help"]);
         let example = |heading: &str| format!("{heading}:\n  batchscore {cmd} ");

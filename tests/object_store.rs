@@ -1457,3 +1457,50 @@ fn every_object_written_carries_the_server_side_encryption_headers() {
         }
     }
 }
+
+/// `batchscore score` with no spec: the model and the rows in the bucket, the output
+/// committed there, the store's endpoint from the environment as a user's shell gives it.
+#[test]
+fn score_without_a_spec_reads_and_commits_in_a_bucket() {
+    let s = Scratch::new();
+    let (b, store) = bucket("adhoc-score");
+    upload_dir(&store, &repo().join("sample_data/churn/data"), "churn/data");
+    upload_file(
+        &store,
+        &sample("churn/churn_lgbm.onnx"),
+        "models/churn.onnx",
+    );
+    let o = s3_command(
+        &s,
+        &[
+            "score",
+            &format!("s3://{b}/models/churn.onnx"),
+            &format!("s3://{b}/churn/data/"),
+            "-o",
+            &format!("s3://{b}/preds/"),
+            "--key",
+            "customer_id",
+            "--columns",
+            "features=tenure,monthly_charges,total_charges,ln(1 + support_calls),is_senior",
+            "--fill-null",
+            "0",
+            "--query",
+            "SELECT * FROM input WHERE region <> 'apac'",
+            "--output",
+            "churn_probability=probabilities[1]",
+        ],
+    )
+    .env("AWS_ENDPOINT_URL", endpoint())
+    .env("AWS_ALLOW_HTTP", "true")
+    .output()
+    .unwrap();
+    assert_ok(&o);
+    assert_bucket_output(
+        &store,
+        "preds",
+        &s.path("downloaded"),
+        "churn/expected.parquet",
+        "customer_id",
+        &["churn_probability"],
+    );
+}

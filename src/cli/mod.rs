@@ -9,6 +9,7 @@ mod plan;
 mod progress;
 mod run;
 mod runs;
+mod score;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ committed).
 
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
+  batchscore score model.onnx customers.parquet -o preds/ --key customer_id
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -84,6 +86,13 @@ beside the output parts, _SUCCESS last."
         /// earlier attempt of the same run (killed, or failed) finished.
         #[arg(long, conflicts_with = "shard")]
         resume: bool,
+    },
+    /// Score data with a model without a job spec: model inputs bind to the columns of their
+    /// names, or to --columns.
+    #[command(after_help = score::AFTER_HELP)]
+    Score {
+        #[command(flatten)]
+        args: score::ScoreArgs,
     },
     /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
     #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
@@ -258,9 +267,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 progress,
                 json,
                 resume,
+                report_on_stderr: false,
             };
             run::run_or_shard(&job, &shard, how, ort_lib).await
         }
+        Command::Score { args } => score::score(args, ort_lib).await,
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(
@@ -308,11 +319,14 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         signal.exit_code
     } else if let Some(r) = e.downcast_ref::<crate::run::RunError>() {
         r.exit_code()
+    } else if let Some(s) = e.downcast_ref::<sql::SqlError>() {
+        s.exit_code()
     } else if e.downcast_ref::<crate::diagnostics::SpecError>().is_some()
         || e.downcast_ref::<crate::model::DeviceError>().is_some()
         || e.downcast_ref::<crate::run::scheduler::AutoShardError>()
             .is_some()
         || e.downcast_ref::<run::ShardError>().is_some()
+        || e.downcast_ref::<score::ScoreError>().is_some()
         || e.downcast_ref::<models::ParityError>().is_some()
         || e.downcast_ref::<runs::HistoryError>().is_some()
     {
@@ -326,6 +340,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         } else {
             2
         }
+    } else if let Some(i) = e.downcast_ref::<init::InitError>() {
+        i.exit_code()
     } else if let Some(b) = e.downcast_ref::<BenchError>() {
         match b {
             BenchError::Model(m) => model_code(m),

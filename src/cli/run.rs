@@ -119,6 +119,8 @@ pub struct How {
     pub json: bool,
     /// `--resume`: score in recorded pieces, skipping those an earlier attempt finished.
     pub resume: bool,
+    /// The summary (or the metrics) on stderr, as when stdout carries the predictions.
+    pub report_on_stderr: bool,
 }
 
 /// Runs a job, or one shard of it when it is split (see [`ShardArgs`]).
@@ -216,7 +218,7 @@ async fn run_shard(
 }
 
 /// Runs a whole job; prints one summary line (or, with `json`, the metrics) on stdout.
-async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Result<()> {
+pub(super) async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     let plan = plan_job(spec, ort_lib).await?;
     let monitor = plan.spec.spec.monitor.clone();
     if plan.spec.spec.output.mode == WriteMode::Skip
@@ -242,11 +244,20 @@ async fn run(spec: LoadedSpec, how: How, ort_lib: Option<&Path>) -> anyhow::Resu
         }
     };
     publish_success(&monitor, &summary.metrics, None).await;
-    let json = how.json;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary.metrics)?);
+    let mut summary = summary;
+    if how.report_on_stderr {
+        // The folder was the command's own scratch; the rows went to stdout.
+        summary.output = "stdout".into();
+    }
+    let report = if how.json {
+        serde_json::to_string_pretty(&summary.metrics)?
     } else {
-        println!("{}", summary_line(&summary));
+        summary_line(&summary)
+    };
+    if how.report_on_stderr {
+        eprintln!("{report}");
+    } else {
+        println!("{report}");
     }
     Ok(alerts_outcome(&summary.metrics)?)
 }

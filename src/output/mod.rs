@@ -11,6 +11,7 @@ pub mod local;
 pub mod mode;
 pub mod part;
 pub mod run_folder;
+pub mod stdout;
 pub mod store;
 
 use std::path::{Path, PathBuf};

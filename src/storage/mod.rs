@@ -37,7 +37,8 @@ pub struct StorageSpec {
     /// Region of the bucket. Default: `AWS_REGION` (or `AWS_DEFAULT_REGION`), else us-east-1.
     #[serde(default)]
     pub region: Option<String>,
-    /// Allow plain-HTTP endpoints. Default: false, a plain-HTTP endpoint is refused.
+    /// Allow plain-HTTP endpoints. Default: false, a plain-HTTP endpoint is refused, unless
+    /// the environment sets `AWS_ALLOW_HTTP=true` (as commands without a spec need).
     #[serde(default)]
     pub allow_http: bool,
     /// Retries of a transient failure (5xx, connection reset, throttling). Default: 10.
@@ -104,6 +105,13 @@ impl Scheme {
     }
 }
 
+/// `allow_http`, or `AWS_ALLOW_HTTP=true` in the environment (object_store's own variable,
+/// which `score`, `sql` and `init` users set for a local S3-compatible server).
+pub fn allows_http(spec: &StorageSpec) -> bool {
+    spec.allow_http
+        || std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Whether `uri` names an object in a store (not a local path or `file://` URL).
 pub fn is_remote(uri: &str) -> bool {
     Scheme::of(uri).is_some_and(Scheme::is_remote)
@@ -137,7 +145,7 @@ pub fn check(storage: &StorageSpec, uris: &[(&str, &str)]) -> Vec<Problem> {
         });
     if let Some((key, e)) = endpoint
         && e.to_ascii_lowercase().starts_with("http://")
-        && !storage.allow_http
+        && !allows_http(storage)
         && uris.iter().any(|(_, u)| Scheme::of(u) == Some(Scheme::S3))
     {
         p.push(Problem::new(
@@ -199,7 +207,7 @@ impl StoreFactory {
 
     fn client_options(&self) -> ClientOptions {
         ClientOptions::new()
-            .with_allow_http(self.spec.allow_http)
+            .with_allow_http(allows_http(&self.spec))
             .with_connect_timeout(Duration::from_secs(
                 self.spec.connect_timeout_secs.unwrap_or(5),
             ))
@@ -224,7 +232,7 @@ impl StoreFactory {
                     .with_bucket_name(&host)
                     .with_retry(self.retry())
                     .with_client_options(self.client_options())
-                    .with_allow_http(self.spec.allow_http);
+                    .with_allow_http(allows_http(&self.spec));
                 if let Some(e) = &self.spec.endpoint {
                     b = b.with_endpoint(e);
                 }
