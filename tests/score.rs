@@ -372,3 +372,54 @@ fn refusals_name_the_flag() {
     }
     assert!(!s.path("preds").exists());
 }
+
+/// Every command of the README's "From the shell" examples runs as written (from a checkout
+/// with the binary on PATH) and exits 0; what each prints is checked by the tests above.
+#[test]
+fn the_readme_shell_examples_run_as_written() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let start = readme
+        .find("\n## From the shell")
+        .expect("a From the shell section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut commands = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        let joined = block.replace("\\\n", " ");
+        commands.extend(
+            joined
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    assert!(commands.len() >= 4, "{commands:?}");
+    let s = Scratch::new();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_batchscore"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    for c in &commands {
+        let mut bash = std::process::Command::new("bash");
+        bash.args(["-o", "pipefail", "-c", c])
+            .current_dir(s.dir.path())
+            .env("PATH", &path)
+            .env("RUST_LOG", "warn");
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            bash.env(
+                "ORT_DYLIB_PATH",
+                repo().join(".ort/lib/libonnxruntime.so.1.31.1"),
+            );
+        }
+        let o = bash.output().unwrap();
+        let (out, err) = text(&o);
+        assert!(
+            o.status.success(),
+            "{c}\nexit {:?}\n{out}\n{err}",
+            o.status.code()
+        );
+        assert!(!out.is_empty() || !err.is_empty(), "{c} printed nothing");
+    }
+}
