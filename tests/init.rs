@@ -302,3 +302,92 @@ fn help_has_an_example() {
         text(&o).0
     );
 }
+
+/// In an S3 server (moto, started by `scripts/test`): the model and the data are read from
+/// the bucket with the environment's endpoint and credentials, the spec keeps their s3://
+/// URIs, and it scores as onnxruntime did.
+#[test]
+fn model_and_data_in_a_bucket() {
+    use object_store::aws::AmazonS3Builder;
+    use object_store::{ObjectStoreExt, PutPayload};
+    const ACCESS_KEY: &str = "AKIABATCHSCORETESTKEY";
+    const SECRET_KEY: &str = "batchscore-test-secret-d41d8cd98f00b204e980";
+    let endpoint = std::env::var("BATCHSCORE_TEST_S3_ENDPOINT").expect(
+        "BATCHSCORE_TEST_S3_ENDPOINT is not set: run the tests with scripts/test, which starts an S3 server (moto)",
+    );
+    let bucket = format!("init-{}", std::process::id());
+    let addr = endpoint.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        c,
+        "PUT /{bucket} HTTP/1.1\r\nContent-Length: 0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "CreateBucket: {reply}");
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(&bucket)
+        .with_region("us-east-1")
+        .with_access_key_id(ACCESS_KEY)
+        .with_secret_access_key(SECRET_KEY)
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (file, key) in [
+        ("fraud/fraud_xgb.onnx", "models/fraud_xgb.onnx"),
+        ("fraud/transactions.parquet", "data/part-0.parquet"),
+    ] {
+        let bytes = std::fs::read(sample(file)).unwrap();
+        rt.block_on(store.put(&key.into(), PutPayload::from(bytes)))
+            .unwrap();
+    }
+
+    let s = Scratch::new();
+    let s3 = |args: &[&str]| {
+        batchscore()
+            .current_dir(s.dir.path())
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("BATCHSCORE_CACHE", s.path("cache"))
+            .output()
+            .unwrap()
+    };
+    let model = format!("s3://{bucket}/models/fraud_xgb.onnx");
+    let data = format!("s3://{bucket}/data/");
+    assert_ok(&s3(&["init", &model, &data, "-o", "jobs/fraud.toml"]));
+    let text = std::fs::read_to_string(s.path("jobs/fraud.toml")).unwrap();
+    let spec: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(spec["model"]["uri"].as_str(), Some(model.as_str()));
+    assert_eq!(spec["input"]["uri"].as_str(), Some(data.as_str()));
+    assert_eq!(
+        input_columns(&spec, "input").unwrap(),
+        ["x0", "x1", "x2", "x3", "x4", "x5"]
+    );
+    assert_ok(&s3(&["validate", "jobs/fraud.toml"]));
+    assert_ok(&s3(&["run", "jobs/fraud.toml"]));
+    let mut got = read_output(&s.path("jobs/out/fraud_xgb"));
+    let label = got.remove("label").unwrap();
+    got.insert("fraud_label".into(), label);
+    assert_matches(
+        &got,
+        &expected("fraud/expected.parquet"),
+        "txn_id",
+        &["fraud_label"],
+    );
+
+    // A key that is not there is refused, naming it.
+    let missing = format!("s3://{bucket}/models/nope.onnx");
+    let err = assert_exit(&s3(&["init", &missing, &data]), 2);
+    assert!(err.contains(&missing), "{err}");
+}
