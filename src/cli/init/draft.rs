@@ -214,17 +214,22 @@ fn toml_list(items: &[String]) -> String {
 
 /// Drafts the spec.
 pub fn draft(r: &Request) -> Draft {
-    let taken: Vec<&str> = r
+    // Columns bound by name, then those an earlier input's guess took, are no candidates.
+    let mut taken: Vec<&str> = r
         .inputs
         .iter()
         .filter(|i| r.columns.iter().any(|c| c.name == i.name))
         .map(|i| i.name.as_str())
         .collect();
-    let bindings: Vec<(&ModelInput, Binding)> = r
-        .inputs
-        .iter()
-        .map(|i| (i, bind(i, r.columns, &taken)))
-        .collect();
+    let mut bindings: Vec<(&ModelInput, Binding)> = Vec::new();
+    for input in r.inputs {
+        let b = bind(input, r.columns, &taken);
+        if let Binding::Guess { columns, .. } = &b {
+            let guessed = r.columns.iter().filter(|c| columns.contains(&c.name));
+            taken.extend(guessed.map(|c| c.name.as_str()));
+        }
+        bindings.push((input, b));
+    }
     let todos: Vec<String> = bindings
         .iter()
         .filter(|(_, b)| matches!(b, Binding::Todo { .. }))
@@ -551,5 +556,16 @@ mod tests {
             Some("in \"x\"")
         );
         assert_eq!(v["output"]["passthrough"][0].as_str(), Some("account"));
+    }
+
+    #[test]
+    fn a_column_guessed_for_one_input_is_no_candidate_for_the_next() {
+        use ValueKind::*;
+        let inputs = [tensor("p", Number, &[-1, 1]), tensor("q", Number, &[-1, 1])];
+        let cols = [col("id", Number), col("v", Number)];
+        let d = draft(&request(&inputs, &[], &cols));
+        assert_eq!(d.todos, ["q"], "{}", d.text);
+        let v: toml::Value = toml::from_str(&d.text).unwrap();
+        assert_eq!(v["inputs"]["p"]["columns"][0].as_str(), Some("v"));
     }
 }
