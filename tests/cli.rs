@@ -347,6 +347,7 @@ Commands:
   run       Run a job: score the input and commit the output atomically
   score     Score data with a model without a job spec: model inputs bind to the columns of their
             names, or to --columns
+  init      Write a commented job spec for a model and its data, to finish by hand
   validate  Check a job without scoring: spec, model, input schema, every mapping. Lists every
             problem
   plan      List the work units a run's input is cut into, with their rows, and how they fall into
@@ -383,6 +384,7 @@ committed).
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore score model.onnx customers.parquet -o preds/ --key customer_id
+  batchscore init model.onnx customers.parquet -o job.toml
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -397,8 +399,8 @@ Examples:
     );
     // Each command's own help ends with an example of that command.
     for cmd in [
-        "run", "score", "validate", "plan", "commit", "models", "runs", "rollback", "inspect",
-        "bench", "schema",
+        "run", "score", "init", "validate", "plan", "commit", "models", "runs", "rollback",
+        "inspect", "bench", "schema",
     ] {
         let out = help(&[cmd, "--help"]);
         let example = |heading: &str| format!("{heading}:\n  batchscore {cmd} ");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod commit;
+mod init;
 mod inspect;
 mod models;
 mod plan;
@@ -31,6 +32,7 @@ committed).
 Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore score model.onnx customers.parquet -o preds/ --key customer_id
+  batchscore init model.onnx customers.parquet -o job.toml
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -93,6 +95,12 @@ beside the output parts, _SUCCESS last."
     Score {
         #[command(flatten)]
         args: score::ScoreArgs,
+    },
+    /// Write a commented job spec for a model and its data, to finish by hand.
+    #[command(after_help = init::AFTER_HELP)]
+    Init {
+        #[command(flatten)]
+        args: init::InitArgs,
     },
     /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
     #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
@@ -272,6 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             run::run_or_shard(&job, &shard, how, ort_lib).await
         }
         Command::Score { args } => score::score(args, ort_lib).await,
+        Command::Init { args } => init::init(args, ort_lib).await,
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(
@@ -319,8 +328,6 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         signal.exit_code
     } else if let Some(r) = e.downcast_ref::<crate::run::RunError>() {
         r.exit_code()
-    } else if let Some(s) = e.downcast_ref::<sql::SqlError>() {
-        s.exit_code()
     } else if e.downcast_ref::<crate::diagnostics::SpecError>().is_some()
         || e.downcast_ref::<crate::model::DeviceError>().is_some()
         || e.downcast_ref::<crate::run::scheduler::AutoShardError>()
