@@ -19,6 +19,7 @@
 
 pub mod decode;
 pub mod outputs;
+pub mod sql;
 pub mod tree_order;
 pub mod udf;
 
