@@ -348,6 +348,7 @@ Commands:
   score     Score data with a model without a job spec: model inputs bind to the columns of their
             names, or to --columns
   init      Write a commented job spec for a model and its data, to finish by hand
+  sql       Run DataFusion SQL with predict() and predict_output() for each --model
   validate  Check a job without scoring: spec, model, input schema, every mapping. Lists every
             problem
   plan      List the work units a run's input is cut into, with their rows, and how they fall into
@@ -385,6 +386,7 @@ Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore score model.onnx customers.parquet -o preds/ --key customer_id
   batchscore init model.onnx customers.parquet -o job.toml
+  batchscore sql \"SELECT id, predict('m', a, b) AS p FROM 'rows.parquet'\" --model m=model.onnx
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -399,7 +401,7 @@ Examples:
     );
     // Each command's own help ends with an example of that command.
     for cmd in [
-        "run", "score", "init", "validate", "plan", "commit", "models", "runs", "rollback",
+        "run", "score", "init", "sql", "validate", "plan", "commit", "models", "runs", "rollback",
         "inspect", "bench", "schema",
     ] {
         let out = help(&[cmd, "--help"]);

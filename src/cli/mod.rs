@@ -11,6 +11,7 @@ mod progress;
 mod run;
 mod runs;
 mod score;
+mod sql;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ Examples:
   batchscore run jobs/churn.toml --var ds=2026-11-27
   batchscore score model.onnx customers.parquet -o preds/ --key customer_id
   batchscore init model.onnx customers.parquet -o job.toml
+  batchscore sql \"SELECT id, predict('m', a, b) AS p FROM 'rows.parquet'\" --model m=model.onnx
   batchscore validate jobs/churn.toml --var ds=2026-11-27
   batchscore plan jobs/churn.toml --var ds=2026-11-27 --shards 4
   batchscore run jobs/churn.toml --var ds=2026-11-27 --shard 0/4
@@ -101,6 +103,12 @@ beside the output parts, _SUCCESS last."
     Init {
         #[command(flatten)]
         args: init::InitArgs,
+    },
+    /// Run DataFusion SQL with predict() and predict_output() for each --model.
+    #[command(after_help = sql::AFTER_HELP)]
+    Sql {
+        #[command(flatten)]
+        args: sql::SqlArgs,
     },
     /// Check a job without scoring: spec, model, input schema, every mapping. Lists every problem.
     #[command(after_help = "Example:\n  batchscore validate jobs/churn.toml --var ds=2026-11-27")]
@@ -281,6 +289,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Score { args } => score::score(args, ort_lib).await,
         Command::Init { args } => init::init(args, ort_lib).await,
+        Command::Sql { args } => sql::sql(args, ort_lib).await,
         Command::Validate { job } => run::validate(&job, ort_lib).await,
         Command::Plan { job, shards, json } => {
             print!(
@@ -328,6 +337,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
         signal.exit_code
     } else if let Some(r) = e.downcast_ref::<crate::run::RunError>() {
         r.exit_code()
+    } else if let Some(s) = e.downcast_ref::<sql::SqlError>() {
+        s.exit_code()
     } else if e.downcast_ref::<crate::diagnostics::SpecError>().is_some()
         || e.downcast_ref::<crate::model::DeviceError>().is_some()
         || e.downcast_ref::<crate::run::scheduler::AutoShardError>()
