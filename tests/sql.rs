@@ -306,6 +306,8 @@ fn a_query_that_fails_while_running_leaves_nothing_at_the_output() {
     let o = sql(&s, &[&query, "--model", CHURN, "-o", out.to_str().unwrap()]);
     let err = assert_exit(&o, 1);
     assert!(err.contains("the query failed"), "{err}");
+    // Batches still being scored finished before the process exited.
+    assert!(!err.contains("ort::"), "{err}");
     assert!(
         names_in(&s.path("out")).is_empty(),
         "{:?}",

@@ -169,6 +169,9 @@ pub async fn sql(args: SqlArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
             write_file(stream, &path, format, &stores, &args.query).await
         }
     };
+    // A failed query, or one a LIMIT ended early, leaves tasks of its plan that may still
+    // score a batch: let them finish before the process exits.
+    models.cancel_and_wait(std::time::Duration::from_secs(30));
     report_nulls(&models);
     result.map_err(anyhow::Error::from)
 }

@@ -14,6 +14,7 @@
 //! ([`SqlModels::null_predictions`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::ArrayRef;
@@ -161,6 +162,26 @@ pub struct SqlModels {
     /// Sessions per scorer: one per scoring worker.
     workers: usize,
     inference_batch: usize,
+    /// Batches being scored now.
+    in_flight: AtomicUsize,
+    /// Set when the query failed: batches not yet started are not scored.
+    cancelled: AtomicBool,
+}
+
+/// Counts a batch in [`SqlModels::in_flight`] while it is scored.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -196,6 +217,20 @@ impl SqlModels {
             models,
             workers: workers.max(1),
             inference_batch,
+            in_flight: AtomicUsize::new(0),
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    /// Stops scoring: batches not yet started fail at once, and this waits (at most
+    /// `timeout`) for those being scored to finish. A query that fails drops its plan, but a
+    /// batch already in ONNX Runtime runs to its end on its thread, and the plan's other tasks
+    /// may start one more: the process should not exit under them.
+    pub fn cancel_and_wait(&self, timeout: std::time::Duration) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < timeout {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -600,6 +635,11 @@ impl ScalarUDFImpl for PredictFn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        // Counted before the check, so that `cancel_and_wait` either sees it or is seen.
+        let _busy = Busy::new(&self.models.in_flight);
+        if self.models.cancelled.load(Ordering::SeqCst) {
+            return Err(DataFusionError::Execution("the query was stopped".into()));
+        }
         let rows = args.number_rows;
         let leading = self.leading().min(args.args.len());
         let literals: Vec<Option<&str>> = args.args[..leading]
