@@ -26,13 +26,13 @@ fn in_dir(dir: &std::path::Path, args: &[&str]) -> Output {
 }
 
 /// CSV text of a table (the columns given, in order), as a user's file would hold it.
-fn csv_of(t: &Table, columns: &[&str]) -> String {
-    let rows = t[columns[0]].len();
-    let mut s = columns.join(",") + "\n";
-    for i in 0..rows {
+fn csv_of(t: &Table, names: &[&str]) -> String {
+    let columns: Vec<&Vec<Cell>> = names.iter().map(|c| &t[*c]).collect();
+    let mut s = names.join(",") + "\n";
+    for row in 0..columns[0].len() {
         let cells: Vec<String> = columns
             .iter()
-            .map(|c| match &t[*c][i] {
+            .map(|column| match &column[row] {
                 Cell::Null => String::new(),
                 Cell::Float(f) => format!("{f}"),
                 Cell::Int(n) => n.to_string(),

@@ -31,7 +31,8 @@ pub struct BatchPrinter<W: Write> {
 
 enum Printer<W: Write> {
     Table(W, Vec<RecordBatch>),
-    Csv(datafusion::arrow::csv::Writer<W>),
+    // Boxed: the CSV writer's options make it several times the size of the others.
+    Csv(Box<datafusion::arrow::csv::Writer<W>>),
     Json(datafusion::arrow::json::LineDelimitedWriter<W>),
 }
 
@@ -39,11 +40,11 @@ impl<W: Write> BatchPrinter<W> {
     pub fn new(format: StreamFormat, out: W) -> Self {
         let inner = match format {
             StreamFormat::Table => Printer::Table(out, Vec::new()),
-            StreamFormat::Csv => Printer::Csv(
+            StreamFormat::Csv => Printer::Csv(Box::new(
                 datafusion::arrow::csv::WriterBuilder::new()
                     .with_header(true)
                     .build(out),
-            ),
+            )),
             StreamFormat::Json => {
                 Printer::Json(datafusion::arrow::json::LineDelimitedWriter::new(out))
             }
