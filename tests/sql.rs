@@ -328,10 +328,12 @@ fn csv_and_json_files_hold_the_rows() {
     let query = "SELECT house_id, predict('price', rooms, area_m2, built, km_to_center) AS price FROM 'sample_data/houses/houses.csv.gz'";
     let model = "price=sample_data/houses/price_ridge.onnx";
     let csv = s.path("p.csv");
-    assert_ok(&sql(
-        &s,
-        &[query, "--model", model, "-o", csv.to_str().unwrap()],
-    ));
+    let o = sql(&s, &[query, "--model", model, "-o", csv.to_str().unwrap()]);
+    assert_ok(&o);
+    assert_eq!(
+        text(&o).1,
+        format!("batchscore sql: 1500 rows -> {}\n", csv.display())
+    );
     assert_matches(&read_csv(&csv), &expected("houses"), "house_id", &["price"]);
     let json = s.path("p.jsonl");
     assert_ok(&sql(

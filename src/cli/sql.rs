@@ -328,10 +328,13 @@ async fn write_file(
     let mut sink = FileSink::open(path, format, stream.schema(), stores)
         .await
         .map_err(out_err)?;
-    let mut failure = None;
+    let (mut failure, mut rows) = (None, 0);
     while let Some(batch) = stream.next().await {
         let written = match batch {
-            Ok(b) => sink.write(&b).await.map_err(out_err),
+            Ok(b) => {
+                rows += b.num_rows();
+                sink.write(&b).await.map_err(out_err)
+            }
             Err(e) => Err(SqlError::Failed(explain(&e, sql))),
         };
         if let Err(e) = written {
@@ -344,7 +347,11 @@ async fn write_file(
             sink.abort().await;
             Err(e)
         }
-        None => sink.commit().await.map_err(out_err),
+        None => {
+            sink.commit().await.map_err(out_err)?;
+            eprintln!("batchscore sql: {rows} rows -> {path}");
+            Ok(())
+        }
     }
 }
 
