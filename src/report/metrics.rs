@@ -40,6 +40,10 @@ pub struct RunMetrics {
     /// Whether each batch's rows were scored sorted by a tree ensemble's splits
     /// (`[run] reorder_rows`); false for other models.
     pub rows_reordered: bool,
+    /// What scored a tree-ensemble model (`[run] tree_engine`): `native`, or `onnxruntime`
+    /// (chosen, or fallen back to: the log says why); absent for other models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_engine: Option<String>,
     /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
     pub device: String,
     /// The memory limit the run's workers and batch size were fitted under (`[run]
@@ -243,6 +247,7 @@ pub struct RunFacts {
     pub batch_size: usize,
     pub inference_batch_size: usize,
     pub rows_reordered: bool,
+    pub tree_engine: Option<String>,
     pub device: String,
     pub memory: Option<MemoryReport>,
     pub model: ModelReport,
@@ -295,6 +300,7 @@ impl RunMetrics {
             batch_size: run.batch_size,
             inference_batch_size: run.inference_batch_size,
             rows_reordered: run.rows_reordered,
+            tree_engine: run.tree_engine,
             device: run.device,
             memory: run.memory,
             model: run.model,
@@ -347,6 +353,7 @@ mod tests {
             batch_size: 5,
             inference_batch_size: 5,
             rows_reordered: false,
+            tree_engine: None,
             device: "cpu".into(),
             memory: None,
             model: ModelReport {

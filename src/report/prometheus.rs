@@ -556,6 +556,7 @@ mod tests {
             batch_size: 5,
             inference_batch_size: 5,
             rows_reordered: false,
+            tree_engine: None,
             device: "cpu".into(),
             memory: None,
             model: ModelReport {

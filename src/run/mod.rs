@@ -33,7 +33,9 @@ use crate::output::{Committer, OutputError, RollingWriter, Staging, history};
 use crate::report::agreement::Agreements;
 use crate::report::columns::ColumnProfiles;
 use crate::report::{Manifest, ModelReport, PartFile, RunFacts, RunMetrics, merge_all};
+use crate::score::native::NativeEngine;
 use crate::score::tree_order::{EnsembleSplits, TreeRowOrder};
+use crate::score::trees::NativeEnsemble;
 use crate::score::{ScoreStats, Scorer};
 use crate::spec::OutputLayout;
 use partition::{AbortOnDrop, Budget, PartitionResult, PartitionTask};
@@ -340,16 +342,49 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
         let order = EnsembleSplits::from_onnx(c.model.onnx_bytes())
             .filter(|_| run.reorder_rows)
             .and_then(|splits| TreeRowOrder::bind(splits, &c.inputs));
+        let (native, is_tree) = native_engine(&c.model, &c.inputs, run, plan.device);
         let scorer = Scorer::new(c.inputs.clone(), c.outputs.clone(), sessions, rows_per_call);
-        c.scorer = Some(Arc::new(scorer.with_row_order(order)));
+        c.scorer = Some(Arc::new(
+            scorer.with_row_order(order).with_native(native, is_tree),
+        ));
     }
+    let (native, is_tree) = native_engine(&plan.model, &plan.bound.inputs, run, plan.device);
     Ok(Scorer::new(
         plan.bound.inputs.clone(),
         plan.outputs.clone(),
         sessions,
         rows_per_call,
     )
-    .with_row_order(row_order))
+    .with_row_order(row_order)
+    .with_native(native, is_tree))
+}
+
+/// The native tree evaluator for `model`, when `[run] tree_engine` asks for it on the CPU and
+/// it can read the model and its inputs (otherwise said once in the log); and whether the
+/// model is a tree ensemble at all.
+fn native_engine(
+    model: &crate::model::Model,
+    inputs: &[crate::features::InputBinding],
+    run: &crate::spec::RunSpec,
+    device: crate::model::ExecutionDevice,
+) -> (Option<NativeEngine>, bool) {
+    let is_tree = EnsembleSplits::from_onnx(model.onnx_bytes()).is_some();
+    if !is_tree
+        || run.tree_engine != crate::spec::TreeEngine::Native
+        || device != crate::model::ExecutionDevice::Cpu
+    {
+        return (None, is_tree);
+    }
+    let engine = NativeEnsemble::from_onnx(model.onnx_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|ensemble| NativeEngine::bind(ensemble, inputs));
+    match engine {
+        Ok(engine) => (Some(engine), true),
+        Err(why) => {
+            tracing::info!(model = %model.uri, "tree ensemble scored by ONNX Runtime: the native evaluator does not read it ({why})");
+            (None, true)
+        }
+    }
 }
 
 /// [`write_parts_of`], its error redacted ([`RunError::redacted`]) when the job has sensitive
@@ -531,6 +566,7 @@ fn run_facts(
         batch_size: s.run.batch_size(),
         inference_batch_size: scorer.rows_per_call(),
         rows_reordered: scorer.reorders_rows(),
+        tree_engine: scorer.tree_engine().map(String::from),
         device: plan.device.to_string(),
         memory: plan.memory.clone(),
         model: ModelReport::of(&plan.model),

@@ -18,9 +18,11 @@
 //!    to `_rejected/`).
 
 pub mod decode;
+pub mod native;
 pub mod outputs;
 pub mod sql;
 pub mod tree_order;
+pub mod trees;
 pub mod udf;
 
 use std::sync::Mutex;
@@ -37,6 +39,7 @@ use crate::features::{FeaturePacker, InputBinding, PackError, display_sql};
 use crate::model::{ElemType, SessionPool};
 use crate::reject::{RejectCounts, Rejects, Stage};
 pub use decode::DecodeError;
+use native::{NativeEngine, Trust};
 pub use outputs::{OutputBinding, bind_outputs};
 use tree_order::TreeRowOrder;
 pub use udf::PredictUdf;
@@ -52,6 +55,8 @@ pub enum ScoreError {
     Arrow(#[from] ArrowError),
     #[error("a batch of {0} rows: batches are at most 2^32 rows")]
     TooManyRows(usize),
+    #[error("the native tree evaluator: {0}")]
+    Native(ort::Error),
 }
 
 /// Counters and timings shared by every worker of a run.
@@ -113,6 +118,10 @@ pub struct Scorer {
     inference_batch: usize,
     /// For tree ensembles: the order to score a batch's rows in.
     row_order: Option<TreeRowOrder>,
+    /// For tree ensembles the native evaluator reads: it scores in ONNX Runtime's place.
+    native: Option<NativeEngine>,
+    /// Whether the model is a tree ensemble (for `tree_engine` in the metrics).
+    is_tree_ensemble: bool,
     return_fields: Fields,
 }
 
@@ -149,7 +158,26 @@ impl Scorer {
             fixed_batch,
             inference_batch: inference_batch.max(1),
             row_order: None,
+            native: None,
+            is_tree_ensemble: false,
             return_fields,
+        }
+    }
+
+    /// Scores with the native tree evaluator when `engine` is given (checked against ONNX
+    /// Runtime on the run's first call); `is_tree_ensemble` says the model is one either way.
+    pub fn with_native(mut self, engine: Option<NativeEngine>, is_tree_ensemble: bool) -> Self {
+        self.native = engine;
+        self.is_tree_ensemble = is_tree_ensemble;
+        self
+    }
+
+    /// Which engine scored a tree ensemble: `native`, or `onnxruntime` (chosen, or fallen back
+    /// to); `None` for other models.
+    pub fn tree_engine(&self) -> Option<&'static str> {
+        match &self.native {
+            Some(e) if e.trust() != Trust::Refused => Some("native"),
+            _ => self.is_tree_ensemble.then_some("onnxruntime"),
         }
     }
 
@@ -343,14 +371,99 @@ impl Scorer {
         }
         let t1 = Instant::now();
         run.features_ns += (t1 - t0).as_nanos() as u64;
-        let result =
-            self.sessions
-                .with_session(|session: &mut Session| match session.run(tensors) {
-                    Ok(outputs) => self.decode(&outputs, rows.len(), real).map(Ok),
-                    Err(e) => Ok(Err(e.to_string())),
-                });
+        let n = rows.len();
+        let result = match &self.native {
+            Some(engine) => match engine.trust() {
+                Trust::Trusted => self.infer_native(engine, &tensors, n, real).map(Ok),
+                Trust::Unchecked => self.check_native(engine, tensors, n, real),
+                Trust::Refused => self.infer_session(tensors, n, real),
+            },
+            None => self.infer_session(tensors, n, real),
+        };
         run.inference_ns += t1.elapsed().as_nanos() as u64;
         result
+    }
+
+    /// One ONNX Runtime run of the packed tensors.
+    fn infer_session(
+        &self,
+        tensors: Vec<(String, DynValue)>,
+        rows: usize,
+        keep: usize,
+    ) -> Result<Result<Vec<ArrayRef>, String>, ScoreError> {
+        self.sessions
+            .with_session(|session: &mut Session| match session.run(tensors) {
+                Ok(outputs) => self.decode(&outputs, rows, keep).map(Ok),
+                Err(e) => Ok(Err(e.to_string())),
+            })
+    }
+
+    /// The native evaluator's outputs, decoded as ONNX Runtime's are.
+    fn infer_native(
+        &self,
+        engine: &NativeEngine,
+        tensors: &[(String, DynValue)],
+        rows: usize,
+        keep: usize,
+    ) -> Result<Vec<ArrayRef>, ScoreError> {
+        let outputs = engine.run(&tensors[0].1).map_err(ScoreError::Native)?;
+        self.outputs
+            .iter()
+            .map(|b| {
+                let value = outputs.get(&b.output).ok_or_else(|| DecodeError::Missing {
+                    output: b.output.clone(),
+                })?;
+                Ok(decode::decode_output(b, value, rows, keep)?)
+            })
+            .collect()
+    }
+
+    /// The run's first call: scored both ways; the native evaluator is trusted for the rest
+    /// of the run only when every output is identical, bit for bit. ONNX Runtime's result is
+    /// the one kept.
+    fn check_native(
+        &self,
+        engine: &NativeEngine,
+        tensors: Vec<(String, DynValue)>,
+        rows: usize,
+        keep: usize,
+    ) -> Result<Result<Vec<ArrayRef>, String>, ScoreError> {
+        let mut trust = engine.lock();
+        if *trust != Trust::Unchecked {
+            drop(trust);
+            return match engine.trust() {
+                Trust::Trusted => self.infer_native(engine, &tensors, rows, keep).map(Ok),
+                _ => self.infer_session(tensors, rows, keep),
+            };
+        }
+        let native = self.infer_native(engine, &tensors, rows, keep);
+        let reference = self.infer_session(tensors, rows, keep)?;
+        // ONNX Runtime refused these rows: the next call checks instead.
+        let Ok(expected) = &reference else {
+            return Ok(reference);
+        };
+        // Debug text shows every float exactly (and NaN as NaN), so equal text is equal bits.
+        let same = native.as_ref().is_ok_and(|got| {
+            got.len() == expected.len()
+                && got
+                    .iter()
+                    .zip(expected)
+                    .all(|(a, b)| format!("{a:?}") == format!("{b:?}"))
+        });
+        if same {
+            *trust = Trust::Trusted;
+            tracing::info!(
+                trees = engine.n_trees(),
+                rows = keep,
+                "tree ensemble scored by the native evaluator: its outputs on the first {keep} rows are identical to ONNX Runtime's"
+            );
+        } else {
+            *trust = Trust::Refused;
+            tracing::warn!(
+                "the native tree evaluator's outputs differ from ONNX Runtime's on the first rows: ONNX Runtime scores this run (set [run] tree_engine = \"onnxruntime\" to skip the check)"
+            );
+        }
+        Ok(reference)
     }
 
     /// Decodes every output column from one run of `rows` rows, keeping the first `keep`.

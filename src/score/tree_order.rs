@@ -58,16 +58,17 @@ pub struct EnsembleSplits {
     pub splits: Vec<Split>,
 }
 
-/// A graph node, as far as finding an ensemble's splits needs.
-#[derive(Default)]
-struct Node {
-    op_type: String,
-    domain: String,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    ints: HashMap<String, Vec<i64>>,
-    floats: HashMap<String, Vec<f32>>,
-    strings: HashMap<String, Vec<String>>,
+/// A graph node with its attributes (a single value is kept as a list of one), as finding
+/// an ensemble's splits and the native evaluator ([`super::trees`]) need.
+#[derive(Debug, Default)]
+pub(crate) struct Node {
+    pub op_type: String,
+    pub domain: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub ints: HashMap<String, Vec<i64>>,
+    pub floats: HashMap<String, Vec<f32>>,
+    pub strings: HashMap<String, Vec<String>>,
 }
 
 impl EnsembleSplits {
@@ -229,7 +230,7 @@ fn read_graph_nodes(bytes: &[u8]) -> Result<Vec<Node>, OnnxError> {
 }
 
 /// A `NodeProto`: inputs (1), outputs (2), op_type (4), attributes (5), domain (7).
-fn read_node(bytes: &[u8]) -> Result<Node, OnnxError> {
+pub(crate) fn read_node(bytes: &[u8]) -> Result<Node, OnnxError> {
     let mut r = ProtoReader::new(bytes);
     let mut node = Node::default();
     while !r.done() {
@@ -245,8 +246,8 @@ fn read_node(bytes: &[u8]) -> Result<Node, OnnxError> {
     Ok(node)
 }
 
-/// An `AttributeProto`'s name (1) and list values: floats (7), ints (8), strings (9), each
-/// packed or not.
+/// An `AttributeProto`'s name (1), single values (f 2, i 3, s 4) and list values: floats
+/// (7), ints (8), strings (9), each packed or not.
 fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), OnnxError> {
     let mut r = ProtoReader::new(bytes);
     let (mut name, mut ints, mut floats, mut strings) =
@@ -254,6 +255,9 @@ fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), OnnxError> {
     while !r.done() {
         match r.key()? {
             (1, 2) => name = r.string()?,
+            (2, 5) => floats.push(f32::from_bits(r.fixed32()?)),
+            (3, 0) => ints.push(r.varint()? as i64),
+            (4, 2) => strings.push(r.string()?),
             (7, 5) => floats.push(f32::from_bits(r.fixed32()?)),
             (7, 2) => {
                 let mut packed = ProtoReader::new(r.bytes()?);

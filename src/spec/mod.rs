@@ -405,6 +405,15 @@ pub enum Device {
     Cuda,
 }
 
+/// What scores a tree ensemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeEngine {
+    #[default]
+    Native,
+    Onnxruntime,
+}
+
 /// What to do when `device` cannot be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -441,6 +450,14 @@ pub struct RunSpec {
     /// way. No effect on other models. Default: true.
     #[serde(default = "default_true")]
     pub reorder_rows: bool,
+    /// What scores a tree-ensemble model (`TreeEnsembleClassifier`, `TreeEnsembleRegressor`):
+    /// `"native"`, batchscore's own evaluator, whose outputs are ONNX Runtime's bit for bit
+    /// (each run checks its first call both ways and falls back to ONNX Runtime, with a
+    /// warning, on any difference; a model it cannot read is scored by ONNX Runtime, said once
+    /// in the log), or `"onnxruntime"`. No effect on other models, or on a GPU.
+    /// Default: "native".
+    #[serde(default)]
+    pub tree_engine: TreeEngine,
     /// Parallel scoring workers (partitions, each with its own ONNX Runtime session); 0 means
     /// one per core. Default: 0.
     #[serde(default)]
@@ -487,6 +504,7 @@ impl Default for RunSpec {
             batch_size: None,
             inference_batch_size: None,
             reorder_rows: true,
+            tree_engine: TreeEngine::default(),
             workers: 0,
             intra_op_threads: default_intra_op_threads(),
             device: Device::Cpu,
