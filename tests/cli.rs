@@ -654,6 +654,38 @@ fn bench_measures_every_batch_size_and_layout_and_suggests_the_best() {
         measured,
         vec![(10, 1, 1), (100, 1, 1), (10, 2, 1), (100, 2, 1)]
     );
+    // Not a tree ensemble: no native rows.
+    assert!(report.get("native").is_none(), "{report}");
+
+    // A tree ensemble: the native evaluator measured too, over the same batches and workers.
+    let o = run(&[
+        "bench",
+        &sample("churn/churn_lgbm.onnx"),
+        "--rows",
+        "2000",
+        "--batch-sizes",
+        "10,100",
+        "--layouts",
+        "1x1,2x1",
+    ]);
+    assert_ok(&o);
+    let out = text(&o).0;
+    let native = &out[out.find("native tree evaluator").expect(&out)..];
+    let rows: Vec<&str> = native
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 4, "{out}");
+    for (row, (batch, workers)) in rows.iter().zip([(10, 1), (100, 1), (10, 2), (100, 2)]) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells[..2],
+            [batch.to_string(), workers.to_string()],
+            "{out}"
+        );
+        assert!(cells[2].parse::<f64>().unwrap() > 0.0, "{out}");
+    }
 
     // A fixed batch dimension is what is measured, whatever was asked; the table names it.
     let o = run(&[

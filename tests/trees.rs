@@ -1559,6 +1559,11 @@ fn assert_specs_identical(specs: Vec<Result<Spec, String>>) {
         let about = spec.describe();
         match compare_model_except(&about, &bytes, &x, spec.width, &[1, 7, 300], unwritten) {
             Ok(Verdict::Identical) => {}
+            // PROBIT is left to ONNX Runtime on purpose: its NaN results carry another sign
+            // bit there, and this case's second column is never written.
+            Ok(Verdict::Refused(why)) if spec.post_transform == "PROBIT" => {
+                assert!(why.contains("PROBIT"), "{why}")
+            }
             Ok(Verdict::Refused(why)) => {
                 failures.push(format!("{}: refused: {why}", spec.describe()))
             }
@@ -1612,13 +1617,14 @@ fn every_mode_and_wrapper_is_identical() {
 
 /// Binary classifiers with one class id: ONNX Runtime treats all-positive weights (scores
 /// read as probabilities) apart from mixed signs, for the label and the second column,
-/// under every post-transform and with 0, 1 or 2 base values.
+/// under every post-transform the evaluator takes (PROBIT it leaves to ONNX Runtime: see
+/// below) and with 0, 1 or 2 base values.
 #[test]
 fn binary_one_class_id_every_post_transform_and_base_values() {
     let mut seed = 0xb1_0000u64;
     let mut specs = Vec::new();
     for weights in [Weights::BinaryOnePositive, Weights::BinaryOneMixed] {
-        for post in ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"] {
+        for post in ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"] {
             for base in [0usize, 1, 2] {
                 specs.push(draw(
                     &mut seed,
@@ -1635,6 +1641,15 @@ fn binary_one_class_id_every_post_transform_and_base_values() {
         }
     }
     assert_specs_identical(specs);
+    // ONNX Runtime writes NaN PROBIT results with another sign bit, and leaves this case's
+    // second probability unwritten: no evaluator can match it, so the model is refused.
+    let mut probit = random_spec(0xb1_ffff);
+    probit.post_transform = "PROBIT";
+    let refused = NativeEnsemble::from_onnx(&encode(&probit)).err();
+    assert!(
+        refused.as_ref().is_some_and(|e| e.0.contains("PROBIT")),
+        "{refused:?}"
+    );
 }
 
 /// A leaf that lists two weights for one class or target (no converter writes this, ONNX

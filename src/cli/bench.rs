@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::model::bench::{self, Layout};
 use crate::model::{ExecutionDevice, Model};
+use crate::score::trees::NativeEnsemble;
 use crate::spec::Device;
 
 /// What `bench` measures, and how it reports.
@@ -43,12 +44,62 @@ pub fn run(model: &Path, args: BenchArgs, ort_lib: Option<&Path>) -> anyhow::Res
     } else {
         args.layouts
     };
-    let report = bench::bench(&m, args.rows.max(1), &args.batch_sizes, &layouts, device)?;
+    let mut report = bench::bench(&m, args.rows.max(1), &args.batch_sizes, &layouts, device)?;
+    if device == ExecutionDevice::Cpu
+        && let Ok(ensemble) = NativeEnsemble::from_onnx(m.onnx_bytes())
+    {
+        report.native = bench_native(&m, &ensemble, args.rows.max(1), &args.batch_sizes, &layouts)?;
+    }
     Ok(if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
         bench::describe(&report)
     })
+}
+
+/// The native tree evaluator over the same synthetic inputs: for each batch size, each
+/// layout's session count as that many threads (the evaluator uses one thread per call).
+fn bench_native(
+    m: &Model,
+    ensemble: &NativeEnsemble,
+    rows: usize,
+    batch_sizes: &[usize],
+    layouts: &[Layout],
+) -> anyhow::Result<Vec<bench::BenchResult>> {
+    let mut workers: Vec<usize> = layouts.iter().map(|l| l.sessions.max(1)).collect();
+    workers.dedup();
+    let mut out = Vec::new();
+    for &threads in &workers {
+        for &batch in batch_sizes {
+            let (inputs, per_run) = bench::synthetic_inputs(m, batch)?;
+            let Some((_, input)) = inputs.iter().find(|(n, _)| n == ensemble.input_name()) else {
+                return Ok(Vec::new());
+            };
+            let (_, x) = input.try_extract_tensor::<f32>()?;
+            let runs_each = rows.div_ceil(per_run * threads).max(1);
+            std::hint::black_box(ensemble.predict(x, per_run));
+            let started = std::time::Instant::now();
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        for _ in 0..runs_each {
+                            std::hint::black_box(ensemble.predict(x, per_run));
+                        }
+                    });
+                }
+            });
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            out.push(bench::BenchResult {
+                batch_size: per_run,
+                layout: Layout {
+                    sessions: threads,
+                    intra_op_threads: 1,
+                },
+                rows_per_second: (runs_each * per_run * threads) as f64 / seconds,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Why a `--layouts` entry is not `SESSIONSxTHREADS`.

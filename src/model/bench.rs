@@ -65,6 +65,11 @@ pub struct BenchReport {
     pub rows_per_measurement: usize,
     pub results: Vec<BenchResult>,
     pub best: BenchResult,
+    /// For a tree ensemble batchscore scores natively (`[run] tree_engine = "native"`): the
+    /// native evaluator's rate over the same inputs, batch sizes and worker counts (one
+    /// thread each). Empty for other models.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub native: Vec<BenchResult>,
 }
 
 /// The layouts worth trying on `cores` cores: a session per core with one thread each (what
@@ -133,6 +138,7 @@ impl BenchReport {
             rows_per_measurement: rows,
             results,
             best,
+            native: Vec::new(),
         })
     }
 }
@@ -185,7 +191,7 @@ fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> ort::Result
 
 /// A batch of synthetic inputs; the rows per run are `batch` unless the model fixes its batch
 /// dimension.
-fn synthetic_inputs(
+pub fn synthetic_inputs(
     model: &Model,
     batch: usize,
 ) -> Result<(Vec<(String, DynValue)>, usize), BenchError> {
@@ -274,6 +280,21 @@ pub fn describe(report: &BenchReport) -> String {
             r.batch_size, r.layout.sessions, r.layout.intra_op_threads, r.rows_per_second
         ));
     }
+    if !report.native.is_empty() {
+        s.push_str(
+            "\nnative tree evaluator ([run] tree_engine = \"native\", one thread per worker):\n",
+        );
+        s.push_str(&format!(
+            "{:>10}  {:>8}  {:>17}  {:>12}\n",
+            "batch", "workers", "", "rows/s"
+        ));
+        for r in &report.native {
+            s.push_str(&format!(
+                "{:>10}  {:>8}  {:>17}  {:>12.0}\n",
+                r.batch_size, r.layout.sessions, "", r.rows_per_second
+            ));
+        }
+    }
     let b = &report.best;
     s.push_str(&format!(
         "\nbest: {:.0} rows/s with batch {}, {} session(s) x {} intra-op thread(s)\n\
@@ -323,6 +344,7 @@ mod tests {
             rows_per_measurement: 100,
             best: best.clone(),
             results,
+            native: Vec::new(),
         };
         let text = describe(&report);
         assert!(

@@ -122,7 +122,9 @@ impl Ensemble {
             "LOGISTIC" => Post::Logistic,
             "SOFTMAX" => Post::Softmax,
             "SOFTMAX_ZERO" => Post::SoftmaxZero,
-            "PROBIT" => Post::Probit,
+            // Its NaN results carry another sign bit than ONNX Runtime's, and a binary model's
+            // second column is left unwritten there: scored by ONNX Runtime.
+            "PROBIT" => return Err(unsupported("post_transform PROBIT")),
             other => return Err(unsupported(format!("post_transform {other:?}"))),
         };
         let aggregate = match one("aggregate_function").unwrap_or("SUM") {
@@ -189,8 +191,11 @@ impl Ensemble {
             if self.n_out == 2 && !c.binary_case && matches!(c.labels, Labels::Text(_)) {
                 return Err(unsupported("two string classes weighted apart"));
             }
-        } else if self.n_out == 1 && leaves().any(|l| l.children[0] == l.children[1]) {
-            return Err(unsupported("a leaf without a weight"));
+        } else if self.n_out == 1 && leaves().any(|l| l.children[1] - l.children[0] != 1) {
+            // ONNX Runtime reads one weight per leaf here (the first of several).
+            return Err(unsupported(
+                "a single-target leaf without exactly one weight",
+            ));
         }
         Ok(())
     }
@@ -267,6 +272,23 @@ impl Ensemble {
     fn accumulate_block(&self, leq: bool, rows: &[&[f32]; BLOCK], acc: &mut [Score]) {
         let f = &self.forest;
         let n = self.n_out;
+        if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
+            // One weight per leaf, one target: a plain float32 sum per row, from 0 in the
+            // trees' order, as ONNX Runtime adds them.
+            let mut sums = [0.0f32; BLOCK];
+            if leq {
+                f.sum_block::<true>(rows, &mut sums);
+            } else {
+                f.sum_block::<false>(rows, &mut sums);
+            }
+            for (k, sum) in sums.into_iter().enumerate() {
+                acc[k * n + id as usize] = Score {
+                    value: sum,
+                    has: !f.roots.is_empty(),
+                };
+            }
+            return;
+        }
         let mut at = [0u32; BLOCK];
         for t in 0..f.roots.len() {
             if leq {
@@ -469,7 +491,13 @@ fn write_scores(acc: &mut [Score], post: Post, out: &mut [f32], second: Option<u
         return;
     }
     match second {
+        // Measured against ONNX Runtime 1.31 (tests/trees.rs): the logistic applies here too.
         Some(0 | 1) => {
+            let v = if post == Post::Logistic {
+                logistic(v)
+            } else {
+                v
+            };
             out[0] = 1.0 - v;
             out[1] = v;
         }

@@ -83,6 +83,9 @@ pub struct Forest {
     pub depths: Vec<u32>,
     /// The nodes again, for the branch-free walk: a leaf leads to itself.
     steps: Vec<Step>,
+    /// When every leaf holds exactly one weight, for the same target or class: that id. Then
+    /// [`Forest::sum_block`] adds the weights straight from the walk's nodes.
+    pub one_weight: Option<u32>,
 }
 
 /// A node for the branch-free walk: 16 bytes, the missing-value flag in the feature's top bit.
@@ -96,6 +99,9 @@ struct Step {
 }
 
 const MISSING_TRUE: u32 = 1 << 31;
+/// Marks a leaf in the branch-free walk (whose threshold slot holds its one weight, if it
+/// has exactly one).
+const LEAF: u32 = 1 << 30;
 
 /// Rows walked side by side down each tree: their walks are independent, so the CPU overlaps
 /// them instead of waiting on one row's chain of loads.
@@ -165,6 +171,7 @@ impl Forest {
             shared: None,
             depths: Vec::with_capacity(starts.len()),
             steps: Vec::new(),
+            one_weight: None,
         };
         for &start in &starts {
             if !seen_trees.insert(n.tree_ids[start]) {
@@ -188,17 +195,28 @@ impl Forest {
         self.shared = first
             .filter(|&m| matches!(m, Mode::Leq | Mode::Lt))
             .filter(|&m| modes.all(|other| other == m));
-        if self.n_features >= MISSING_TRUE as usize {
+        if self.n_features >= LEAF as usize {
             return Err(unsupported("too many features"));
         }
+        let leaves = self.nodes.iter().filter(|n| n.mode == Mode::Leaf);
+        let ids: Vec<Option<u32>> = leaves
+            .map(|l| match self.weights_of(l) {
+                [(id, _)] => Some(*id),
+                _ => None,
+            })
+            .collect();
+        self.one_weight = match ids.first() {
+            Some(Some(first)) if ids.iter().all(|id| *id == Some(*first)) => Some(*first),
+            _ => None,
+        };
         self.steps = self
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| match n.mode {
                 Mode::Leaf => Step {
-                    threshold: 0.0,
-                    feature: 0,
+                    threshold: self.weights_of(n).first().map_or(0.0, |w| w.1),
+                    feature: LEAF,
                     children: [i as u32; 2],
                 },
                 _ => Step {
@@ -231,18 +249,17 @@ impl Forest {
     }
 
     /// The leaves `BLOCK` rows (`rows[k]` its features) reach in tree `t`, walking every row
-    /// the tree's depth in steps, without a branch: a leaf leads to itself. Only for forests
-    /// with a [`Forest::shared`] comparison.
+    /// a step at a time without a branch (a leaf leads to itself) until all are at leaves.
+    /// Only for forests with a [`Forest::shared`] comparison.
     #[inline(always)]
     pub fn leaves<const LEQ: bool>(&self, t: usize, rows: &[&[f32]; BLOCK], at: &mut [u32; BLOCK]) {
         *at = [self.roots[t]; BLOCK];
-        if self.depths[t] == 0 {
-            return;
-        }
         for _ in 0..self.depths[t] {
+            let mut all_leaves = LEAF;
             for k in 0..BLOCK {
                 let s = &self.steps[at[k] as usize];
-                let v = rows[k][(s.feature & !MISSING_TRUE) as usize];
+                all_leaves &= s.feature;
+                let v = rows[k][(s.feature & !(MISSING_TRUE | LEAF)) as usize];
                 let goes = if LEQ {
                     v <= s.threshold
                 } else {
@@ -250,6 +267,22 @@ impl Forest {
                 };
                 let goes = goes | ((s.feature & MISSING_TRUE != 0) & v.is_nan());
                 at[k] = s.children[usize::from(!goes)];
+            }
+            if all_leaves != 0 {
+                break;
+            }
+        }
+    }
+
+    /// Adds every tree's one leaf weight to `sums[k]` for each of `BLOCK` rows, in the trees'
+    /// order (for [`Forest::one_weight`] forests).
+    #[inline(always)]
+    pub fn sum_block<const LEQ: bool>(&self, rows: &[&[f32]; BLOCK], sums: &mut [f32; BLOCK]) {
+        let mut at = [0u32; BLOCK];
+        for t in 0..self.roots.len() {
+            self.leaves::<LEQ>(t, rows, &mut at);
+            for k in 0..BLOCK {
+                sums[k] += self.steps[at[k] as usize].threshold;
             }
         }
     }
