@@ -407,15 +407,7 @@ impl Scorer {
         keep: usize,
     ) -> Result<Vec<ArrayRef>, ScoreError> {
         let outputs = engine.run(&tensors[0].1).map_err(ScoreError::Native)?;
-        self.outputs
-            .iter()
-            .map(|b| {
-                let value = outputs.get(&b.output).ok_or_else(|| DecodeError::Missing {
-                    output: b.output.clone(),
-                })?;
-                Ok(decode::decode_output(b, value, rows, keep)?)
-            })
-            .collect()
+        self.decode_each(|name| outputs.get(name), rows, keep)
     }
 
     /// The run's first call: scored both ways; the native evaluator is trusted for the rest
@@ -473,10 +465,21 @@ impl Scorer {
         rows: usize,
         keep: usize,
     ) -> Result<Vec<ArrayRef>, ScoreError> {
+        self.decode_each(|name| outputs.get(name), rows, keep)
+    }
+
+    /// Decodes every output column from the values `output` finds by output name (a
+    /// session's, or the native evaluator's).
+    fn decode_each<'v>(
+        &self,
+        output: impl Fn(&str) -> Option<&'v DynValue>,
+        rows: usize,
+        keep: usize,
+    ) -> Result<Vec<ArrayRef>, ScoreError> {
         self.outputs
             .iter()
             .map(|b| {
-                let value = outputs.get(&b.output).ok_or_else(|| DecodeError::Missing {
+                let value = output(&b.output).ok_or_else(|| DecodeError::Missing {
                     output: b.output.clone(),
                 })?;
                 Ok(decode::decode_output(b, value, rows, keep)?)
