@@ -35,7 +35,6 @@ enum Post {
     Logistic,
     Softmax,
     SoftmaxZero,
-    Probit,
 }
 
 #[derive(Debug)]
@@ -336,11 +335,8 @@ impl Ensemble {
                 Aggregate::Min | Aggregate::Max if s.has => s.value + origin,
                 Aggregate::Min | Aggregate::Max => origin,
             };
-            out[0] = if self.post == Post::Probit {
-                probit(v)
-            } else {
-                v
-            };
+            // Only PROBIT applies on this path, and PROBIT is refused (see `new`).
+            out[0] = v;
             return;
         }
         let use_base = self.base.len() == self.n_out;
@@ -474,7 +470,6 @@ fn classifier(node: &Node, ids: &[i64], weights: &[f32]) -> Result<Classifier, U
 fn write_scores(acc: &mut [Score], post: Post, out: &mut [f32], second: Option<u8>) {
     if acc.len() >= 2 {
         match post {
-            Post::Probit => acc.iter().zip(out).for_each(|(s, o)| *o = probit(s.get())),
             Post::Logistic => acc
                 .iter()
                 .zip(out)
@@ -486,10 +481,6 @@ fn write_scores(acc: &mut [Score], post: Post, out: &mut [f32], second: Option<u
         return;
     }
     let v = acc[0].get();
-    if post == Post::Probit {
-        out[0] = probit(v);
-        return;
-    }
     match second {
         // Measured against ONNX Runtime 1.31 (tests/trees.rs): the logistic applies here too.
         Some(0 | 1) => {
@@ -517,21 +508,6 @@ fn write_scores(acc: &mut [Score], post: Post, out: &mut [f32], second: Option<u
 fn logistic(v: f32) -> f32 {
     let e = 1.0 / (1.0 + (-v.abs()).exp());
     if v < 0.0 { 1.0 - e } else { e }
-}
-
-/// `ComputeProbit`: `sqrt(2) * ErfInv(2v - 1)`, ErfInv by Winitzki's approximation.
-fn probit(v: f32) -> f32 {
-    std::f32::consts::SQRT_2 * erf_inv(2.0 * v - 1.0)
-}
-
-fn erf_inv(x: f32) -> f32 {
-    let sgn = if x < 0.0 { -1.0f32 } else { 1.0 };
-    let x = (1.0 - x) * (1.0 + x);
-    let log = x.ln();
-    let v = 2.0 / (std::f32::consts::PI * 0.147) + 0.5 * log;
-    let v2 = 1.0 / 0.147f32 * log;
-    let v3 = -v + (v * v - v2).sqrt();
-    sgn * v3.sqrt()
 }
 
 /// `ComputeSoftmax`.
