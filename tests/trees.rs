@@ -138,8 +138,9 @@ impl Oracle {
 
 /// How one model fared.
 enum Verdict {
-    /// Every output identical at every row count.
-    Identical,
+    /// Every output identical at every row count, scored with this layout
+    /// (`NativeEnsemble::layout`).
+    Identical(&'static str),
     /// `from_onnx` declined it (ONNX Runtime scores it instead).
     Refused(String),
 }
@@ -222,7 +223,7 @@ fn compare_model_except(
             return Err(msg);
         }
     }
-    Ok(Verdict::Identical)
+    Ok(Verdict::Identical(native.layout()))
 }
 
 /// The first way `got` (native) differs from `want` (ONNX Runtime), with its row if it has one.
@@ -875,11 +876,14 @@ fn random_spec(seed: u64) -> Spec {
     let mut nodes = Vec::new();
     let mut weights = Vec::new();
     for t in 0..n_trees {
-        let max_depth = rng.range(1, 10);
-        let budget = rng.range(1, 120);
+        // Now and then a first tree of more than 64 leaves, too big for the bit-vector
+        // layout, so that the node walk is proven too.
+        let big = t == 0 && rng.chance(0.3);
+        let max_depth = if big { 12 } else { rng.range(1, 10) };
+        let budget = if big { 400 } else { rng.range(1, 120) };
         // The tree in build order: (mode, feature, value, true child, false child, missing).
         let mut built: Vec<Built> = Vec::new();
-        let leaf_p = rng.pick(&[0.05, 0.2, 0.4]);
+        let leaf_p = if big { 0.02 } else { rng.pick(&[0.05, 0.2, 0.4]) };
         build(
             &mut rng,
             &mut built,
@@ -1435,6 +1439,7 @@ fn random_ensembles_match_onnx_runtime_bit_for_bit() {
     let mut failures = Vec::new();
     let mut refused: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut compared = 0usize;
+    let mut layouts: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let mut spec = random_spec(seed);
         // To tell whether a failure is the ensemble's or the graph's around it.
@@ -1455,7 +1460,10 @@ fn random_ensembles_match_onnx_runtime_bit_for_bit() {
             &[1, 7, 1000]
         };
         match compare_model(&spec.describe(), &bytes, &x, spec.width, counts) {
-            Ok(Verdict::Identical) => compared += 1,
+            Ok(Verdict::Identical(layout)) => {
+                compared += 1;
+                *layouts.entry(layout).or_default() += 1;
+            }
             Ok(Verdict::Refused(why)) => {
                 refused.entry(why).or_default().push(format!("{:#x}", seed))
             }
@@ -1497,9 +1505,19 @@ fn random_ensembles_match_onnx_runtime_bit_for_bit() {
     );
     // Shown with --nocapture: what the evaluator leaves to ONNX Runtime, and how often.
     eprintln!(
-        "{compared} of {} models compared; refused:{refusals}",
+        "{compared} of {} models compared ({layouts:?}); refused:{refusals}",
         seeds.len()
     );
+    // Each layout has its own code for the same comparisons: each must have been proven.
+    if !all {
+        for layout in ["bit vectors", "node walk by blocks", "node walk by row"] {
+            let n = layouts.get(layout).copied().unwrap_or(0);
+            assert!(
+                n * 10 >= compared,
+                "only {n} of {compared} compared models were scored by the {layout:?} layout: {layouts:?}"
+            );
+        }
+    }
     // The generator writes plain ensembles the evaluator is meant to take, with a few
     // deliberate oddities (leaves without weights, weights listed twice): a refusal is a
     // lost case, not a pass, so most models must be compared.
@@ -1558,7 +1576,7 @@ fn assert_specs_identical(specs: Vec<Result<Spec, String>>) {
         };
         let about = spec.describe();
         match compare_model_except(&about, &bytes, &x, spec.width, &[1, 7, 300], unwritten) {
-            Ok(Verdict::Identical) => {}
+            Ok(Verdict::Identical(_)) => {}
             // PROBIT is left to ONNX Runtime on purpose: its NaN results carry another sign
             // bit there, and this case's second column is never written.
             Ok(Verdict::Refused(why)) if spec.post_transform == "PROBIT" => {
@@ -1774,7 +1792,7 @@ fn assert_sample_identical(rel: &str, x: &[f32], width: usize) {
     let bytes = std::fs::read(sample(rel)).unwrap();
     let rows = x.len() / width;
     match compare_model(rel, &bytes, x, width, &[1, 7, 1000, rows]) {
-        Ok(Verdict::Identical) => {}
+        Ok(Verdict::Identical(_)) => {}
         Ok(Verdict::Refused(why)) => panic!("{rel}: refused: {why}"),
         Err(e) => panic!("{e}"),
     }
@@ -2036,7 +2054,7 @@ fn edge_graphs_are_refused_or_identical() {
     let mut failures = Vec::new();
     for (what, bytes) in cases {
         match compare_model(what, &bytes, &x, 3, &[1, 7]) {
-            Ok(Verdict::Identical) => eprintln!("{what}: taken, identical"),
+            Ok(Verdict::Identical(_)) => eprintln!("{what}: taken, identical"),
             Ok(Verdict::Refused(why)) => eprintln!("{what}: refused ({why})"),
             Err(e) => failures.push(e),
         }

@@ -446,6 +446,7 @@ impl Scorer {
             *trust = Trust::Trusted;
             tracing::info!(
                 trees = engine.n_trees(),
+                layout = engine.layout(),
                 rows = keep,
                 "tree ensemble scored by the native evaluator: its outputs on the first {keep} rows are identical to ONNX Runtime's"
             );

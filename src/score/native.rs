@@ -62,6 +62,10 @@ impl NativeEngine {
         self.ensemble.n_trees()
     }
 
+    pub fn layout(&self) -> &'static str {
+        self.ensemble.layout()
+    }
+
     pub fn trust(&self) -> Trust {
         *self.trust.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -12,6 +12,7 @@
 //! (`ml_common.h`: `1 / (1 + exp(-|x|))`, a softmax over float32). A run checks a sample of
 //! its first batch both ways before it trusts this ([`crate::run`]).
 
+mod bitvec;
 mod eval;
 mod graph;
 mod layout;
@@ -51,6 +52,13 @@ impl NativeEnsemble {
     /// How many trees, for the log.
     pub fn n_trees(&self) -> usize {
         self.ensemble.n_trees()
+    }
+
+    /// How the trees are evaluated: `"bit vectors"` (QuickScorer's layout, every tree at
+    /// most 64 leaves), `"node walk by blocks"` (16 rows down each tree side by side) or
+    /// `"node walk by row"` (splits of several kinds).
+    pub fn layout(&self) -> &'static str {
+        self.ensemble.layout()
     }
 
     /// Scores `rows` rows of row-major float32 features (`x.len()` is `rows` times the
