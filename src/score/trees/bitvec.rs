@@ -122,12 +122,12 @@ impl BitForest {
     #[inline(always)]
     pub fn walk(&self, rows: &[&[f32]; BLOCK], words: &mut Words) {
         words.iter_mut().for_each(|w| *w = [u64::MAX; BLOCK]);
-        for f in 0..self.thresholds.len() {
+        for (f, (thresholds, clears)) in self.thresholds.iter().zip(&self.clears).enumerate() {
             let v: [f32; BLOCK] = std::array::from_fn(|k| rows[k][f]);
             if self.lt {
-                self.clear_prefix(f, &v, |t, v| t <= v, words);
+                clear_prefix(thresholds, clears, &v, |t, v| t <= v, words);
             } else {
-                self.clear_prefix(f, &v, |t, v| t < v, words);
+                clear_prefix(thresholds, clears, &v, |t, v| t < v, words);
             }
         }
         // A NaN compares false with every threshold, so the loop above cleared nothing for
@@ -143,30 +143,6 @@ impl BitForest {
         }
     }
 
-    /// Applies feature `f`'s splits that are false for some row of the block: the longest
-    /// of the rows' prefixes, each row masked by its own comparison.
-    #[inline(always)]
-    fn clear_prefix(
-        &self,
-        f: usize,
-        v: &[f32; BLOCK],
-        is_false: impl Fn(f32, f32) -> bool + Copy,
-        words: &mut Words,
-    ) {
-        let thresholds = &self.thresholds[f];
-        let n = v
-            .iter()
-            .map(|&v| thresholds.partition_point(|&t| is_false(t, v)))
-            .max()
-            .unwrap_or(0);
-        for (&t, c) in thresholds[..n].iter().zip(&self.clears[f][..n]) {
-            let w = &mut words[c.tree as usize];
-            for k in 0..BLOCK {
-                w[k] &= if is_false(t, v[k]) { c.mask } else { u64::MAX };
-            }
-        }
-    }
-
     /// The leaf (its index in [`Forest::nodes`]) row `k` reached in tree `t`.
     #[inline(always)]
     pub fn leaf(&self, words: &Words, t: usize, k: usize) -> u32 {
@@ -177,5 +153,29 @@ impl BitForest {
     #[inline(always)]
     pub fn value(&self, words: &Words, t: usize, k: usize) -> f32 {
         self.values[t * MAX_LEAVES + words[t][k].trailing_zeros() as usize]
+    }
+}
+
+/// Applies one feature's splits (`thresholds` ascending, `clears` in the same order) that
+/// are false for some row of the block: the longest of the rows' prefixes, each row masked by
+/// its own comparison.
+#[inline(always)]
+fn clear_prefix(
+    thresholds: &[f32],
+    clears: &[Clear],
+    v: &[f32; BLOCK],
+    is_false: impl Fn(f32, f32) -> bool + Copy,
+    words: &mut Words,
+) {
+    let n = v
+        .iter()
+        .map(|&v| thresholds.partition_point(|&t| is_false(t, v)))
+        .max()
+        .unwrap_or(0);
+    for (&t, c) in thresholds[..n].iter().zip(&clears[..n]) {
+        let w = &mut words[c.tree as usize];
+        for k in 0..BLOCK {
+            w[k] &= if is_false(t, v[k]) { c.mask } else { u64::MAX };
+        }
     }
 }
