@@ -125,9 +125,9 @@ impl BitForest {
         for (f, (thresholds, clears)) in self.thresholds.iter().zip(&self.clears).enumerate() {
             let v: [f32; BLOCK] = std::array::from_fn(|k| rows[k][f]);
             if self.lt {
-                clear_prefix(thresholds, clears, &v, |t, v| t <= v, words);
+                clear_prefix(thresholds, clears, v, |t, v| t <= v, words);
             } else {
-                clear_prefix(thresholds, clears, &v, |t, v| t < v, words);
+                clear_prefix(thresholds, clears, v, |t, v| t < v, words);
             }
         }
         // A NaN compares false with every threshold, so the loop above cleared nothing for
@@ -163,7 +163,7 @@ impl BitForest {
 fn clear_prefix(
     thresholds: &[f32],
     clears: &[Clear],
-    v: &[f32; BLOCK],
+    v: [f32; BLOCK],
     is_false: impl Fn(f32, f32) -> bool + Copy,
     words: &mut Words,
 ) {
@@ -172,10 +172,13 @@ fn clear_prefix(
         .map(|&v| thresholds.partition_point(|&t| is_false(t, v)))
         .max()
         .unwrap_or(0);
-    for (&t, c) in thresholds[..n].iter().zip(&clears[..n]) {
-        let w = &mut words[c.tree as usize];
+    // The mask and the values are copied out first: read through references inside the
+    // loop, they might alias the words for all the compiler knows, and it would not
+    // vectorise the 16 rows (measured: 4x slower).
+    for (&t, &Clear { mask, tree }) in thresholds[..n].iter().zip(&clears[..n]) {
+        let w = &mut words[tree as usize];
         for k in 0..BLOCK {
-            w[k] &= if is_false(t, v[k]) { c.mask } else { u64::MAX };
+            w[k] &= if is_false(t, v[k]) { mask } else { u64::MAX };
         }
     }
 }
