@@ -118,10 +118,11 @@ impl BitForest {
     }
 
     /// Each tree's word for `BLOCK` rows (`rows[k]` its features) into `words`, which
-    /// holds one entry per tree.
+    /// holds one entry per tree, all bits set (as [`BitForest::words`] makes them and
+    /// [`BitForest::take_bits`] leaves them: resetting them in a pass of their own cost 5%
+    /// of a run's instructions).
     #[inline(always)]
     pub fn walk(&self, rows: &[&[f32]; BLOCK], words: &mut Words) {
-        words.iter_mut().for_each(|w| *w = [u64::MAX; BLOCK]);
         for (f, (thresholds, clears)) in self.thresholds.iter().zip(&self.clears).enumerate() {
             let v: [f32; BLOCK] = std::array::from_fn(|k| rows[k][f]);
             if self.lt {
@@ -143,16 +144,30 @@ impl BitForest {
         }
     }
 
-    /// The leaf (its index in [`Forest::nodes`]) row `k` reached in tree `t`.
+    /// Scratch words for [`BitForest::walk`]: one per tree, all bits set.
+    pub fn words(&self) -> Words {
+        vec![[u64::MAX; BLOCK]; self.leaves.len() / MAX_LEAVES]
+    }
+
+    /// The leaf bit each row of the block reached in tree `t` (for [`BitForest::leaf`] and
+    /// [`BitForest::value`]); sets the tree's words again for the next block.
     #[inline(always)]
-    pub fn leaf(&self, words: &Words, t: usize, k: usize) -> u32 {
-        self.leaves[t * MAX_LEAVES + words[t][k].trailing_zeros() as usize]
+    pub fn take_bits(&self, words: &mut Words, t: usize) -> [u32; BLOCK] {
+        let bits = words[t].map(u64::trailing_zeros);
+        words[t] = [u64::MAX; BLOCK];
+        bits
+    }
+
+    /// The leaf (its index in [`Forest::nodes`]) at bit `bit` of tree `t`.
+    #[inline(always)]
+    pub fn leaf(&self, t: usize, bit: u32) -> u32 {
+        self.leaves[t * MAX_LEAVES + bit as usize]
     }
 
     /// That leaf's first weight.
     #[inline(always)]
-    pub fn value(&self, words: &Words, t: usize, k: usize) -> f32 {
-        self.values[t * MAX_LEAVES + words[t][k].trailing_zeros() as usize]
+    pub fn value(&self, t: usize, bit: u32) -> f32 {
+        self.values[t * MAX_LEAVES + bit as usize]
     }
 }
 

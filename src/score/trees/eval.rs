@@ -249,7 +249,7 @@ impl Ensemble {
         let mut scores = vec![0.0f32; rows * n];
         let mut labels = Vec::with_capacity(if self.classifier.is_some() { rows } else { 0 });
         let mut acc = vec![Score::default(); BLOCK * n];
-        let mut words: Words = vec![[0; BLOCK]; self.bits.as_ref().map_or(0, |_| self.n_trees())];
+        let mut words: Words = self.bits.as_ref().map_or_else(Vec::new, BitForest::words);
         let row = |r: usize| &x[r * stride..(r + 1) * stride];
         let mut r = 0;
         while r < rows {
@@ -324,8 +324,9 @@ impl Ensemble {
             match &self.bits {
                 Some(bits) => {
                     for t in 0..f.roots.len() {
-                        for (k, sum) in sums.iter_mut().enumerate() {
-                            *sum += bits.value(words, t, k);
+                        let leaf_bits = bits.take_bits(words, t);
+                        for (sum, bit) in sums.iter_mut().zip(leaf_bits) {
+                            *sum += bits.value(t, bit);
                         }
                     }
                 }
@@ -343,7 +344,7 @@ impl Ensemble {
         let mut at = [0u32; BLOCK];
         for t in 0..f.roots.len() {
             match &self.bits {
-                Some(bits) => at = std::array::from_fn(|k| bits.leaf(words, t, k)),
+                Some(bits) => at = bits.take_bits(words, t).map(|bit| bits.leaf(t, bit)),
                 None if leq => f.leaves::<true>(t, rows, &mut at),
                 None => f.leaves::<false>(t, rows, &mut at),
             }
