@@ -883,7 +883,11 @@ fn random_spec(seed: u64) -> Spec {
         let budget = if big { 400 } else { rng.range(1, 120) };
         // The tree in build order: (mode, feature, value, true child, false child, missing).
         let mut built: Vec<Built> = Vec::new();
-        let leaf_p = if big { 0.02 } else { rng.pick(&[0.05, 0.2, 0.4]) };
+        let leaf_p = if big {
+            0.02
+        } else {
+            rng.pick(&[0.05, 0.2, 0.4])
+        };
         build(
             &mut rng,
             &mut built,
