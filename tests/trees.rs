@@ -501,6 +501,19 @@ enum Attr {
     Floats(Vec<f32>),
     Ints(Vec<i64>),
     Strings(Vec<String>),
+    /// A float32 tensor (`AttributeProto.t`), as `float_data` or, packed, `raw_data`.
+    FloatTensor(Vec<f32>),
+    /// A uint8 tensor, as `int32_data` or, packed, `raw_data`.
+    U8Tensor(Vec<u8>),
+}
+
+/// A rank-1 `TensorProto` of `values` (ONNX type `elem`): typed field `typed`, or `raw_data`.
+fn tensor_proto(elem: i64, len: usize, typed: Pb, raw: Option<Vec<u8>>) -> Pb {
+    let p = Pb::default().int(1, len as i64).int(2, elem);
+    match raw {
+        Some(b) => p.bytes(9, &b),
+        None => Pb(p.0.into_iter().chain(typed.0).collect()),
+    }
 }
 
 fn attribute(name: &str, a: &Attr, packed: bool) -> Pb {
@@ -511,6 +524,21 @@ fn attribute(name: &str, a: &Attr, packed: bool) -> Pb {
         Attr::Floats(v) => p.floats(7, v, packed).int(20, 6),
         Attr::Ints(v) => p.ints(8, v, packed).int(20, 7),
         Attr::Strings(v) => v.iter().fold(p, |p, s| p.str(9, s)).int(20, 8),
+        Attr::FloatTensor(v) => {
+            let raw = packed.then(|| v.iter().flat_map(|f| f.to_le_bytes()).collect());
+            let typed = Pb::default().floats(4, v, true);
+            p.msg(5, tensor_proto(FLOAT, v.len(), typed, raw))
+                .int(20, 4)
+        }
+        Attr::U8Tensor(v) => {
+            let ints: Vec<i64> = v.iter().map(|&b| i64::from(b)).collect();
+            let typed = Pb::default().ints(5, &ints, true);
+            p.msg(
+                5,
+                tensor_proto(UINT8, v.len(), typed, packed.then(|| v.clone())),
+            )
+            .int(20, 4)
+        }
     }
 }
 
@@ -540,6 +568,7 @@ fn node(
 }
 
 const FLOAT: i64 = 1;
+const UINT8: i64 = 2;
 const INT64: i64 = 7;
 const STRING: i64 = 8;
 const DOUBLE: i64 = 11;
@@ -2064,4 +2093,289 @@ fn edge_graphs_are_refused_or_identical() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// TreeEnsemble (ai.onnx.ml 5)
+// ---------------------------------------------------------------------------------------------
+
+/// A random spec's trees written as one `TreeEnsemble` (ai.onnx.ml 5).
+struct V5Model {
+    bytes: Vec<u8>,
+    /// Whether some branch is a `BRANCH_MEMBER` set.
+    members: bool,
+}
+
+/// The opset-5 attributes, built up tree by tree.
+#[derive(Default)]
+struct V5Arrays {
+    features: Vec<i64>,
+    modes: Vec<u8>,
+    splits: Vec<f32>,
+    trues: Vec<i64>,
+    true_leaf: Vec<i64>,
+    falses: Vec<i64>,
+    false_leaf: Vec<i64>,
+    missing: Vec<i64>,
+    leaf_targets: Vec<i64>,
+    leaf_weights: Vec<f32>,
+    membership: Vec<f32>,
+    roots: Vec<i64>,
+}
+
+/// ONNX Runtime's numbers for a post-transform (its `POST_EVAL_TRANSFORM` order).
+fn v5_post_transform(name: &str) -> i64 {
+    let order = ["NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT"];
+    order.iter().position(|p| *p == name).unwrap() as i64
+}
+
+/// A `BRANCH_MEMBER` set: a few small integers (ONNX Runtime loads only integers), or (`big`)
+/// one it tests by truncating the value (31 values or more, some negative or past 30), which
+/// the evaluator refuses.
+fn member_set(rng: &mut Rng, big: bool) -> Vec<f32> {
+    if big {
+        return (0..rng.range(31, 40))
+            .map(|_| rng.range(0, 80) as f32 - 20.0)
+            .collect();
+    }
+    (0..rng.range(1, 6))
+        .map(|_| rng.range(0, 30) as f32)
+        .collect()
+}
+
+/// `s`'s trees in opset 5's form: branches and leaves in lists of their own (each leaf keeps
+/// the first weight the spec gave it, as opset 5 has one per leaf; no base values), some
+/// branches turned into sets whose members join their feature's pool, so that rows land on
+/// them. A one-leaf tree becomes a split with that leaf on both sides.
+fn encode_v5(s: &mut Spec) -> V5Model {
+    let mut rng = Rng::new(s.seed ^ 0x7e55);
+    let with_members = rng.chance(0.5);
+    let mut big_set = with_members && rng.chance(0.2);
+    let mut a = V5Arrays::default();
+    let mut trees: Vec<Vec<TreeNode>> = Vec::new();
+    for n in &s.nodes {
+        match trees.last_mut() {
+            Some(t) if t[0].tree == n.tree => t.push(n.clone()),
+            _ => trees.push(vec![n.clone()]),
+        }
+    }
+    let mut joined: Vec<(usize, Vec<f32>)> = Vec::new();
+    for tree in &trees {
+        // Where each node id went: (is a leaf, index in its list).
+        let mut at: BTreeMap<i64, (bool, i64)> = BTreeMap::new();
+        let leaf = |a: &mut V5Arrays, n: &TreeNode| {
+            let (target, weight) = s
+                .weights
+                .iter()
+                .find(|w| w.0 == n.tree && w.1 == n.id)
+                .map_or((0, 0.0), |w| (w.2, w.3));
+            a.leaf_targets.push(target);
+            a.leaf_weights.push(weight);
+            a.leaf_weights.len() as i64 - 1
+        };
+        let branches: Vec<&TreeNode> = tree.iter().filter(|n| n.mode != "LEAF").collect();
+        for (i, n) in branches.iter().enumerate() {
+            at.insert(n.id, (false, (a.features.len() + i) as i64));
+        }
+        for n in tree.iter().filter(|n| n.mode == "LEAF") {
+            at.insert(n.id, (true, leaf(&mut a, n)));
+        }
+        if branches.is_empty() {
+            let only = leaf(&mut a, &tree[0]) - 1;
+            a.roots.push(a.features.len() as i64);
+            a.features.push(0);
+            a.modes.push(0);
+            a.splits.push(0.0);
+            a.trues.push(only);
+            a.falses.push(only + 1);
+            a.true_leaf.push(1);
+            a.false_leaf.push(1);
+            a.missing.push(0);
+            continue;
+        }
+        a.roots.push(at[&tree[0].id].1);
+        for n in branches {
+            let mode = MODES.iter().position(|m| *m == n.mode).unwrap() as u8;
+            if with_members && rng.chance(0.25) {
+                let set = member_set(&mut rng, std::mem::take(&mut big_set));
+                a.membership.extend(&set);
+                a.membership.push(f32::NAN);
+                joined.push((n.feature as usize, set));
+                a.modes.push(6);
+            } else {
+                a.modes.push(mode);
+            }
+            a.features.push(n.feature);
+            a.splits.push(n.value);
+            let (t, f) = (at[&n.t], at[&n.f]);
+            a.trues.push(t.1);
+            a.true_leaf.push(i64::from(t.0));
+            a.falses.push(f.1);
+            a.false_leaf.push(i64::from(f.0));
+            a.missing.push(n.missing_true);
+        }
+    }
+    for (feature, set) in joined {
+        s.pools[feature].extend(set);
+    }
+    V5Model {
+        members: a.modes.contains(&6),
+        bytes: v5_model_bytes(s, a),
+    }
+}
+
+fn v5_model_bytes(s: &Spec, a: V5Arrays) -> Vec<u8> {
+    let (n_out, aggregate) = match &s.kind {
+        Kind::Classifier { labels, .. } => (labels.len(), 1),
+        Kind::Regressor {
+            n_targets,
+            aggregate,
+        } => {
+            let order = ["AVERAGE", "SUM", "MIN", "MAX"];
+            (
+                *n_targets,
+                order.iter().position(|p| p == aggregate).unwrap(),
+            )
+        }
+    };
+    let mut attrs: Vec<(&str, Attr)> = vec![
+        ("n_targets", Attr::Int(n_out as i64)),
+        ("aggregate_function", Attr::Int(aggregate as i64)),
+        (
+            "post_transform",
+            Attr::Int(v5_post_transform(s.post_transform)),
+        ),
+        ("nodes_featureids", Attr::Ints(a.features)),
+        ("nodes_modes", Attr::U8Tensor(a.modes)),
+        ("nodes_splits", Attr::FloatTensor(a.splits)),
+        ("nodes_truenodeids", Attr::Ints(a.trues)),
+        ("nodes_trueleafs", Attr::Ints(a.true_leaf)),
+        ("nodes_falsenodeids", Attr::Ints(a.falses)),
+        ("nodes_falseleafs", Attr::Ints(a.false_leaf)),
+        ("leaf_targetids", Attr::Ints(a.leaf_targets)),
+        ("leaf_weights", Attr::FloatTensor(a.leaf_weights)),
+        ("tree_roots", Attr::Ints(a.roots)),
+    ];
+    if !a.membership.is_empty() {
+        attrs.push(("membership_values", Attr::FloatTensor(a.membership)));
+    }
+    if s.missing_attr {
+        attrs.push(("nodes_missing_value_tracks_true", Attr::Ints(a.missing)));
+    }
+    let ensemble = node(
+        "TreeEnsemble",
+        "ai.onnx.ml",
+        &["X"],
+        &["variable"],
+        &attrs,
+        s.packed,
+    );
+    let input = value_info("X", tensor_type(FLOAT, &[None, Some(s.width as i64)]));
+    let output = value_info("variable", tensor_type(FLOAT, &[None, Some(n_out as i64)]));
+    model_bytes(
+        graph(
+            "random_v5",
+            vec![ensemble],
+            vec![],
+            vec![input],
+            vec![output],
+        ),
+        5,
+    )
+}
+
+/// The generated ensembles again, written as `TreeEnsemble` (ai.onnx.ml 5), some with
+/// `BRANCH_MEMBER` sets: ONNX Runtime scores these through its own conversion to the older
+/// operators, which the evaluator repeats.
+#[test]
+fn tree_ensemble_opset_5_matches_onnx_runtime_bit_for_bit() {
+    let n: u64 = std::env::var("TREES_MODELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let mut failures = Vec::new();
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut compared, mut with_members) = (0, 0);
+    for i in 0..n {
+        let seed = 0x5e50_0000 + i;
+        let mut spec = random_spec(seed);
+        let v5 = encode_v5(&mut spec);
+        let about = format!("opset 5, members {}: {}", v5.members, spec.describe());
+        let x = random_rows(seed, &spec, 1000);
+        match compare_model(&about, &v5.bytes, &x, spec.width, &[1, 7, 1000]) {
+            Ok(Verdict::Identical(_)) => {
+                compared += 1;
+                with_members += usize::from(v5.members);
+            }
+            Ok(Verdict::Refused(why)) => *refused.entry(why).or_default() += 1,
+            Err(e) => {
+                let kept = keep_model(&format!("trees-v5-{seed:#x}.onnx"), &v5.bytes);
+                failures.push(format!("{e}\nmodel bytes: {}", kept.display()));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} opset-5 models differ from ONNX Runtime:\n\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(4)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+    eprintln!("{compared} of {n} compared, {with_members} with sets; refused: {refused:?}");
+    // PROBIT and big sets are refused by design; everything else must be compared.
+    assert!(
+        compared * 100 >= n as usize * 80,
+        "{compared} of {n} compared; refused: {refused:?}"
+    );
+    assert!(
+        with_members * 4 >= compared,
+        "only {with_members} of {compared} compared models had BRANCH_MEMBER sets"
+    );
+    assert!(
+        refused.keys().any(|k| k.contains("BRANCH_MEMBER")),
+        "no big set was refused: {refused:?}"
+    );
+}
+
+/// A root whose two children are one leaf is, to ONNX Runtime, a leaf: its weight is read at
+/// the root's own index in `leaf_weights`, not at the child's. Both trees here put the two
+/// apart, so that reading the child's would differ.
+#[test]
+fn opset_5_root_with_one_leaf_on_both_sides_reads_as_onnx_runtime_reads_it() {
+    let attrs: Vec<(&str, Attr)> = vec![
+        ("n_targets", Attr::Int(1)),
+        ("nodes_featureids", Attr::Ints(vec![0, 0])),
+        ("nodes_modes", Attr::U8Tensor(vec![0, 0])),
+        ("nodes_splits", Attr::FloatTensor(vec![0.5, 0.0])),
+        ("nodes_truenodeids", Attr::Ints(vec![0, 2])),
+        ("nodes_trueleafs", Attr::Ints(vec![1, 1])),
+        ("nodes_falsenodeids", Attr::Ints(vec![1, 2])),
+        ("nodes_falseleafs", Attr::Ints(vec![1, 1])),
+        ("leaf_targetids", Attr::Ints(vec![0, 0, 0])),
+        ("leaf_weights", Attr::FloatTensor(vec![1.0, 2.0, 4.0])),
+        ("tree_roots", Attr::Ints(vec![0, 1])),
+    ];
+    let ensemble = node("TreeEnsemble", "ai.onnx.ml", &["X"], &["y"], &attrs, false);
+    let input = value_info("X", tensor_type(FLOAT, &[None, Some(1)]));
+    let output = value_info("y", tensor_type(FLOAT, &[None, Some(1)]));
+    let bytes = model_bytes(
+        graph(
+            "one_leaf_root",
+            vec![ensemble],
+            vec![],
+            vec![input],
+            vec![output],
+        ),
+        5,
+    );
+    let x = [0.0, 1.0, f32::NAN];
+    match compare_model("one-leaf root", &bytes, &x, 1, &[3]) {
+        Ok(Verdict::Identical(_)) => {}
+        Ok(Verdict::Refused(why)) => panic!("refused: {why}"),
+        Err(e) => panic!("{e}"),
+    }
 }

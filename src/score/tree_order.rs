@@ -60,7 +60,7 @@ pub struct EnsembleSplits {
 
 /// A graph node with its attributes (a single value is kept as a list of one), as finding
 /// an ensemble's splits and the native evaluator ([`super::trees`]) need.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Node {
     pub op_type: String,
     pub domain: String,
@@ -69,6 +69,21 @@ pub(crate) struct Node {
     pub ints: HashMap<String, Vec<i64>>,
     pub floats: HashMap<String, Vec<f32>>,
     pub strings: HashMap<String, Vec<String>>,
+    /// Tensor attributes (`AttributeProto.t`), which `TreeEnsemble` (ai.onnx.ml 5) uses.
+    pub tensors: HashMap<String, TensorAttr>,
+}
+
+/// A tensor attribute's element type and values, as far as the native evaluator reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct TensorAttr {
+    /// `TensorProto.DataType` (1 float, 2 uint8, 6 int32, 7 int64, 11 double, ...).
+    pub dtype: i64,
+    /// Float32 values, from `float_data` or `raw_data`.
+    pub floats: Vec<f32>,
+    /// Integer values, from `int32_data` (which also holds uint8), `int64_data` or `raw_data`.
+    pub ints: Vec<i64>,
+    /// Whether the values live in another file (`data_location = EXTERNAL`), not read here.
+    pub external: bool,
 }
 
 impl EnsembleSplits {
@@ -273,6 +288,10 @@ fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), OnnxError> {
                 }
             }
             (9, 2) => strings.push(r.string()?),
+            (5, 2) => {
+                let tensor = read_tensor(r.bytes()?)?;
+                node.tensors.insert(name.clone(), tensor);
+            }
             (_, w) => r.skip(w)?,
         }
     }
@@ -286,6 +305,54 @@ fn read_attribute(bytes: &[u8], node: &mut Node) -> Result<(), OnnxError> {
         node.strings.insert(name, strings);
     }
     Ok(())
+}
+
+/// A `TensorProto`: data_type (2), float_data (4), int32_data (5), int64_data (7), raw_data
+/// (9), data_location (14); its dims are not needed (every attribute read is a list).
+fn read_tensor(bytes: &[u8]) -> Result<TensorAttr, OnnxError> {
+    let mut r = ProtoReader::new(bytes);
+    let mut t = TensorAttr::default();
+    let mut raw: &[u8] = &[];
+    while !r.done() {
+        match r.key()? {
+            (2, 0) => t.dtype = r.varint()? as i64,
+            (4, 5) => t.floats.push(f32::from_bits(r.fixed32()?)),
+            (4, 2) => {
+                let mut packed = ProtoReader::new(r.bytes()?);
+                while !packed.done() {
+                    t.floats.push(f32::from_bits(packed.fixed32()?));
+                }
+            }
+            (5 | 7, 0) => t.ints.push(r.varint()? as i64),
+            (5 | 7, 2) => {
+                let mut packed = ProtoReader::new(r.bytes()?);
+                while !packed.done() {
+                    t.ints.push(packed.varint()? as i64);
+                }
+            }
+            (9, 2) => raw = r.bytes()?,
+            (14, 0) => t.external = r.varint()? == 1,
+            (_, w) => r.skip(w)?,
+        }
+    }
+    // `raw_data` holds the values little-endian, packed by their type's width.
+    match t.dtype {
+        1 => t.floats.extend(
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
+        2 => t.ints.extend(raw.iter().map(|&b| i64::from(b))),
+        6 => t.ints.extend(
+            raw.chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))),
+        ),
+        7 => t.ints.extend(
+            raw.chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+        ),
+        _ => {}
+    }
+    Ok(t)
 }
 
 /// Sorts a batch's rows by the ensemble's top splits (see the module's documentation).

@@ -96,10 +96,14 @@ impl Ensemble {
         let floats = |k: &str| get(&node.floats, k);
         let strings = |k: &str| get(&node.strings, k);
         let one = |k: &str| strings(k).first().map(String::as_str);
-        for tensor_attr in ["nodes_values_as_tensor", "base_values_as_tensor"] {
-            if node.floats.contains_key(tensor_attr) {
-                return Err(unsupported(format!("{tensor_attr} is not read")));
-            }
+        // Double thresholds or weights (`*_as_tensor`, opset 3) are not read; hit rates
+        // change nothing.
+        if let Some(name) = node
+            .tensors
+            .keys()
+            .find(|k| !k.starts_with("nodes_hitrates"))
+        {
+            return Err(unsupported(format!("{name} is not read")));
         }
         let nodes = NodeAttributes {
             tree_ids: ints("nodes_treeids"),

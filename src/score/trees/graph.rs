@@ -66,7 +66,7 @@ impl Graph {
             n.domain == "ai.onnx.ml"
                 && matches!(
                     n.op_type.as_str(),
-                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor"
+                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
                 )
         });
         let (Some(ensemble), None) = (ensembles.next(), ensembles.next()) else {
@@ -91,14 +91,11 @@ impl Graph {
             .iter()
             .map(|name| trace_output(&raw, ensemble, name))
             .collect::<Result<Vec<_>, _>>()?;
-        let ensemble = Node {
-            op_type: ensemble.op_type.clone(),
-            domain: ensemble.domain.clone(),
-            inputs: ensemble.inputs.clone(),
-            outputs: ensemble.outputs.clone(),
-            ints: ensemble.ints.clone(),
-            floats: ensemble.floats.clone(),
-            strings: ensemble.strings.clone(),
+        // ONNX Runtime scores a `TreeEnsemble` as the older operators it converts it to.
+        let ensemble = if ensemble.op_type == "TreeEnsemble" {
+            super::v5::to_v3(ensemble)?
+        } else {
+            ensemble.clone()
         };
         Ok(Self {
             input,

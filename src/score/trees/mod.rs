@@ -16,6 +16,7 @@ mod bitvec;
 mod eval;
 mod graph;
 mod layout;
+mod v5;
 
 pub use eval::{NativeOutput, Outputs};
 
