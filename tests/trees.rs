@@ -2379,3 +2379,68 @@ fn opset_5_root_with_one_leaf_on_both_sides_reads_as_onnx_runtime_reads_it() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// A `TreeEnsemble` model with sets, run from a job spec by the real binary: the run scores
+/// it natively (`_metrics.json` says so) and every prediction is ONNX Runtime's own.
+#[test]
+fn a_job_scores_an_opset_5_model_natively_with_onnx_runtimes_numbers() {
+    let mut seed = 0x5e51_0000;
+    let (spec, v5) = loop {
+        seed += 1;
+        let mut spec = random_spec(seed);
+        let v5 = encode_v5(&mut spec);
+        if v5.members && NativeEnsemble::from_onnx(&v5.bytes).is_ok() {
+            break (spec, v5);
+        }
+    };
+    let s = common::Scratch::new();
+    std::fs::write(s.path("model.onnx"), &v5.bytes).unwrap();
+    let rows = 3000;
+    // CSV holds no NaN or infinities as numbers: those rows get 0 (still on the thresholds).
+    let x: Vec<f32> = random_rows(seed, &spec, rows)
+        .into_iter()
+        .map(|v| if v.is_finite() { v } else { 0.0 })
+        .collect();
+    let columns: Vec<String> = (0..spec.width).map(|c| format!("f{c}")).collect();
+    let mut csv = format!("id,{}\n", columns.join(","));
+    for (r, row) in x.chunks(spec.width).enumerate() {
+        let values: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(csv, "{r},{}", values.join(","));
+    }
+    std::fs::write(s.path("input.csv"), csv).unwrap();
+    let quoted: Vec<String> = columns.iter().map(|c| format!("{c:?}")).collect();
+    let job = s.job(
+        "v5.toml",
+        &format!(
+            "name = \"v5\"\n[input]\nuri = \"../input.csv\"\n[model]\nuri = \"../model.onnx\"\n\
+             [inputs.X]\ncolumns = [{}]\n[output]\nuri = \"../out/v5/\"\npassthrough = [\"id\"]\n\
+             [outputs]\ny = \"variable[0]\"\n",
+            quoted.join(", ")
+        ),
+    );
+    let o = common::run(&["run", job.to_str().unwrap()]);
+    common::assert_ok(&o);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.path("out/v5/_metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(metrics["tree_engine"], "native", "{metrics}");
+
+    let mut oracle = Oracle::open(&v5.bytes).unwrap();
+    let want = oracle.run(&x, rows, spec.width).unwrap();
+    let Out::Float32 { values, per_row } = &want[0].1 else {
+        panic!("ONNX Runtime's output is not float32")
+    };
+    let got = common::read_output(&s.path("out/v5"));
+    for (id, y) in got["id"].iter().zip(&got["y"]) {
+        let (Cell::Int(id), Cell::Float(y)) = (id, y) else {
+            panic!("id {id:?}, y {y:?}")
+        };
+        let expected = values[*id as usize * per_row];
+        assert_eq!(
+            (*y as f32).to_bits(),
+            expected.to_bits(),
+            "row {id}: {y} vs ONNX Runtime's {expected}"
+        );
+    }
+    assert_eq!(got["id"].len(), rows);
+}

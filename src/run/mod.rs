@@ -368,7 +368,7 @@ fn native_engine(
     run: &crate::spec::RunSpec,
     device: crate::model::ExecutionDevice,
 ) -> (Option<NativeEngine>, bool) {
-    let is_tree = EnsembleSplits::from_onnx(model.onnx_bytes()).is_some();
+    let is_tree = crate::score::tree_order::is_tree_ensemble(model.onnx_bytes());
     if !is_tree
         || run.tree_engine != crate::spec::TreeEngine::Native
         || device != crate::model::ExecutionDevice::Cpu

@@ -125,6 +125,21 @@ impl EnsembleSplits {
     }
 }
 
+/// Whether the model's graph holds a tree ensemble (`TreeEnsembleClassifier`,
+/// `TreeEnsembleRegressor` or, ai.onnx.ml 5, `TreeEnsemble`), whether or not its splits can
+/// be read here.
+pub fn is_tree_ensemble(bytes: &[u8]) -> bool {
+    read_graph_nodes(bytes).is_ok_and(|nodes| {
+        nodes.iter().any(|n| {
+            n.domain == "ai.onnx.ml"
+                && matches!(
+                    n.op_type.as_str(),
+                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
+                )
+        })
+    })
+}
+
 /// The ensemble's splits, ranked by the share of rows that reach them.
 fn ranked_splits(n: &Node) -> Option<Vec<Split>> {
     let ints = |k: &str| n.ints.get(k).map(Vec::as_slice).unwrap_or_default();
