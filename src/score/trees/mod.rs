@@ -1,5 +1,6 @@
 //! A native evaluator for ONNX tree ensembles (`TreeEnsembleClassifier`,
-//! `TreeEnsembleRegressor`), whose outputs are ONNX Runtime's own, bit for bit.
+//! `TreeEnsembleRegressor`, and `TreeEnsemble` of ai.onnx.ml 5 read by `v5.rs`), whose outputs
+//! are ONNX Runtime's own, bit for bit.
 //!
 //! [`NativeEnsemble::from_onnx`] reads a model whose graph is one ensemble over one float32
 //! input (with `Identity`, `Cast` and scalar `Mul`/`Add` nodes around it, as the converters
