@@ -129,15 +129,18 @@ impl EnsembleSplits {
 /// `TreeEnsembleRegressor` or, ai.onnx.ml 5, `TreeEnsemble`), whether or not its splits can
 /// be read here.
 pub fn is_tree_ensemble(bytes: &[u8]) -> bool {
-    read_graph_nodes(bytes).is_ok_and(|nodes| {
-        nodes.iter().any(|n| {
-            n.domain == "ai.onnx.ml"
-                && matches!(
-                    n.op_type.as_str(),
-                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
-                )
-        })
-    })
+    read_graph_nodes(bytes).is_ok_and(|nodes| nodes.iter().any(Node::is_ensemble))
+}
+
+impl Node {
+    /// Whether this is a tree-ensemble operator of any opset.
+    pub(crate) fn is_ensemble(&self) -> bool {
+        self.domain == "ai.onnx.ml"
+            && matches!(
+                self.op_type.as_str(),
+                "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
+            )
+    }
 }
 
 /// The ensemble's splits, ranked by the share of rows that reach them.

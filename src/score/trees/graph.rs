@@ -62,13 +62,7 @@ fn unsupported(why: impl Into<String>) -> Unsupported {
 impl Graph {
     pub fn read(bytes: &[u8]) -> Result<Self, Unsupported> {
         let raw = read_model(bytes).map_err(|e| unsupported(format!("cannot read: {e}")))?;
-        let mut ensembles = raw.nodes.iter().filter(|n| {
-            n.domain == "ai.onnx.ml"
-                && matches!(
-                    n.op_type.as_str(),
-                    "TreeEnsembleClassifier" | "TreeEnsembleRegressor" | "TreeEnsemble"
-                )
-        });
+        let mut ensembles = raw.nodes.iter().filter(|n| n.is_ensemble());
         let (Some(ensemble), None) = (ensembles.next(), ensembles.next()) else {
             return Err(unsupported(
                 "the graph has no tree ensemble, or more than one",

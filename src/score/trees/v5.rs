@@ -6,12 +6,14 @@
 //! named by index with a flag saying which list), keeps thresholds and weights in tensors,
 //! numbers its enums, drops base values and adds `BRANCH_MEMBER` (a set of values, NaN
 //! between sets in `membership_values`). ONNX Runtime (`TreeEnsembleAttributesV5::
-//! convert_to_v3`) walks each tree depth first, true child first, numbering nodes as it
-//! goes, and writes a set of fewer than 31 values in 0..=30 as a chain of `BRANCH_EQ` nodes
-//! that share the true child; larger sets it keeps as sets, which this evaluator refuses.
-//! A root whose two children are the same leaf is that leaf, its weight read at the root's
-//! own index, as ONNX Runtime reads it. Its post-transform numbers are ONNX Runtime's enum
-//! (`0 NONE, 1 LOGISTIC, 2 SOFTMAX, 3 SOFTMAX_ZERO, 4 PROBIT`), which the tests prove.
+//! convert_to_v3`) walks each tree depth first, true child first, and writes a set of fewer
+//! than 31 integers in 0..=30 as `BRANCH_EQ` comparisons, one per member; here each of them
+//! leads to its own copy of the set's true side, so that the result is still a tree. Other
+//! sets ONNX Runtime tests by the value truncated to an integer, which this evaluator
+//! refuses. A root whose two children are one leaf scores that leaf's weight, as an ordinary
+//! split does. Post-transforms are numbered in ONNX Runtime's enum order (`0 NONE,
+//! 1 LOGISTIC, 2 SOFTMAX, 3 SOFTMAX_ZERO, 4 PROBIT`; the ONNX spec swaps 1 and 2), which the
+//! tests prove.
 
 use std::collections::HashMap;
 
