@@ -10,6 +10,7 @@
 pub mod casts;
 pub mod names;
 pub mod pack;
+pub mod text;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -18,10 +19,12 @@ use datafusion::prelude::DataFrame;
 
 use crate::diagnostics::Problem;
 use crate::model::{ElemType, IoKind, Model, ModelIo, show_shape};
+use crate::spec::text::TOKEN_INPUTS;
 use crate::spec::{FillValue, JobSpec, NonFinite, TensorDtype};
 use casts::{cast_can_fail, castable};
 pub use names::{display_sql, nearest_columns, quote_ident};
 pub use pack::{FeaturePacker, PackError, to_arrays};
+pub use text::{TextBinding, TextEncoder};
 
 /// One model input and the expressions that feed it.
 #[derive(Debug, Clone)]
@@ -79,8 +82,12 @@ pub struct BoundInputs {
     pub inputs: Vec<InputBinding>,
     /// One expression per column of every input, in order: `inputs[0].columns`, then
     /// `inputs[1].columns`, and so on; then the source values of fallible casts
-    /// ([`InputBinding::raw_args`] points at them).
+    /// ([`InputBinding::raw_args`] points at them); then `[tokenizer]`'s text, when there is
+    /// one ([`TextBinding::arg`]).
     pub exprs: Vec<Expr>,
+    /// The text the tokenizer fills the token inputs from (`[tokenizer]`), which are then in
+    /// no [`InputBinding`].
+    pub text: Option<TextBinding>,
 }
 
 /// Why a model input cannot be fed as the spec says.
@@ -178,7 +185,8 @@ pub fn bind_inputs(
         );
     }
     let mut inputs = Vec::new();
-    for io in &model.inputs {
+    let tokenized = |name: &str| spec.tokenizer.is_some() && TOKEN_INPUTS.contains(&name);
+    for io in model.inputs.iter().filter(|io| !tokenized(&io.name)) {
         let wanted = Wanted::of(spec, io);
         if let Some(b) = binder.input(io, wanted, inputs.len()) {
             inputs.push(b);
@@ -199,23 +207,59 @@ pub fn bind_inputs(
     }
     let mut exprs = binder.exprs;
     exprs.extend(binder.raw_exprs);
-    Ok(BoundInputs { inputs, exprs })
+    let text = match &spec.tokenizer {
+        Some(t) => Some(bind_text_expr(&t.text, model, df, &mut exprs)?),
+        None => None,
+    };
+    Ok(BoundInputs {
+        inputs,
+        exprs,
+        text,
+    })
+}
+
+/// Binds `[tokenizer] text` and the token inputs it fills; its expression joins `exprs`.
+fn bind_text_expr(
+    sql: &str,
+    model: &Model,
+    df: &DataFrame,
+    exprs: &mut Vec<Expr>,
+) -> Result<TextBinding, Vec<Problem>> {
+    let (expr, source) = names::parse_column(df, sql)
+        .map_err(|e| vec![Problem::new("tokenizer.text", e.to_string())])?;
+    if !castable(&source, &DataType::Utf8) {
+        let message = format!("{sql:?} has type {source}, which cannot be cast to text");
+        return Err(vec![Problem::new("tokenizer.text", message)]);
+    }
+    let fills = text::token_inputs(model).map_err(|p| vec![p])?;
+    exprs.push(cast(expr, DataType::Utf8));
+    Ok(TextBinding {
+        sql: sql.to_string(),
+        arg: exprs.len() - 1,
+        fills,
+        sensitive: false,
+    })
 }
 
 /// A challenger model's inputs, fed the champion's features (`champion`): the model must have
 /// the same inputs, in the same order, with the same element types and values per row; each
 /// binding keeps the challenger's own declared shape (a fixed batch dimension, say). The
 /// error lists what differs, in words.
-pub fn bind_like(champion: &[InputBinding], model: &Model) -> Result<Vec<InputBinding>, String> {
-    let same_names = model.inputs.len() == champion.len()
-        && model
-            .inputs
-            .iter()
-            .zip(champion)
-            .all(|(io, b)| io.name == b.name);
+pub fn bind_like(
+    champion: &[InputBinding],
+    model: &Model,
+    tokenized: bool,
+) -> Result<Vec<InputBinding>, String> {
+    // A tokenizer fills the token inputs of every model of the job.
+    let fed: Vec<&ModelIo> = model
+        .inputs
+        .iter()
+        .filter(|io| !(tokenized && TOKEN_INPUTS.contains(&io.name.as_str())))
+        .collect();
+    let same_names =
+        fed.len() == champion.len() && fed.iter().zip(champion).all(|(io, b)| io.name == b.name);
     if !same_names {
-        let ours: Vec<String> = model
-            .inputs
+        let ours: Vec<String> = fed
             .iter()
             .map(|io| format!("{:?} ({})", io.name, io.kind))
             .collect();
@@ -239,7 +283,7 @@ pub fn bind_like(champion: &[InputBinding], model: &Model) -> Result<Vec<InputBi
     }
     let mut differences = Vec::new();
     let mut bound = Vec::with_capacity(champion.len());
-    for (io, b) in model.inputs.iter().zip(champion) {
+    for (io, b) in fed.into_iter().zip(champion) {
         let (dtype, shape) = match element(io) {
             Ok(t) => t,
             Err(e) => {

@@ -44,6 +44,10 @@ pub struct RunMetrics {
     /// (chosen, or fallen back to: the log says why); absent for other models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_engine: Option<String>,
+    /// For a text model (`[tokenizer]`): texts tokenized, truncated, and the tokens fed to
+    /// the model; absent for other models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<crate::score::text::TextMetrics>,
     /// Where the model ran: `cpu` or `cuda:N` (after any `fallback`).
     pub device: String,
     /// The memory limit the run's workers and batch size were fitted under (`[run]
@@ -248,6 +252,8 @@ pub struct RunFacts {
     pub inference_batch_size: usize,
     pub rows_reordered: bool,
     pub tree_engine: Option<String>,
+    /// For a text model (`[tokenizer]`): the tokens a text is cut to.
+    pub text_max_length: Option<usize>,
     pub device: String,
     pub memory: Option<MemoryReport>,
     pub model: ModelReport,
@@ -301,6 +307,7 @@ impl RunMetrics {
             inference_batch_size: run.inference_batch_size,
             rows_reordered: run.rows_reordered,
             tree_engine: run.tree_engine,
+            text: run.text_max_length.map(|n| stats.text.metrics(n)),
             device: run.device,
             memory: run.memory,
             model: run.model,
@@ -354,6 +361,7 @@ mod tests {
             inference_batch_size: 5,
             rows_reordered: false,
             tree_engine: None,
+            text_max_length: None,
             device: "cpu".into(),
             memory: None,
             model: ModelReport {

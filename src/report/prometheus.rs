@@ -557,6 +557,7 @@ mod tests {
             inference_batch_size: 5,
             rows_reordered: false,
             tree_engine: None,
+            text_max_length: None,
             device: "cpu".into(),
             memory: None,
             model: ModelReport {

@@ -343,12 +343,17 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
             .filter(|_| run.reorder_rows)
             .and_then(|splits| TreeRowOrder::bind(splits, &c.inputs));
         let (native, is_tree) = native_engine(&c.model, &c.inputs, run, plan.device);
+        let text = text_scoring(plan.text.clone(), c.text.clone());
         let scorer = Scorer::new(c.inputs.clone(), c.outputs.clone(), sessions, rows_per_call);
         c.scorer = Some(Arc::new(
-            scorer.with_row_order(order).with_native(native, is_tree),
+            scorer
+                .with_row_order(order)
+                .with_native(native, is_tree)
+                .with_text(text),
         ));
     }
     let (native, is_tree) = native_engine(&plan.model, &plan.bound.inputs, run, plan.device);
+    let text = text_scoring(plan.text.clone(), plan.bound.text.clone());
     Ok(Scorer::new(
         plan.bound.inputs.clone(),
         plan.outputs.clone(),
@@ -356,7 +361,17 @@ fn build_scorer(plan: &mut JobPlan) -> Result<Scorer, RunError> {
         rows_per_call,
     )
     .with_row_order(row_order)
-    .with_native(native, is_tree))
+    .with_native(native, is_tree)
+    .with_text(text))
+}
+
+/// A text model's tokenizer with the inputs it fills, when the job has `[tokenizer]`.
+fn text_scoring(
+    encoder: Option<crate::features::TextEncoder>,
+    binding: Option<crate::features::TextBinding>,
+) -> Option<crate::score::text::TextScoring> {
+    let (encoder, binding) = encoder.zip(binding)?;
+    Some(crate::score::text::TextScoring { encoder, binding })
 }
 
 /// The native tree evaluator for `model`, when `[run] tree_engine` asks for it on the CPU and
@@ -567,6 +582,7 @@ fn run_facts(
         inference_batch_size: scorer.rows_per_call(),
         rows_reordered: scorer.reorders_rows(),
         tree_engine: scorer.tree_engine().map(String::from),
+        text_max_length: scorer.text_max_length(),
         device: plan.device.to_string(),
         memory: plan.memory.clone(),
         model: ModelReport::of(&plan.model),

@@ -19,6 +19,7 @@ use crate::diagnostics::{Problem, SpecError};
 use crate::features::{
     BoundInputs, InputBinding, bind_inputs, bind_like, nearest_columns, quote_ident,
 };
+use crate::features::{TextBinding, TextEncoder};
 use crate::input::csv::MalformedRow;
 use crate::input::{
     OpenedInput, Shard, ShardId, UnitSource, WorkUnit, open_input, session_context,
@@ -45,6 +46,8 @@ pub struct JobPlan {
     /// The queried input.
     pub(super) input: DataFrame,
     pub(super) bound: BoundInputs,
+    /// `[tokenizer]`'s, loaded (taken by the scorer).
+    pub(super) text: Option<TextEncoder>,
     pub outputs: Vec<OutputBinding>,
     /// The pass-through columns as written (dictionary and view types as plain ones).
     pub(super) passthrough: Vec<Expr>,
@@ -93,6 +96,8 @@ pub struct ChallengerPlan {
     pub outputs: Vec<OutputBinding>,
     /// Its scorer, built with the champion's (`run::build_scorer`).
     pub(super) scorer: Option<Arc<Scorer>>,
+    /// The champion's `[tokenizer]` text, filling this model's token inputs.
+    pub(super) text: Option<TextBinding>,
 }
 
 impl std::fmt::Debug for JobPlan {
@@ -305,6 +310,7 @@ pub async fn plan_shard(
         workers: s.run.worker_count(),
         device,
         tree_splits: models.tree_splits,
+        text: models.text,
         model,
         ctx,
         input: frame,
@@ -500,6 +506,10 @@ fn mark_sensitive(bound: &mut BoundInputs, privacy: &mut PrivacyPlan) {
     for b in &mut bound.inputs {
         b.sensitive = flags.by_ref().take(b.columns.len()).collect();
     }
+    if let Some(text) = &mut bound.text {
+        let expr = std::slice::from_ref(&bound.exprs[text.arg]);
+        text.sensitive = privacy.mark_features(expr).contains(&true);
+    }
 }
 
 /// Fits the run's layout under its memory limit (`[run] memory_limit`, or the container's,
@@ -602,6 +612,8 @@ pub(super) fn refused(spec: &LoadedSpec, problems: Vec<Problem>) -> RunError {
 /// recorded).
 struct Models {
     champion: Option<Arc<Model>>,
+    /// `[tokenizer]`'s, loaded.
+    text: Option<TextEncoder>,
     /// The champion's tree ensemble splits, when it has them and rows are sorted.
     tree_splits: Option<EnsembleSplits>,
     /// Each `[[challengers]]` model, in the spec's order.
@@ -626,12 +638,35 @@ async fn load_models(
         .as_ref()
         .filter(|_| s.run.reorder_rows)
         .and_then(|m| EnsembleSplits::from_onnx(m.onnx_bytes()));
+    let text = match &s.tokenizer {
+        Some(t) => TextEncoder::load(t, stores)
+            .await
+            .map_err(|e| problems.push(Problem::new("tokenizer.uri", e.to_string())))
+            .ok(),
+        None => None,
+    };
+    if s.tokenizer.is_some() {
+        settle_text_batches(&mut s.run);
+    }
     s.run.settle_batch_size(tree_splits.is_some());
     Ok(Models {
         champion,
+        text,
         tree_splits,
         challengers,
     })
+}
+
+/// A text model's default batch sizes: attention grows with rows x length², so a call holds
+/// tens of rows, not the thousands a tabular model takes.
+fn settle_text_batches(run: &mut RunSpec) {
+    use crate::features::text::{DEFAULT_TEXT_BATCH_SIZE, DEFAULT_TEXT_INFERENCE_BATCH};
+    run.batch_size.get_or_insert(DEFAULT_TEXT_BATCH_SIZE);
+    let per_call = match run.device {
+        crate::spec::Device::Cpu => DEFAULT_TEXT_INFERENCE_BATCH,
+        crate::spec::Device::Cuda => 8 * DEFAULT_TEXT_INFERENCE_BATCH,
+    };
+    run.inference_batch_size.get_or_insert(per_call);
 }
 
 /// The model of the `[model]` table `m` (at `table`: `model`, or a challenger's), or `None`
@@ -792,7 +827,19 @@ fn bind_challengers(
         let (Some(model), Some(champion)) = (model, &bound.inputs) else {
             continue;
         };
-        let inputs = bind_like(&champion.inputs, &model)
+        let text = champion.text.as_ref().map(|t| {
+            crate::features::text::token_inputs(&model)
+                .map(|fills| TextBinding { fills, ..t.clone() })
+        });
+        let text = match text.transpose() {
+            Ok(t) => t,
+            Err(p) => {
+                let message = format!("challenger {:?}: {}", c.name, p.message);
+                problems.push(Problem::new(format!("challengers[{i}]"), message));
+                continue;
+            }
+        };
+        let inputs = bind_like(&champion.inputs, &model, text.is_some())
             .map_err(|e| {
                 let message = format!(
                     "challenger {:?}: cannot be fed the champion's features: {e}",
@@ -809,6 +856,7 @@ fn bind_challengers(
                 inputs,
                 outputs,
                 scorer: None,
+                text,
             });
         }
     }
@@ -825,8 +873,9 @@ fn challenger_outputs(
     model: &Model,
     problems: &mut Vec<Problem>,
 ) -> Option<Vec<OutputBinding>> {
-    let has = |expr: &String| {
-        crate::spec::OutputRef::parse(expr).is_ok_and(|r| model.output(&r.output).is_some())
+    let has = |expr: &crate::spec::OutputColumn| {
+        crate::spec::OutputRef::parse(expr.reference())
+            .is_ok_and(|r| model.output(&r.output).is_some())
     };
     let champions = s.outputs.as_ref().filter(|o| o.values().all(has));
     let table = c.outputs.as_ref().or(champions);

@@ -4,15 +4,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, ListArray,
-    StringArray,
+    Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
+    Int64Array, ListArray, StringArray,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::arrow::error::ArrowError;
 use ort::value::{DynMapValueType, DynValue};
 
 use super::outputs::{OutputBinding, OutputSource};
+use super::pool;
 use crate::model::ElemType;
 
 /// An output ONNX Runtime returned that does not fit its column.
@@ -50,20 +51,26 @@ pub enum DecodeError {
     NotScalar { output: String, per_row: usize },
     #[error("model output {output:?}: {source}")]
     Arrow { output: String, source: ArrowError },
+    #[error("model output {output:?} has shape {shape}, which cannot be pooled per row")]
+    NotPooled { output: String, shape: String },
 }
 
 /// One output column from an ONNX Runtime output over `rows` rows, keeping the first `keep`
-/// (the rest pad a fixed batch).
+/// (the rest pad a fixed batch). `lengths` are the rows' token counts, for pooling.
 pub(super) fn decode_output(
     b: &OutputBinding,
     value: &DynValue,
     rows: usize,
     keep: usize,
+    lengths: Option<&[usize]>,
 ) -> Result<ArrayRef, DecodeError> {
     let err = |source: ort::Error| DecodeError::Ort {
         output: b.output.clone(),
         source,
     };
+    if !b.transform.is_identity() {
+        return transformed(b, value, rows, keep, lengths);
+    }
     match b.source {
         OutputSource::Tensor { .. } => {
             macro_rules! numeric {
@@ -131,6 +138,59 @@ pub(super) fn decode_output(
             }
         }
     }
+}
+
+/// A float32 output pooled, normalised or put through softmax (see [`super::pool`]).
+fn transformed(
+    b: &OutputBinding,
+    value: &DynValue,
+    rows: usize,
+    keep: usize,
+    lengths: Option<&[usize]>,
+) -> Result<ArrayRef, DecodeError> {
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|source| DecodeError::Ort {
+            output: b.output.clone(),
+            source,
+        })?;
+    let t = b.transform;
+    let (mut values, width) = match (t.pool, &shape[..], lengths) {
+        (Some(how), &[n, seq, hidden], Some(lengths))
+            if n as usize == rows && lengths.len() >= keep =>
+        {
+            let (seq, hidden) = (seq as usize, hidden as usize);
+            (pool::pool(data, (seq, hidden), lengths, keep, how), hidden)
+        }
+        (Some(_), _, _) => {
+            return Err(DecodeError::NotPooled {
+                output: b.output.clone(),
+                shape: format!("{:?}", &shape[..]),
+            });
+        }
+        (None, ..) => {
+            let per_row = per_row_of(b, data.len(), rows)?;
+            (data[..keep * per_row].to_vec(), per_row)
+        }
+    };
+    if t.softmax {
+        pool::softmax(&mut values, width);
+    }
+    if t.normalize {
+        pool::normalize(&mut values, width);
+    }
+    let Some(fixed) = b.pooled_width else {
+        return from_rows::<f32, Float32Array>(b, &values, width, keep);
+    };
+    let arrow = |source| DecodeError::Arrow {
+        output: b.output.clone(),
+        source,
+    };
+    let field = Arc::new(Field::new("item", DataType::Float32, true));
+    let width = i32::try_from(fixed).map_err(|e| arrow(ArrowError::ExternalError(Box::new(e))))?;
+    FixedSizeListArray::try_new(field, width, Arc::new(Float32Array::from(values)), None)
+        .map(|a| Arc::new(a) as ArrayRef)
+        .map_err(arrow)
 }
 
 fn sorted_values<K>(
@@ -246,6 +306,8 @@ mod tests {
             source: OutputSource::Tensor { per_row: None },
             is_list,
             elem: ElemType::Float32,
+            transform: Default::default(),
+            pooled_width: None,
         }
     }
 

@@ -20,7 +20,9 @@
 pub mod decode;
 pub mod native;
 pub mod outputs;
+pub mod pool;
 pub mod sql;
+pub mod text;
 pub mod tree_order;
 pub mod trees;
 pub mod udf;
@@ -35,12 +37,14 @@ use datafusion::arrow::error::ArrowError;
 use ort::session::{Session, SessionOutputs};
 use ort::value::DynValue;
 
+use crate::features::text::RowTokens;
 use crate::features::{FeaturePacker, InputBinding, PackError, display_sql};
 use crate::model::{ElemType, SessionPool};
 use crate::reject::{RejectCounts, Rejects, Stage};
 pub use decode::DecodeError;
 use native::{NativeEngine, Trust};
 pub use outputs::{OutputBinding, bind_outputs};
+use text::{TextScoring, TextStats};
 use tree_order::TreeRowOrder;
 pub use udf::PredictUdf;
 
@@ -76,6 +80,8 @@ pub struct ScoreStats {
     pub non_finite_outputs: AtomicU64,
     /// Seconds per scored batch (features + inference).
     pub batch_latencies: Mutex<Vec<f64>>,
+    /// A text model's tokens (`[tokenizer]`).
+    pub text: TextStats,
 }
 
 impl ScoreStats {
@@ -93,6 +99,7 @@ impl ScoreStats {
             n.store(0, Ordering::Relaxed);
         }
         self.rejected.clear();
+        self.text.reset();
         self.batch_latencies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -122,7 +129,16 @@ pub struct Scorer {
     native: Option<NativeEngine>,
     /// Whether the model is a tree ensemble (for `tree_engine` in the metrics).
     is_tree_ensemble: bool,
+    /// For a text model: the tokenizer that fills its token inputs.
+    text: Option<TextScoring>,
     return_fields: Fields,
+}
+
+/// What one batch's calls read: the evaluated arguments and, for a text model, each row's
+/// tokens (empty otherwise).
+struct Batch<'a> {
+    args: &'a [ArrayRef],
+    tokens: &'a [RowTokens],
 }
 
 /// What scoring one batch's rows produced, call by call.
@@ -160,8 +176,20 @@ impl Scorer {
             row_order: None,
             native: None,
             is_tree_ensemble: false,
+            text: None,
             return_fields,
         }
+    }
+
+    /// Fills the model's token inputs from a text column (`[tokenizer]`).
+    pub fn with_text(mut self, text: Option<TextScoring>) -> Self {
+        self.text = text;
+        self
+    }
+
+    /// For a text model: the tokens a text is cut to.
+    pub fn text_max_length(&self) -> Option<usize> {
+        self.text.as_ref().map(|t| t.encoder.max_length)
     }
 
     /// Scores with the native tree evaluator when `engine` is given (checked against ONNX
@@ -206,8 +234,16 @@ impl Scorer {
     pub fn score(&self, args: &[ArrayRef], num_rows: usize) -> Result<StructArray, ScoreError> {
         let started = Instant::now();
         let mut rejects = self.feature_rejects(args, num_rows);
+        let tokens = match &self.text {
+            Some(t) => t.encode(args, num_rows, &mut rejects, &self.stats.text),
+            None => Vec::new(),
+        };
         let rows: Vec<usize> = (0..num_rows).filter(|&i| !rejects.is_rejected(i)).collect();
-        let (run, reordered) = self.infer_rows(args, rows)?;
+        let batch = Batch {
+            args,
+            tokens: &tokens,
+        };
+        let (run, reordered) = self.infer_rows(&batch, rows)?;
         // Rows ONNX Runtime failed on alone are rejected with their feature values as text.
         for (row, message) in &run.failed {
             // Its message can quote a feature's value (`idx=99 must be within ...`).
@@ -265,10 +301,11 @@ impl Scorer {
     }
 
     /// Scores `rows` in calls of [`Self::rows_per_call`], sorted first when the model is a
-    /// tree ensemble (then the second value is true); rows are the batch's in the result.
+    /// tree ensemble or a text model grouping rows by length (then the second value is true);
+    /// rows are the batch's in the result.
     fn infer_rows(
         &self,
-        args: &[ArrayRef],
+        batch: &Batch,
         mut rows: Vec<usize>,
     ) -> Result<(BatchRun, bool), ScoreError> {
         let mut run = BatchRun {
@@ -280,11 +317,16 @@ impl Scorer {
         };
         let chunk = self.rows_per_call();
         let Some(order) = self.row_order.as_ref().filter(|_| rows.len() > 1) else {
+            let sorted = self
+                .text
+                .as_ref()
+                .is_some_and(|t| t.sort(&mut rows, batch.tokens));
             for call in rows.chunks(chunk) {
-                self.infer_isolating(args, call, &mut run)?;
+                self.infer_isolating(batch, call, &mut run)?;
             }
-            return Ok((run, false));
+            return Ok((run, sorted));
         };
+        let args = batch.args;
         order.sort(args, &mut rows);
         // Slices gathered straight from the batch's columns in sorted order would each touch
         // nearly every cache line of every column (measured: packing went from 0.5% to 2.9%
@@ -300,6 +342,10 @@ impl Scorer {
             .collect::<Result<Vec<_>, _>>()?;
         run.features_ns += t0.elapsed().as_nanos() as u64;
         let positions: Vec<usize> = (0..rows.len()).collect();
+        let sorted = Batch {
+            args: &sorted,
+            tokens: &[],
+        };
         for call in positions.chunks(chunk) {
             self.infer_isolating(&sorted, call, &mut run)?;
         }
@@ -317,11 +363,11 @@ impl Scorer {
     /// that only the rows it fails on alone are lost (recorded in `run.failed`).
     fn infer_isolating(
         &self,
-        args: &[ArrayRef],
+        batch: &Batch,
         rows: &[usize],
         run: &mut BatchRun,
     ) -> Result<(), ScoreError> {
-        match self.infer(args, rows, run)? {
+        match self.infer(batch, rows, run)? {
             Ok(decoded) => {
                 for (acc, arr) in run.per_output.iter_mut().zip(decoded) {
                     acc.push(arr);
@@ -331,8 +377,8 @@ impl Scorer {
             Err(message) if rows.len() == 1 => run.failed.push((rows[0], message)),
             Err(_) => {
                 let (left, right) = rows.split_at(rows.len() / 2);
-                self.infer_isolating(args, left, run)?;
-                self.infer_isolating(args, right, run)?;
+                self.infer_isolating(batch, left, run)?;
+                self.infer_isolating(batch, right, run)?;
             }
         }
         Ok(())
@@ -342,10 +388,11 @@ impl Scorer {
     /// error is fatal (packing, decoding); the inner one is ONNX Runtime refusing the rows.
     fn infer(
         &self,
-        args: &[ArrayRef],
+        batch: &Batch,
         rows: &[usize],
         run: &mut BatchRun,
     ) -> Result<Result<Vec<ArrayRef>, String>, ScoreError> {
+        let args = batch.args;
         let t0 = Instant::now();
         let real = rows.len();
         let padded: Vec<usize>;
@@ -369,6 +416,11 @@ impl Scorer {
             let tensor = FeaturePacker { binding, columns }.pack(rows)?;
             tensors.push((binding.name.clone(), tensor));
         }
+        let mut lengths = None;
+        if let Some(text) = &self.text {
+            tensors.extend(text.pack(rows, batch.tokens, &self.stats.text)?);
+            lengths = Some(rows.iter().map(|&r| batch.tokens[r].ids.len()).collect());
+        }
         let t1 = Instant::now();
         run.features_ns += (t1 - t0).as_nanos() as u64;
         let n = rows.len();
@@ -376,9 +428,9 @@ impl Scorer {
             Some(engine) => match engine.trust() {
                 Trust::Trusted => self.infer_native(engine, &tensors, n, real).map(Ok),
                 Trust::Unchecked => self.check_native(engine, tensors, n, real),
-                Trust::Refused => self.infer_session(tensors, n, real),
+                Trust::Refused => self.infer_session(tensors, n, real, None),
             },
-            None => self.infer_session(tensors, n, real),
+            None => self.infer_session(tensors, n, real, lengths),
         };
         run.inference_ns += t1.elapsed().as_nanos() as u64;
         result
@@ -390,10 +442,13 @@ impl Scorer {
         tensors: Vec<(String, DynValue)>,
         rows: usize,
         keep: usize,
+        lengths: Option<Vec<usize>>,
     ) -> Result<Result<Vec<ArrayRef>, String>, ScoreError> {
         self.sessions
             .with_session(|session: &mut Session| match session.run(tensors) {
-                Ok(outputs) => self.decode(&outputs, rows, keep).map(Ok),
+                Ok(outputs) => self
+                    .decode(&outputs, rows, keep, lengths.as_deref())
+                    .map(Ok),
                 Err(e) => Ok(Err(e.to_string())),
             })
     }
@@ -407,7 +462,7 @@ impl Scorer {
         keep: usize,
     ) -> Result<Vec<ArrayRef>, ScoreError> {
         let outputs = engine.run(&tensors[0].1).map_err(ScoreError::Native)?;
-        self.decode_each(|name| outputs.get(name), rows, keep)
+        self.decode_each(|name| outputs.get(name), rows, keep, None)
     }
 
     /// The run's first call: scored both ways; the native evaluator is trusted for the rest
@@ -425,11 +480,11 @@ impl Scorer {
             drop(trust);
             return match engine.trust() {
                 Trust::Trusted => self.infer_native(engine, &tensors, rows, keep).map(Ok),
-                _ => self.infer_session(tensors, rows, keep),
+                _ => self.infer_session(tensors, rows, keep, None),
             };
         }
         let native = self.infer_native(engine, &tensors, rows, keep);
-        let reference = self.infer_session(tensors, rows, keep)?;
+        let reference = self.infer_session(tensors, rows, keep, None)?;
         // ONNX Runtime refused these rows: the next call checks instead.
         let Ok(expected) = &reference else {
             return Ok(reference);
@@ -459,14 +514,16 @@ impl Scorer {
         Ok(reference)
     }
 
-    /// Decodes every output column from one run of `rows` rows, keeping the first `keep`.
+    /// Decodes every output column from one run of `rows` rows, keeping the first `keep`;
+    /// `lengths` are the rows' token counts (a text model's, for pooling).
     fn decode(
         &self,
         outputs: &SessionOutputs<'_>,
         rows: usize,
         keep: usize,
+        lengths: Option<&[usize]>,
     ) -> Result<Vec<ArrayRef>, ScoreError> {
-        self.decode_each(|name| outputs.get(name), rows, keep)
+        self.decode_each(|name| outputs.get(name), rows, keep, lengths)
     }
 
     /// Decodes every output column from the values `output` finds by output name (a
@@ -476,6 +533,7 @@ impl Scorer {
         output: impl Fn(&str) -> Option<&'v DynValue>,
         rows: usize,
         keep: usize,
+        lengths: Option<&[usize]>,
     ) -> Result<Vec<ArrayRef>, ScoreError> {
         self.outputs
             .iter()
@@ -483,7 +541,7 @@ impl Scorer {
                 let value = output(&b.output).ok_or_else(|| DecodeError::Missing {
                     output: b.output.clone(),
                 })?;
-                Ok(decode::decode_output(b, value, rows, keep)?)
+                Ok(decode::decode_output(b, value, rows, keep, lengths)?)
             })
             .collect()
     }
@@ -514,6 +572,7 @@ impl Scorer {
     /// Whether any feature reads a sensitive column (`[privacy]`).
     fn reads_sensitive(&self) -> bool {
         self.inputs.iter().any(|b| b.sensitive.contains(&true))
+            || self.text.as_ref().is_some_and(|t| t.binding.sensitive)
     }
 
     /// A row's feature values as text: `sql=value, ...`.
@@ -522,7 +581,13 @@ impl Scorer {
             let at = move |j: usize| (&b.columns[j], b.is_sensitive(j));
             (0..b.columns.len()).map(at)
         });
+        let text = self
+            .text
+            .as_ref()
+            .map(|t| (&t.binding.sql, t.binding.sensitive, t.binding.arg));
+        let text = text.map(|(sql, sensitive, arg)| ((sql, sensitive), &args[arg]));
         sqls.zip(args)
+            .chain(text)
             .map(|((sql, sensitive), col)| {
                 // A feature that reads a sensitive column never shows its value.
                 let value = if sensitive {

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 
 use crate::diagnostics::Problem;
 use crate::model::{ElemType, IoKind, Model, ModelIo, show_shape};
-use crate::spec::{OutputFormat, OutputRef, OutputRefError};
+use crate::spec::{OutputColumn, OutputFormat, OutputRef, OutputRefError, Transform};
 
 /// One output column: a model output, whole or one element of its last axis.
 #[derive(Debug, Clone)]
@@ -24,6 +24,11 @@ pub struct OutputBinding {
     pub is_list: bool,
     /// The element type of the column (of the list's items for list columns).
     pub elem: ElemType,
+    /// Pooling, normalisation and softmax applied to the output's values.
+    pub transform: Transform,
+    /// For a pooled column: the vector's length when the model declares it (the column is
+    /// then a fixed-size list).
+    pub pooled_width: Option<usize>,
 }
 
 /// How a model output is laid out.
@@ -40,6 +45,10 @@ impl OutputBinding {
     pub fn data_type(&self) -> DataType {
         // Bindings hold only element types batchscore writes, each of which has an Arrow type.
         let item = self.elem.arrow_type().unwrap_or(DataType::Utf8);
+        if let Some(width) = self.pooled_width {
+            let field = Arc::new(Field::new("item", item, true));
+            return DataType::FixedSizeList(field, width as i32);
+        }
         if self.is_list {
             DataType::List(Arc::new(Field::new("item", item, true)))
         } else {
@@ -73,6 +82,30 @@ pub enum OutputBindError {
         "column {column:?} holds a whole vector per row, which CSV cannot hold: pick one element ({output}[0]) or write Parquet"
     )]
     ListInCsv { column: String, output: String },
+    #[error(
+        "model output {name:?} has shape {shape}; pool = \"{pool}\" needs hidden states [batch, sequence, hidden] of float32"
+    )]
+    NotPoolable {
+        name: String,
+        shape: String,
+        pool: crate::spec::Pool,
+    },
+    #[error(
+        "{what} makes a vector per row; take no element of it ({output}, not {output}[{index}])"
+    )]
+    IndexOfVector {
+        what: &'static str,
+        output: String,
+        index: usize,
+    },
+    #[error(
+        "model output {name:?} is {kind}; {what} applies to a float32 tensor of shape [batch, values]"
+    )]
+    NotScores {
+        name: String,
+        kind: String,
+        what: &'static str,
+    },
 }
 
 fn plural(n: &usize) -> &'static str {
@@ -81,11 +114,11 @@ fn plural(n: &usize) -> &'static str {
 
 /// Binds the job's `[outputs]` (or every model output) to the model, collecting problems.
 pub fn bind_outputs(
-    outputs: Option<&IndexMap<String, String>>,
+    outputs: Option<&IndexMap<String, OutputColumn>>,
     format: OutputFormat,
     model: &Model,
 ) -> Result<Vec<OutputBinding>, Vec<Problem>> {
-    let wanted: Vec<(String, String, String)> = match outputs {
+    let wanted: Vec<(String, String, OutputColumn)> = match outputs {
         Some(map) => map
             .iter()
             .map(|(col, expr)| (format!("outputs.{col}"), col.clone(), expr.clone()))
@@ -93,7 +126,7 @@ pub fn bind_outputs(
         None => model
             .outputs
             .iter()
-            .map(|o| ("outputs".to_string(), o.name.clone(), o.name.clone()))
+            .map(|o| ("outputs".to_string(), o.name.clone(), o.name.clone().into()))
             .collect(),
     };
     let mut problems = Vec::new();
@@ -111,14 +144,14 @@ pub fn bind_outputs(
     }
 }
 
-/// One `[outputs]` entry: `column = "output"` or `"output[i]"`.
+/// One `[outputs]` entry: `column = "output"`, `"output[i]"`, or a table with a transform.
 fn bind_column(
     model: &Model,
     column: String,
-    expr: &str,
+    expr: &OutputColumn,
     format: OutputFormat,
 ) -> Result<OutputBinding, OutputBindError> {
-    let r = OutputRef::parse(expr)?;
+    let r = OutputRef::parse(expr.reference())?;
     let Some(io) = model.output(&r.output) else {
         let names: Vec<_> = model.outputs.iter().map(|o| o.name.as_str()).collect();
         return Err(OutputBindError::NoSuchOutput {
@@ -126,7 +159,8 @@ fn bind_column(
             outputs: names.join(", "),
         });
     };
-    let b = bind_output(io, column, r.index)?;
+    let mut b = bind_output(io, column, r.index)?;
+    transform(&mut b, io, expr.transform())?;
     if b.is_list && format == OutputFormat::Csv {
         return Err(OutputBindError::ListInCsv {
             column: b.column,
@@ -134,6 +168,53 @@ fn bind_column(
         });
     }
     Ok(b)
+}
+
+/// Checks that `t` applies to the output `b` reads, and sets it: pooling needs hidden
+/// states `[batch, sequence, hidden]` and makes a vector per row; normalisation and softmax
+/// need float32 scores `[batch, values]` (or pooled ones).
+fn transform(b: &mut OutputBinding, io: &ModelIo, t: Transform) -> Result<(), OutputBindError> {
+    if t.is_identity() {
+        return Ok(());
+    }
+    let shape = match &io.kind {
+        IoKind::Tensor { dtype, shape } if *dtype == ElemType::Float32 => shape.as_slice(),
+        _ => &[],
+    };
+    let what = if t.softmax { "softmax" } else { "normalize" };
+    match t.pool {
+        Some(pool) if shape.len() != 3 => Err(OutputBindError::NotPoolable {
+            name: io.name.clone(),
+            shape: show_shape(shape),
+            pool,
+        }),
+        _ if shape.len() < 2 => Err(OutputBindError::NotScores {
+            name: io.name.clone(),
+            kind: io.kind.to_string(),
+            what,
+        }),
+        _ if b.index.is_some() && (t.pool.is_some() || t.normalize) => {
+            Err(OutputBindError::IndexOfVector {
+                what: if t.pool.is_some() {
+                    "pool"
+                } else {
+                    "normalize"
+                },
+                output: b.output.clone(),
+                index: b.index.unwrap_or(0),
+            })
+        }
+        Some(_) => {
+            b.transform = t;
+            b.is_list = true;
+            b.pooled_width = usize::try_from(shape[2]).ok().filter(|&w| w > 0);
+            Ok(())
+        }
+        None => {
+            b.transform = t;
+            Ok(())
+        }
+    }
 }
 
 fn bind_output(
@@ -175,6 +256,8 @@ fn bind_output(
                 source: OutputSource::Tensor { per_row },
                 is_list: per_row != Some(1) && index.is_none(),
                 elem: *dtype,
+                transform: Transform::default(),
+                pooled_width: None,
             })
         }
         IoKind::SequenceOfMaps { key, value }
@@ -188,6 +271,8 @@ fn bind_output(
                 source: OutputSource::SequenceOfMaps { key: *key },
                 is_list: index.is_none(),
                 elem: *value,
+                transform: Transform::default(),
+                pooled_width: None,
             })
         }
         _ => Err(OutputBindError::Unreadable {

@@ -409,7 +409,8 @@ impl PredictFn {
             }
             (false, _) => outputs[0].to_string(),
         };
-        let wanted: IndexMap<String, String> = [(expr.clone(), expr.clone())].into();
+        let wanted: IndexMap<String, crate::spec::OutputColumn> =
+            [(expr.clone(), expr.clone().into())].into();
         match bind_outputs(Some(&wanted), OutputFormat::Parquet, model) {
             // One binding per entry of `wanted`.
             Ok(mut b) => match b.pop() {

@@ -17,6 +17,7 @@ pub(super) fn check(spec: &JobSpec) -> Vec<Problem> {
     check_protection(spec, &mut p);
     super::monitor::check(&spec.monitor, &mut p);
     super::privacy::check(&spec.privacy, &mut p);
+    super::text::check(spec, &mut p);
     if spec.output.max_rows_per_file == 0 {
         p.push(Problem::new(
             "output.max_rows_per_file",
@@ -175,7 +176,7 @@ fn check_challengers(spec: &JobSpec, p: &mut Vec<Problem>) {
             ));
         }
         for (col, expr) in outputs {
-            if let Err(e) = OutputRef::parse(expr) {
+            if let Err(e) = OutputRef::parse(expr.reference()) {
                 p.push(Problem::new(format!("{key}.outputs.{col}"), e.to_string()));
             }
         }
@@ -210,7 +211,7 @@ fn check_outputs(spec: &JobSpec, p: &mut Vec<Problem>) {
             ));
         }
         for (col, expr) in outputs {
-            if let Err(e) = OutputRef::parse(expr) {
+            if let Err(e) = OutputRef::parse(expr.reference()) {
                 p.push(Problem::new(format!("outputs.{col}"), e.to_string()));
             }
             if spec.output.passthrough.contains(col) {

@@ -77,6 +77,9 @@ pub fn load_str(
         resolve_model(base, &mut c.model);
     }
     spec.output.uri = resolve_path(base, &spec.output.uri);
+    if let Some(t) = &mut spec.tokenizer {
+        t.uri = resolve_path(base, &t.uri);
+    }
     if let Some(f) = &spec.monitor.textfile {
         spec.monitor.textfile = Some(resolve_path(base, f));
     }

@@ -16,6 +16,7 @@ mod check;
 mod load;
 pub mod monitor;
 pub mod privacy;
+pub mod text;
 
 use std::fmt;
 
@@ -27,6 +28,7 @@ pub use check::{OutputRef, OutputRefError, PLAIN_NAME, is_plain_name};
 pub use load::{LoadedSpec, VarError, load, load_str, parse_var};
 pub use monitor::{AlertSpec, MonitorSpec};
 pub use privacy::{HashEncoding, PolicyKind, PolicySpec, PrivacySpec, Secret};
+pub use text::{OnEmpty, OutputColumn, OutputTable, Pool, TokenizerSpec, Transform};
 
 /// A batch scoring job.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -42,12 +44,17 @@ pub struct JobSpec {
     /// input takes the input column of the same name (the scikit-learn pipeline case).
     #[serde(default)]
     pub inputs: IndexMap<String, ModelInputSpec>,
+    /// A text column tokenized into the model's `input_ids`, `attention_mask` and
+    /// `token_type_ids` (`[tokenizer]`). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<TokenizerSpec>,
     /// Where predictions go. Required.
     pub output: OutputSpec,
     /// Output columns, in order: column name = model output, or `output[i]` for element `i` of
-    /// the output's last axis. Default: every model output becomes a column of its own name.
+    /// the output's last axis, or a table `{ from = "output", pool = "mean", normalize = true,
+    /// softmax = false }`. Default: every model output becomes a column of its own name.
     #[serde(default)]
-    pub outputs: Option<IndexMap<String, String>>,
+    pub outputs: Option<IndexMap<String, OutputColumn>>,
     /// Challenger models (`[[challengers]]`), scored on the same rows in the same read as the
     /// champion (`[model]`): each one's output columns are written after the champion's as
     /// `<name>_<column>`, and `_metrics.json` reports how far it agrees with the champion.
@@ -210,7 +217,7 @@ pub struct ChallengerSpec {
     /// champion's `[outputs]` when this model has every output they read, else every output
     /// of this model.
     #[serde(default)]
-    pub outputs: Option<IndexMap<String, String>>,
+    pub outputs: Option<IndexMap<String, OutputColumn>>,
 }
 
 /// How one model input is built from the data.
@@ -739,7 +746,7 @@ uri = "out/ds=${ds}/"
         assert_eq!(outs[0].0, "z_label");
         assert_eq!(outs[1].0, "a_prob");
         assert_eq!(
-            OutputRef::parse(&outs[1].1).unwrap(),
+            OutputRef::parse(outs[1].1.reference()).unwrap(),
             OutputRef {
                 output: "probabilities".into(),
                 index: Some(1)
