@@ -699,6 +699,7 @@ fn count_non_finite(a: &dyn Array) -> u64 {
             .filter(|v| !v.is_finite())
             .count() as u64,
         DataType::List(_) => count_non_finite(a.as_list::<i32>().values().as_ref()),
+        DataType::FixedSizeList(..) => count_non_finite(a.as_fixed_size_list().values().as_ref()),
         _ => 0,
     }
 }

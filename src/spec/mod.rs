@@ -440,14 +440,15 @@ pub struct RunSpec {
     /// tree models in input order, faster for small networks, and a quarter of the memory),
     /// and 32768 for a tree ensemble whose rows are sorted (`reorder_rows`): a bigger batch
     /// holds more rows that go the same way (measured: 3 to 8% more rows/s for 20 MiB more).
-    /// See the README's measurements.
+    /// 2048 for a text model (`[tokenizer]`). See the README's measurements.
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// Rows per ONNX Runtime call: each batch is scored in slices of this many rows. A model
     /// whose input fixes the batch dimension is given exactly that many rows per call instead.
     /// Default: 2048 on the CPU (measured: a 256x128 network 16% faster than whole 8192-row
     /// batches, its layers' intermediate values staying in the cache; tree models unchanged),
-    /// the whole batch on a GPU.
+    /// the whole batch on a GPU; for a text model (`[tokenizer]`), 32 on the CPU and 256 on a
+    /// GPU (attention grows with rows x length²).
     #[serde(default)]
     pub inference_batch_size: Option<usize>,
     /// Whether a tree-ensemble model (`TreeEnsembleClassifier`, `TreeEnsembleRegressor`)
