@@ -265,17 +265,7 @@ pub async fn plan_shard(
     let key = planned_run_key(&spec, &models, bound.input.as_ref());
     let challengers = bind_challengers(s, &bound, models.challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
-    let baseline = if problems.is_empty() {
-        baseline::load(
-            s.monitor.baseline.as_deref(),
-            &s.output,
-            &stores,
-            &mut problems,
-        )
-        .await?
-    } else {
-        None
-    };
+    let baseline = load_baseline(s, &stores, &mut problems).await?;
     let Bound {
         input: Some(opened),
         passthrough,
@@ -328,6 +318,18 @@ pub async fn plan_shard(
         csv_malformed: csv.map(|r| r.malformed),
         spec,
     })
+}
+
+/// The run `[monitor] baseline` names, unless the job is refused already.
+async fn load_baseline(
+    s: &JobSpec,
+    stores: &StoreFactory,
+    problems: &mut Vec<Problem>,
+) -> Result<Option<Baseline>, RunError> {
+    if !problems.is_empty() {
+        return Ok(None);
+    }
+    baseline::load(s.monitor.baseline.as_deref(), &s.output, stores, problems).await
 }
 
 /// The run key of a job as planned (see [`JobPlan::run_key`]); empty when its model or input

@@ -103,40 +103,53 @@ pub(super) fn decode_output(
                 }),
             }
         }
-        OutputSource::SequenceOfMaps { key } => {
-            let maps = value
-                .try_extract_sequence::<DynMapValueType>()
-                .map_err(err)?;
-            if maps.len() != rows {
-                return Err(DecodeError::Maps {
-                    output: b.output.clone(),
-                    maps: maps.len(),
-                    rows,
-                });
-            }
-            let mut flat: Vec<f64> = Vec::new();
-            let mut per_row = None;
-            for m in maps.iter().take(keep) {
-                let mut values: Vec<f64> = match key {
-                    ElemType::Int64 => sorted_values::<i64>(m, b.elem).map_err(err)?,
-                    _ => sorted_values::<String>(m, b.elem).map_err(err)?,
-                };
-                if *per_row.get_or_insert(values.len()) != values.len() {
-                    return Err(DecodeError::MapSizes {
-                        output: b.output.clone(),
-                    });
-                }
-                flat.append(&mut values);
-            }
-            let per_row = per_row.unwrap_or(0);
-            match b.elem {
-                ElemType::Float32 => {
-                    let data: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
-                    from_rows::<f32, Float32Array>(b, &data, per_row, keep)
-                }
-                _ => from_rows::<f64, Float64Array>(b, &flat, per_row, keep),
-            }
+        OutputSource::SequenceOfMaps { key } => decode_maps(b, value, key, rows, keep),
+    }
+}
+
+/// A ZipMap's maps (one per row) read as vectors in key order.
+fn decode_maps(
+    b: &OutputBinding,
+    value: &DynValue,
+    key: ElemType,
+    rows: usize,
+    keep: usize,
+) -> Result<ArrayRef, DecodeError> {
+    let err = |source: ort::Error| DecodeError::Ort {
+        output: b.output.clone(),
+        source,
+    };
+    let maps = value
+        .try_extract_sequence::<DynMapValueType>()
+        .map_err(err)?;
+    if maps.len() != rows {
+        return Err(DecodeError::Maps {
+            output: b.output.clone(),
+            maps: maps.len(),
+            rows,
+        });
+    }
+    let mut flat: Vec<f64> = Vec::new();
+    let mut per_row = None;
+    for m in maps.iter().take(keep) {
+        let mut values: Vec<f64> = match key {
+            ElemType::Int64 => sorted_values::<i64>(m, b.elem).map_err(err)?,
+            _ => sorted_values::<String>(m, b.elem).map_err(err)?,
+        };
+        if *per_row.get_or_insert(values.len()) != values.len() {
+            return Err(DecodeError::MapSizes {
+                output: b.output.clone(),
+            });
         }
+        flat.append(&mut values);
+    }
+    let per_row = per_row.unwrap_or(0);
+    match b.elem {
+        ElemType::Float32 => {
+            let data: Vec<f32> = flat.iter().map(|&v| v as f32).collect();
+            from_rows::<f32, Float32Array>(b, &data, per_row, keep)
+        }
+        _ => from_rows::<f64, Float64Array>(b, &flat, per_row, keep),
     }
 }
 
