@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// The GPU for --device cuda.
     #[arg(long, default_value_t = 0)]
     pub device_id: u32,
+    /// Tokens per row for a text model: each input's dynamic dimensions after the batch
+    /// (`[batch, sequence]`) take this length (measure at the padded length a job's calls
+    /// have: `_metrics.json`'s `text.padded_tokens` over its rows).
+    #[arg(long, default_value_t = 1)]
+    pub sequence_length: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -44,7 +49,15 @@ pub fn run(model: &Path, args: BenchArgs, ort_lib: Option<&Path>) -> anyhow::Res
     } else {
         args.layouts
     };
-    let mut report = bench::bench(&m, args.rows.max(1), &args.batch_sizes, &layouts, device)?;
+    let rows = args.rows.max(1);
+    let mut report = bench::bench(
+        &m,
+        rows,
+        &args.batch_sizes,
+        &layouts,
+        device,
+        args.sequence_length,
+    )?;
     if device == ExecutionDevice::Cpu
         && let Ok(ensemble) = NativeEnsemble::from_onnx(m.onnx_bytes())
     {
@@ -71,7 +84,7 @@ fn bench_native(
     let mut out = Vec::new();
     for &threads in &workers {
         for &batch in batch_sizes {
-            let (inputs, per_run) = bench::synthetic_inputs(m, batch)?;
+            let (inputs, per_run) = bench::synthetic_inputs(m, batch, 1)?;
             let Some((_, input)) = inputs.iter().find(|(n, _)| n == ensemble.input_name()) else {
                 return Ok(Vec::new());
             };

@@ -197,7 +197,8 @@ Nothing is deleted: the rolled-back run stays, and the next run becomes the late
     /// Measure ONNX Runtime's inference-only throughput for a model on this machine, over
     /// batch sizes and thread layouts, and print the [run] settings to use.
     #[command(
-        after_help = "Example:\n  batchscore bench sample_data/churn/churn_lgbm.onnx --batch-sizes 1024,65536\n\n\
+        after_help = "Examples:\n  batchscore bench sample_data/churn/churn_lgbm.onnx --batch-sizes 1024,65536\n  \
+batchscore bench .models/minilm/model.onnx --batch-sizes 32 --sequence-length 64\n\n\
 Inputs are synthetic (zeros for integers, standard normal values for floats), in memory:\n\
 the figure is the ceiling a run of this model can approach here."
     )]

@@ -101,6 +101,7 @@ pub fn bench(
     batch_sizes: &[usize],
     layouts: &[Layout],
     device: ExecutionDevice,
+    sequence_length: usize,
 ) -> Result<BenchReport, BenchError> {
     let mut results = Vec::new();
     for layout in layouts {
@@ -108,7 +109,7 @@ pub fn bench(
             .map(|_| model.new_session(layout.intra_op_threads.max(1), device))
             .collect::<Result<Vec<_>, _>>()?;
         for &batch in batch_sizes {
-            let (inputs, per_run) = synthetic_inputs(model, batch)?;
+            let (inputs, per_run) = synthetic_inputs(model, batch, sequence_length)?;
             let runs_each = rows.div_ceil(per_run * sessions.len()).max(1);
             let seconds = time_runs(model, &mut sessions, &inputs, runs_each)?;
             let done = runs_each * per_run * sessions.len();
@@ -191,9 +192,12 @@ fn run_once(session: &mut Session, inputs: &[(String, DynValue)]) -> ort::Result
 
 /// A batch of synthetic inputs; the rows per run are `batch` unless the model fixes its batch
 /// dimension.
+/// Dynamic dimensions after the batch take `sequence_length` (a text model's tokens per row;
+/// 1 for others).
 pub fn synthetic_inputs(
     model: &Model,
     batch: usize,
+    sequence_length: usize,
 ) -> Result<(Vec<(String, DynValue)>, usize), BenchError> {
     let mut per_run = batch;
     let mut out = Vec::new();
@@ -217,7 +221,7 @@ pub fn synthetic_inputs(
         }
         for d in dims.iter_mut().skip(1) {
             if *d < 0 {
-                *d = 1;
+                *d = sequence_length.max(1) as i64;
             }
         }
         let n: usize = dims.iter().map(|&d| d as usize).product();

@@ -62,6 +62,14 @@ pub fn value_of(m: &RunMetrics, rule: &Rule) -> Option<f64> {
         "output_files" => m.output_files as f64,
         "output_bytes" => m.output_bytes as f64,
         "non_finite_outputs" => m.non_finite_outputs as f64,
+        // A model without [tokenizer] has no text counts: such a rule never fires.
+        "text.truncated" => return m.text.as_ref().map(|t| t.truncated as f64),
+        "text.truncated_rate" => {
+            return m
+                .text
+                .as_ref()
+                .map(|t| t.truncated as f64 / t.texts.max(1) as f64);
+        }
         "stage_seconds.read" => s.read,
         "stage_seconds.features" => s.features,
         "stage_seconds.inference" => s.inference,

@@ -84,6 +84,8 @@ pub const METRICS: &[&str] = &[
     "output_files",
     "output_bytes",
     "non_finite_outputs",
+    "text.truncated",
+    "text.truncated_rate",
     "stage_seconds.read",
     "stage_seconds.features",
     "stage_seconds.inference",
