@@ -1504,3 +1504,67 @@ fn score_without_a_spec_reads_and_commits_in_a_bucket() {
         &["churn_probability"],
     );
 }
+
+#[test]
+fn a_text_model_its_tokenizer_and_its_texts_in_a_bucket_equal_the_oracle() {
+    use common::text_models::*;
+    let s = Scratch::new();
+    let (b, store) = bucket("text");
+    upload_file(&store, &tickets(), "text/tickets.parquet");
+    upload_file(&store, &minilm("model.onnx"), "models/minilm/model.onnx");
+    // The tokenizer is read through the same store as the model, not from a local path.
+    upload_file(
+        &store,
+        &minilm("tokenizer.json"),
+        "models/minilm/tokenizer.json",
+    );
+    let job = s.job(
+        "t.toml",
+        &format!(
+            r#"
+name = "tickets-s3"
+[input]
+uri = "s3://{b}/text/tickets.parquet"
+[model]
+uri = "s3://{b}/models/minilm/model.onnx"
+[tokenizer]
+uri = "s3://{b}/models/minilm/tokenizer.json"
+text = "text"
+[output]
+uri = "../out/tickets/"
+passthrough = ["ticket_id"]
+[outputs]
+embedding = {{ from = "last_hidden_state", pool = "mean", normalize = true }}
+{storage}
+"#,
+            storage = storage_table(true)
+        ),
+    );
+    assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
+    let out = s.path("out/tickets");
+    let oracle = text_oracle(
+        &minilm("model.onnx"),
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            "128",
+        ],
+    );
+    assert_vectors_close(
+        "embedding",
+        &vectors_by_id(&read_output(&out), "embedding"),
+        &oracle.by_id(),
+    );
+    let metrics = read_json(&out.join("_metrics.json"));
+    assert!(oracle.truncated > 0);
+    assert_eq!(
+        metrics["text"]["truncated"], oracle.truncated,
+        "{metrics:#}"
+    );
+    assert_eq!(metrics["text"]["tokens"], oracle.tokens, "{metrics:#}");
+}

@@ -195,6 +195,13 @@ pub fn bind_inputs(
     if let Err(e) = check_fixed_batches(&inputs) {
         binder.problem("inputs", e);
     }
+    // The text is bound whatever else failed, so that every problem is listed at once.
+    let text = match &spec.tokenizer {
+        Some(t) => bind_text_expr(&t.text, model, df)
+            .map_err(|p| binder.problems.push(p))
+            .ok(),
+        None => None,
+    };
     if !binder.problems.is_empty() {
         return Err(binder.problems);
     }
@@ -207,10 +214,11 @@ pub fn bind_inputs(
     }
     let mut exprs = binder.exprs;
     exprs.extend(binder.raw_exprs);
-    let text = match &spec.tokenizer {
-        Some(t) => Some(bind_text_expr(&t.text, model, df, &mut exprs)?),
-        None => None,
-    };
+    let text = text.map(|(mut binding, expr)| {
+        exprs.push(expr);
+        binding.arg = exprs.len() - 1;
+        binding
+    });
     Ok(BoundInputs {
         inputs,
         exprs,
@@ -218,27 +226,27 @@ pub fn bind_inputs(
     })
 }
 
-/// Binds `[tokenizer] text` and the token inputs it fills; its expression joins `exprs`.
+/// Binds `[tokenizer] text` and the token inputs it fills: the binding (its `arg` set when
+/// the expression takes its place among the arguments) and the expression, cast to text.
 fn bind_text_expr(
     sql: &str,
     model: &Model,
     df: &DataFrame,
-    exprs: &mut Vec<Expr>,
-) -> Result<TextBinding, Vec<Problem>> {
-    let (expr, source) = names::parse_column(df, sql)
-        .map_err(|e| vec![Problem::new("tokenizer.text", e.to_string())])?;
+) -> Result<(TextBinding, Expr), Problem> {
+    let fills = text::token_inputs(model)?;
+    let (expr, source) =
+        names::parse_column(df, sql).map_err(|e| Problem::new("tokenizer.text", e.to_string()))?;
     if !castable(&source, &DataType::Utf8) {
         let message = format!("{sql:?} has type {source}, which cannot be cast to text");
-        return Err(vec![Problem::new("tokenizer.text", message)]);
+        return Err(Problem::new("tokenizer.text", message));
     }
-    let fills = text::token_inputs(model).map_err(|p| vec![p])?;
-    exprs.push(cast(expr, DataType::Utf8));
-    Ok(TextBinding {
+    let binding = TextBinding {
         sql: sql.to_string(),
-        arg: exprs.len() - 1,
+        arg: 0,
         fills,
         sensitive: false,
-    })
+    };
+    Ok((binding, cast(expr, DataType::Utf8)))
 }
 
 /// A challenger model's inputs, fed the champion's features (`champion`): the model must have

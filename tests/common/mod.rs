@@ -3,6 +3,8 @@
 //! API computed (`sample_data/*/expected.parquet`).
 #![allow(dead_code)]
 
+pub mod text_models;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
