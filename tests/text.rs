@@ -684,3 +684,48 @@ rule = "text.truncated > 100"
     let out = read_output(&s.path("out/t"));
     assert_eq!(out["p_billing"], out["same_p_billing"]);
 }
+
+/// A text read from a sensitive column (`[privacy]`) never shows: a rejected row's `_value`
+/// is `<redacted>`, and the texts are not in any file the run writes or in its log.
+#[test]
+fn a_sensitive_text_never_shows() {
+    let s = text_scratch();
+    let spec = text_spec(
+        &tickets(),
+        &minilm("model.onnx"),
+        Some("text = \"text\"\nmax_length = 32\ntruncation = false"),
+        &format!("{EMBED}\n[privacy]\nsensitive = [\"text\"]"),
+    );
+    let job = s.job("p.toml", &spec);
+    let o = run(&["run", job.to_str().unwrap()]);
+    assert_ok(&o);
+    let out = s.path("out/t");
+    let rejected = rejected_by_id(&out);
+    // The five null or empty texts and the long ones.
+    assert!(rejected.len() > 5, "{rejected:?}");
+    for (id, (_, value)) in &rejected {
+        assert_eq!(value, "<redacted>", "ticket {id}");
+    }
+    // A long text's words appear nowhere in what the run wrote or logged.
+    let long = read_parquet(Path::new(&tickets()))["text"]
+        .iter()
+        .filter_map(|c| match c {
+            Cell::Text(t) if t.split_whitespace().count() > 200 => Some(t.clone()),
+            _ => None,
+        })
+        .next()
+        .expect("a long text in the sample");
+    let needle = &long[..60];
+    let (stdout, stderr) = text(&o);
+    assert!(!stdout.contains(needle) && !stderr.contains(needle));
+    let mut files = vec![out.clone()];
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert!(!found, "{} holds a sensitive text", p.display());
+        }
+    }
+}
