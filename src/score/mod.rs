@@ -235,7 +235,7 @@ impl Scorer {
         let started = Instant::now();
         let mut rejects = self.feature_rejects(args, num_rows);
         let tokens = match &self.text {
-            Some(t) => t.encode(args, num_rows, &mut rejects, &self.stats.text),
+            Some(t) => t.encode(args, num_rows, &mut rejects, &self.stats.text)?,
             None => Vec::new(),
         };
         let rows: Vec<usize> = (0..num_rows).filter(|&i| !rejects.is_rejected(i)).collect();

@@ -4,6 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
 use ort::value::DynValue;
 use serde::{Deserialize, Serialize};
 
@@ -56,8 +59,11 @@ impl TextScoring {
         num_rows: usize,
         rejects: &mut Rejects,
         stats: &TextStats,
-    ) -> Vec<RowTokens> {
-        let col = args[self.binding.arg].as_string::<i32>();
+    ) -> Result<Vec<RowTokens>, ArrowError> {
+        // The binding casts the text to Utf8; a plan that hands over another string type
+        // (a view, say) is cast here rather than trusted.
+        let col = cast(&args[self.binding.arg], &DataType::Utf8)?;
+        let col = col.as_string::<i32>();
         let mut tokens = vec![RowTokens::default(); num_rows];
         let (mut texts, mut truncated) = (0, 0);
         for (row, slot) in tokens.iter_mut().enumerate() {
@@ -83,7 +89,7 @@ impl TextScoring {
         }
         stats.texts.fetch_add(texts, Ordering::Relaxed);
         stats.truncated.fetch_add(truncated, Ordering::Relaxed);
-        tokens
+        Ok(tokens)
     }
 
     /// Sorts rows by token count (stable: equal lengths keep their order), when the spec
