@@ -116,7 +116,7 @@ impl Model {
             uri: uri.to_string(),
             source,
         })?;
-        let session = new_session_on(uri, &bytes, 1, ExecutionDevice::Cpu)?;
+        let session = new_session_on(uri, &bytes, 1, ExecutionDevice::Cpu, true)?;
         let describe = |ios: &[ort::value::Outlet]| -> Vec<ModelIo> {
             ios.iter()
                 .map(|o| ModelIo {
@@ -161,16 +161,16 @@ impl Model {
         device: ExecutionDevice,
     ) -> Result<SessionPool, ModelError> {
         let mut sessions = Vec::with_capacity(size.max(1));
-        if intra_op_threads <= 1
-            && device == ExecutionDevice::Cpu
-            && let Some(s) = self
-                .first_session
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-        {
-            sessions.push(s);
-        }
+        let first = self
+            .first_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The describing session plans memory for fixed shapes; one that is not reused is
+        // dropped rather than held for the run.
+        let reusable =
+            intra_op_threads <= 1 && device == ExecutionDevice::Cpu && !self.varies_after_batch();
+        sessions.extend(first.filter(|_| reusable));
         while sessions.len() < size.max(1) {
             sessions.push(self.new_session(intra_op_threads, device)?);
         }
@@ -183,7 +183,19 @@ impl Model {
         intra_op_threads: usize,
         device: ExecutionDevice,
     ) -> Result<Session, ModelError> {
-        new_session_on(&self.uri, &self.bytes, intra_op_threads, device)
+        let pattern = !self.varies_after_batch();
+        new_session_on(&self.uri, &self.bytes, intra_op_threads, device, pattern)
+    }
+
+    /// Whether an input has a dynamic dimension after the batch (`[batch, sequence]`), so
+    /// that calls come in many shapes. ONNX Runtime's memory pattern plans one shape's
+    /// allocations and keeps a plan per shape: off for such models (measured on MiniLM with
+    /// 32-row calls of 8 to 128 tokens: 581 MiB peak with it, 445 MiB without, per session).
+    pub fn varies_after_batch(&self) -> bool {
+        self.inputs.iter().any(|io| match &io.kind {
+            IoKind::Tensor { shape, .. } => shape.iter().skip(1).any(|&d| d < 0),
+            _ => false,
+        })
     }
 }
 

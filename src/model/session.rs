@@ -14,6 +14,7 @@ pub(super) fn new_session_on(
     bytes: &[u8],
     intra_op_threads: usize,
     device: ExecutionDevice,
+    memory_pattern: bool,
 ) -> Result<Session, ModelError> {
     let env = init_runtime(None)?;
     let err = |e: ort::Error<_>| ModelError::Session {
@@ -33,6 +34,8 @@ pub(super) fn new_session_on(
         .with_intra_threads(intra_op_threads.max(1))
         .map_err(err)?
         .with_inter_threads(1)
+        .map_err(err)?
+        .with_memory_pattern(memory_pattern)
         .map_err(err)?
         .with_execution_providers(device.providers())
         .map_err(err)?

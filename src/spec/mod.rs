@@ -440,7 +440,7 @@ pub struct RunSpec {
     /// tree models in input order, faster for small networks, and a quarter of the memory),
     /// and 32768 for a tree ensemble whose rows are sorted (`reorder_rows`): a bigger batch
     /// holds more rows that go the same way (measured: 3 to 8% more rows/s for 20 MiB more).
-    /// 2048 for a text model (`[tokenizer]`). See the README's measurements.
+    /// 512 for a text model (`[tokenizer]`). See the README's measurements.
     #[serde(default)]
     pub batch_size: Option<usize>,
     /// Rows per ONNX Runtime call: each batch is scored in slices of this many rows. A model
