@@ -729,3 +729,49 @@ fn a_sensitive_text_never_shows() {
         }
     }
 }
+
+/// A sharded text run (two copies of the tickets, one file per shard) commits the text
+/// counts of every shard, not the first one's: twice the oracle's over one copy.
+#[test]
+fn a_sharded_text_run_counts_every_shards_texts() {
+    let s = text_scratch();
+    std::fs::create_dir(s.path("in")).unwrap();
+    for copy in ["a", "b"] {
+        std::fs::copy(tickets(), s.path(&format!("in/{copy}.parquet"))).unwrap();
+    }
+    let input = s.path("in").to_string_lossy().into_owned();
+    let spec = text_spec(
+        &input,
+        &minilm("model.onnx"),
+        Some("text = \"text\""),
+        &format!("{EMBED}\n[run]\nshards = 2"),
+    );
+    let job = s.job("s.toml", &spec);
+    let job = job.to_str().unwrap();
+    assert_ok(&run(&["run", job, "--shard", "0/2"]));
+    assert_ok(&run(&["run", job, "--shard", "1/2"]));
+    let out = s.path("out/t");
+    let oracle = text_oracle(
+        &minilm("model.onnx"),
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            "128",
+        ],
+    );
+    let text = text_metrics(&out);
+    assert_eq!(text["texts"], 2 * 295, "{text}");
+    assert_eq!(text["truncated"], 2 * oracle.truncated, "{text}");
+    assert_eq!(text["tokens"], 2 * oracle.tokens, "{text}");
+    let manifest = read_manifest(&out);
+    assert!(
+        manifest.files.iter().all(|f| f.rows == 295),
+        "each shard scores one copy: {:?}",
+        manifest.files
+    );
+}

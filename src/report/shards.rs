@@ -238,6 +238,7 @@ pub fn merge(shards: &[ShardManifest], started_at: &str) -> Option<RunMetrics> {
     m.output_files = 0;
     m.output_bytes = 0;
     m.non_finite_outputs = 0;
+    m.text = merge_text(shards);
     for s in shards {
         let sm = &s.metrics;
         add_rows(&mut rows, &sm.rows);
@@ -300,6 +301,16 @@ fn add_rows(sum: &mut RowCounts, r: &RowCounts) {
     sum.rejected += r.rejected;
     sum.written += r.written;
     sum.malformed += r.malformed;
+}
+
+/// A text model's counts over every shard (none for other models).
+fn merge_text(shards: &[ShardManifest]) -> Option<crate::score::text::TextMetrics> {
+    let mut parts = shards.iter().filter_map(|s| s.metrics.text.as_ref());
+    let mut sum = parts.next()?.clone();
+    for t in parts {
+        sum.add(t);
+    }
+    Some(sum)
 }
 
 fn zero_stages() -> StageSeconds {

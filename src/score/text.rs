@@ -120,6 +120,16 @@ impl TextScoring {
     }
 }
 
+impl TextMetrics {
+    /// Adds another part's counts (a shard's, a resumed piece's) to these.
+    pub fn add(&mut self, other: &Self) {
+        self.texts += other.texts;
+        self.truncated += other.truncated;
+        self.tokens += other.tokens;
+        self.padded_tokens += other.padded_tokens;
+    }
+}
+
 impl TextStats {
     /// The run's counts, for `_metrics.json`.
     pub fn metrics(&self, max_length: usize) -> TextMetrics {
