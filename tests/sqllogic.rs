@@ -39,6 +39,7 @@ impl Db {
             models.push((
                 name.to_string(),
                 Model::load(uri, None, &stores).await.map_err(ext)?,
+                None,
             ));
         }
         let run = RunSpec::default();

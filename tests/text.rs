@@ -775,3 +775,302 @@ fn a_sharded_text_run_counts_every_shards_texts() {
         manifest.files
     );
 }
+
+/// `batchscore score` with `--tokenizer`: the same job as a spec, from the command line.
+#[test]
+fn score_embeds_from_the_command_line_and_prints_probabilities() {
+    let s = text_scratch();
+    let embed = r#"embedding={ from = "last_hidden_state", pool = "mean", normalize = true }"#;
+    let tokenizer = minilm("tokenizer.json");
+    let model = minilm("model.onnx");
+    let (input, out) = (tickets(), s.path("emb"));
+    let mut args = vec!["score", &model, &input, "-o", out.to_str().unwrap()];
+    args.extend([
+        "--key",
+        "ticket_id",
+        "--tokenizer",
+        &tokenizer,
+        "--text",
+        "text",
+    ]);
+    args.extend(["--max-length", "32", "--output", embed]);
+    assert_ok(&run(&args));
+
+    let oracle = text_oracle(
+        &model,
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            "32",
+            "--empty",
+            "reject",
+        ],
+    );
+    let got = read_output(&out);
+    assert_vectors_close(
+        "embedding",
+        &vectors_by_id(&got, "embedding"),
+        &oracle.by_id(),
+    );
+    assert_eq!(text_metrics(&out)["max_length"], 32);
+    assert_eq!(text_metrics(&out)["truncated"], oracle.truncated);
+    assert_eq!(rejected_by_id(&out).len(), 5, "the null and empty texts");
+
+    // The spec it amounts to has the [tokenizer] table and the output's table.
+    let mut print = args.clone();
+    print.push("--print-spec");
+    let o = run(&print);
+    assert_ok(&o);
+    let spec: toml::Table = text(&o).0.parse().unwrap();
+    assert_eq!(spec["tokenizer"]["text"].as_str(), Some("text"));
+    assert_eq!(spec["tokenizer"]["max_length"].as_integer(), Some(32));
+    let uri = spec["tokenizer"]["uri"].as_str().unwrap();
+    assert!(
+        uri.starts_with('/') && uri.ends_with("minilm/tokenizer.json"),
+        "{uri}"
+    );
+    assert_eq!(spec["outputs"]["embedding"]["pool"].as_str(), Some("mean"));
+
+    // A classifier's softmax on stdout, as JSON Lines.
+    let classifier = minilm("ticket_classifier.onnx");
+    let o = run(&[
+        "score",
+        &classifier,
+        &input,
+        "-o",
+        "-",
+        "--format",
+        "json",
+        "--key",
+        "ticket_id",
+        "--tokenizer",
+        &tokenizer,
+        "--text",
+        "text",
+        "--output",
+        r#"p={ from = "logits", softmax = true }"#,
+    ]);
+    assert_ok(&o);
+    let mut got = BTreeMap::new();
+    for line in text(&o).0.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p: Vec<f64> = row["p"].as_array().unwrap().iter().map(num).collect();
+        got.insert(row["ticket_id"].as_i64().unwrap(), p);
+    }
+    let want = text_oracle(
+        &classifier,
+        &[
+            "--output",
+            "logits",
+            "--pool",
+            "none",
+            "--softmax",
+            "1",
+            "--max-length",
+            "128",
+        ],
+    );
+    assert_vectors_close("p", &got, &want.by_id());
+}
+
+#[test]
+fn score_refuses_a_tokenizer_without_its_text_and_a_broken_output_table() {
+    let s = text_scratch();
+    let tokenizer = minilm("tokenizer.json");
+    let model = minilm("model.onnx");
+    let input = tickets();
+    let out = s.path("out");
+    let base = [
+        "score",
+        model.as_str(),
+        input.as_str(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let cases: [(&[&str], &[&str]); 3] = [
+        (&["--tokenizer", &tokenizer], &["--text"]),
+        (&["--text", "text"], &["--tokenizer"]),
+        (
+            &[
+                "--tokenizer",
+                &tokenizer,
+                "--text",
+                "text",
+                "--output",
+                "e={ from = ",
+            ],
+            &["--output", "e={ from = ", "not a TOML table"],
+        ),
+    ];
+    for (extra, needed) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let err = assert_exit(&run(&args), 2);
+        for n in needed {
+            assert!(err.contains(n), "{extra:?}: {n:?} missing from:\n{err}");
+        }
+        assert!(!out.exists(), "{extra:?}: nothing may be written");
+    }
+}
+
+/// `column` keyed by `ticket_id`, its NULL cells apart.
+fn vectors_and_nulls(t: &Table, column: &str) -> (BTreeMap<i64, Vec<f64>>, BTreeSet<i64>) {
+    let (mut vectors, mut nulls) = (BTreeMap::new(), BTreeSet::new());
+    for (id, v) in t["ticket_id"].iter().zip(&t[column]) {
+        let Cell::Int(id) = id else { panic!("{id:?}") };
+        match v {
+            Cell::Null => assert!(nulls.insert(*id)),
+            Cell::List(xs) => assert!(vectors.insert(*id, xs.clone()).is_none()),
+            Cell::Float(x) => assert!(vectors.insert(*id, vec![*x]).is_none()),
+            other => panic!("{column} of ticket {id}: {other:?}"),
+        }
+    }
+    (vectors, nulls)
+}
+
+/// `batchscore sql` with `--tokenizer`: the text is the call's feature argument.
+#[test]
+fn sql_embeds_and_classifies_text_through_a_tokenizer() {
+    let s = text_scratch();
+    let out = s.path("emb.parquet");
+    let query = format!(
+        "SELECT ticket_id, predict_output('minilm', '{{ from = \"last_hidden_state\", pool = \"mean\", normalize = true }}', text) AS embedding FROM '{}'",
+        tickets()
+    );
+    let model = format!("minilm={}", minilm("model.onnx"));
+    let tokenizer = format!("minilm={}", minilm("tokenizer.json"));
+    let o = run(&[
+        "sql",
+        &query,
+        "--model",
+        &model,
+        "--tokenizer",
+        &tokenizer,
+        "--max-length",
+        "32",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let oracle = text_oracle(
+        &minilm("model.onnx"),
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            "32",
+            "--empty",
+            "reject",
+        ],
+    );
+    let (vectors, nulls) = vectors_and_nulls(&read_parquet(&out), "embedding");
+    assert_vectors_close("embedding", &vectors, &oracle.by_id());
+    // A null or empty text gets a NULL prediction, counted with its reason on stderr.
+    let (null_texts, empty_texts) = null_and_empty_ids();
+    assert_eq!(nulls, null_texts.union(&empty_texts).copied().collect());
+    let err = text(&o).1;
+    for needed in [
+        "model \"minilm\": 5 rows got a NULL prediction",
+        "3 × the text is null",
+        "2 × the text is empty",
+        &format!(
+            "model \"minilm\": {} of 295 texts were cut to 32 tokens",
+            oracle.truncated
+        ),
+    ] {
+        assert!(err.contains(needed), "{needed:?} missing from:\n{err}");
+    }
+
+    // A classifier's softmax, whole and one class, on stdout as JSON Lines.
+    let classifier = format!("clf={}", minilm("ticket_classifier.onnx"));
+    let tokenizer = format!("clf={}", minilm("tokenizer.json"));
+    let query = format!(
+        "SELECT ticket_id, predict_output('clf', '{{ from = \"logits\", softmax = true }}', text) AS p, predict_output('clf', '{{ from = \"logits[0]\", softmax = true }}', text) AS p_billing FROM '{}' WHERE text <> ''",
+        tickets()
+    );
+    let o = run(&[
+        "sql",
+        &query,
+        "--model",
+        &classifier,
+        "--tokenizer",
+        &tokenizer,
+        "--format",
+        "json",
+    ]);
+    assert_ok(&o);
+    let (mut p, mut billing) = (BTreeMap::new(), BTreeMap::new());
+    for line in text(&o).0.lines() {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = row["ticket_id"].as_i64().unwrap();
+        p.insert(id, row["p"].as_array().unwrap().iter().map(num).collect());
+        billing.insert(id, vec![num(&row["p_billing"])]);
+    }
+    let want = text_oracle(
+        &minilm("ticket_classifier.onnx"),
+        &[
+            "--output",
+            "logits",
+            "--pool",
+            "none",
+            "--softmax",
+            "1",
+            "--max-length",
+            "128",
+        ],
+    )
+    .by_id();
+    assert_vectors_close("p", &p, &want);
+    let want_billing = want.iter().map(|(id, v)| (*id, vec![v[0]])).collect();
+    assert_vectors_close("p_billing", &billing, &want_billing);
+}
+
+#[test]
+fn sql_refuses_text_calls_that_cannot_work() {
+    let model = format!("minilm={}", minilm("model.onnx"));
+    let tokenizer = format!("minilm={}", minilm("tokenizer.json"));
+    let from = format!("FROM '{}'", tickets());
+    let pool = "'{ from = \"last_hidden_state\", pool = \"mean\" }'";
+    let cases: [(String, &[&str], &[&str]); 4] = [
+        (
+            format!("SELECT predict_output('minilm', {pool}, text) {from}"),
+            &[],
+            &[
+                "pools over the attention mask",
+                "--tokenizer minilm=tokenizer.json",
+            ],
+        ),
+        (
+            format!("SELECT predict_output('minilm', {pool}, text, text) {from}"),
+            &["--tokenizer", &tokenizer],
+            &["takes 1 feature argument (the text, for its tokenizer), but 2 are given"],
+        ),
+        (
+            format!("SELECT predict_output('minilm', '{{ from = ', text) {from}"),
+            &["--tokenizer", &tokenizer],
+            &["not a TOML table"],
+        ),
+        (
+            format!("SELECT 1 {from}"),
+            &["--tokenizer", "other=tokenizer.json"],
+            &["--tokenizer other=tokenizer.json: no --model other"],
+        ),
+    ];
+    for (query, extra, needed) in &cases {
+        let mut args = vec!["sql", query.as_str(), "--model", &model];
+        args.extend_from_slice(extra);
+        let err = assert_exit(&run(&args), 2);
+        for n in *needed {
+            assert!(err.contains(n), "{query}: {n:?} missing from:\n{err}");
+        }
+    }
+}

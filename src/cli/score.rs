@@ -15,6 +15,7 @@ use super::progress::ProgressMode;
 use super::run::How;
 use crate::output::stdout::{BatchPrinter, StreamFormat};
 use crate::spec;
+use crate::spec::text::TOKEN_INPUTS;
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -25,6 +26,9 @@ Examples:
   batchscore score model.onnx s3://bucket/rows/ -o s3://bucket/preds/ --columns input=f00..f27
   cat rows.csv | batchscore score model.onnx - -o - --key id | head
   batchscore score model.onnx rows.parquet -o preds/ --print-spec > job.toml
+  batchscore score minilm.onnx tickets.parquet -o emb/ --key ticket_id \\
+      --tokenizer tokenizer.json --text text --max-length 128 \\
+      --output 'embedding={ from = \"last_hidden_state\", pool = \"mean\", normalize = true }'
 
 Model inputs bind to the input's columns of the same name unless --columns says otherwise.
 With -o -, predictions go to stdout (a table on a terminal, else CSV; --format json for JSON
@@ -51,7 +55,21 @@ pub struct ScoreArgs {
     /// the column of its name.
     #[arg(long = "columns", value_name = "INPUT=COLUMNS")]
     pub columns: Vec<String>,
-    /// An output column, as in `[outputs]`: `NAME=OUTPUT` or `NAME=OUTPUT[i]`; repeatable.
+    /// A Hugging Face tokenizer.json, a path or URI as `[tokenizer] uri` takes: the text of
+    /// --text then fills the model's input_ids, attention_mask and token_type_ids. Default:
+    /// none.
+    #[arg(long, value_name = "URI", requires = "text")]
+    pub tokenizer: Option<String>,
+    /// With --tokenizer: the text to tokenize, a column or an SQL expression.
+    #[arg(long, value_name = "COLUMN|SQL", requires = "tokenizer")]
+    pub text: Option<String>,
+    /// With --tokenizer: tokens per text at most, special tokens included; longer texts are
+    /// cut. Default: the tokenizer file's truncation length, else 512.
+    #[arg(long, value_name = "N", requires = "tokenizer")]
+    pub max_length: Option<u32>,
+    /// An output column, as in `[outputs]`: `NAME=OUTPUT`, `NAME=OUTPUT[i]`, or a
+    /// TOML table such as `NAME={ from = "last_hidden_state", pool = "mean", normalize = true }`;
+    /// repeatable.
     /// Default: every model output, under its own name.
     #[arg(long = "output", value_name = "NAME=OUTPUT")]
     pub outputs: Vec<String>,
@@ -200,6 +218,8 @@ async fn filled_by_name(args: &ScoreArgs, ort_lib: Option<&Path>) -> anyhow::Res
         .iter()
         .map(|i| i.name.clone())
         .filter(|n| !given.contains(&n.as_str()))
+        // The tokenizer fills these.
+        .filter(|n| args.tokenizer.is_none() || !TOKEN_INPUTS.contains(&n.as_str()))
         .collect())
 }
 
@@ -252,6 +272,9 @@ pub fn spec_text(
     let mut model = Table::new();
     model.insert("uri".into(), absolute(&args.model).into());
     job.insert("model".into(), model.into());
+    if let Some(t) = tokenizer_table(args) {
+        job.insert("tokenizer".into(), t.into());
+    }
     let inputs = input_bindings(args, by_name)?;
     if !inputs.is_empty() {
         job.insert("inputs".into(), inputs.into());
@@ -336,6 +359,19 @@ fn input_table(args: &ScoreArgs, input: &str) -> Table {
     t
 }
 
+/// `[tokenizer]` from `--tokenizer`, `--text` and `--max-length` (clap makes them come
+/// together).
+fn tokenizer_table(args: &ScoreArgs) -> Option<Table> {
+    let (uri, text) = (args.tokenizer.as_ref()?, args.text.as_ref()?);
+    let mut t = Table::new();
+    t.insert("uri".into(), absolute(uri).into());
+    t.insert("text".into(), text.clone().into());
+    if let Some(n) = args.max_length {
+        t.insert("max_length".into(), i64::from(n).into());
+    }
+    Some(t)
+}
+
 fn output_table(args: &ScoreArgs, out: &str) -> Table {
     let mut t = Table::new();
     t.insert("uri".into(), absolute(out).into());
@@ -406,9 +442,8 @@ fn output_columns(given: &[String]) -> Result<Table, ScoreError> {
                 "expected NAME=OUTPUT, e.g. p=probabilities[1]",
             )
         })?;
-        if t.insert(name.trim().to_string(), expr.trim().into())
-            .is_some()
-        {
+        let value = output_value(expr.trim()).map_err(|why| flag_error("--output", g, why))?;
+        if t.insert(name.trim().to_string(), value).is_some() {
             return Err(flag_error(
                 "--output",
                 g,
@@ -417,6 +452,22 @@ fn output_columns(given: &[String]) -> Result<Table, ScoreError> {
         }
     }
     Ok(t)
+}
+
+/// An `[outputs]` value: `{ from = … }` as a TOML table, anything else as the output's name.
+fn output_value(expr: &str) -> Result<Value, String> {
+    if !expr.starts_with('{') {
+        return Ok(expr.into());
+    }
+    let mut parsed: Table = toml::from_str(&format!("column = {expr}")).map_err(|e| {
+        format!(
+            "not a TOML table like {{ from = \"logits\", softmax = true }}: {}",
+            e.message()
+        )
+    })?;
+    parsed
+        .remove("column")
+        .ok_or_else(|| "not a TOML table".to_string())
 }
 
 /// Splits `a,b,ln(1 + c)` at the commas outside parentheses and quotes, and expands each

@@ -19,9 +19,11 @@ use datafusion::datasource::listing::{
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
+use crate::features::text::TextEncoder;
 use crate::model::Model;
 use crate::output::stdout::{BatchPrinter, StreamFormat};
-use crate::score::sql::{PredictError, SqlModels, call_positions};
+use crate::score::sql::{PredictError, SqlModels, SqlText, call_positions};
+use crate::spec::text::{OnEmpty, TokenizerSpec};
 use crate::spec::{Device, RunSpec};
 use crate::storage::StoreFactory;
 use sink::{FileFormat, FileSink};
@@ -31,11 +33,15 @@ Examples:
   batchscore sql \"SELECT customer_id, predict_output('churn', 'probabilities[1]', tenure, monthly_charges, coalesce(total_charges, 0), ln(1 + support_calls), is_senior) AS p FROM 'sample_data/churn/data/' WHERE region = 'eu'\" --model churn=sample_data/churn/churn_lgbm.onnx
   batchscore sql \"SELECT region, avg(predict_output('churn', 'probabilities[1]', tenure, monthly_charges, coalesce(total_charges, 0), ln(1 + support_calls), is_senior)) AS mean_p FROM 'sample_data/churn/data/' GROUP BY region\" --model churn=sample_data/churn/churn_lgbm.onnx
   batchscore sql \"SELECT house_id, predict('price', rooms, area_m2, built, km_to_center) AS price FROM houses\" --model price=sample_data/houses/price_ridge.onnx --table houses=sample_data/houses/houses.csv.gz -o prices.parquet
+  batchscore sql \"SELECT ticket_id, predict_output('clf', '{ from = \\\"logits\\\", softmax = true }', text) AS p FROM 'tickets.parquet'\" --model clf=classifier.onnx --tokenizer clf=tokenizer.json --format json
 
 predict('MODEL', features…) returns a single-output model's output; predict_output('MODEL',
 'OUTPUT', features…) one output, or one element of it ('probabilities[1]'), as in a job's
 [outputs]. The features fill the model's inputs in order. A row with a null feature, or one
 that cannot be cast to the model's type, gets NULL (counted on stderr); coalesce() fills.
+With --tokenizer NAME=URI, model NAME takes one text argument, which the tokenizer turns into
+its input_ids, attention_mask and token_type_ids; an output may then be an [outputs] table
+('{ from = \"last_hidden_state\", pool = \"mean\", normalize = true }').
 
 Output: a table on a terminal, else CSV; --format csv|json (JSON Lines); parquet needs -o.
 -o PATH (a path or an s3://, gs://, az:// URI) is written only when the whole query succeeds;
@@ -63,6 +69,15 @@ pub struct SqlArgs {
     /// A model the query can call, by name: NAME=PATH or NAME=URI. Repeatable.
     #[arg(long = "model", value_name = "NAME=URI", value_parser = parse_named)]
     pub models: Vec<(String, String)>,
+    /// A Hugging Face tokenizer.json for the model NAME, which then takes a text: its calls'
+    /// first feature argument, which the tokenizer turns into the model's input_ids,
+    /// attention_mask and token_type_ids. Repeatable.
+    #[arg(long = "tokenizer", value_name = "NAME=URI", value_parser = parse_named)]
+    pub tokenizers: Vec<(String, String)>,
+    /// With --tokenizer: tokens per text at most, special tokens included; longer texts are
+    /// cut (and counted on stderr). Default: each tokenizer file's truncation length, else 512.
+    #[arg(long, value_name = "N", requires = "tokenizers")]
+    pub max_length: Option<usize>,
     /// A table the query can read by name: NAME=URI (Parquet or CSV, a file, folder or
     /// prefix; hive `key=value` folders become columns). Repeatable.
     #[arg(long = "table", value_name = "NAME=URI", value_parser = parse_named)]
@@ -82,6 +97,12 @@ pub struct SqlArgs {
 pub enum SqlError {
     #[error("--model {name} is given twice")]
     DuplicateModel { name: String },
+    #[error("--tokenizer {name}={uri}: {message}")]
+    Tokenizer {
+        name: String,
+        uri: String,
+        message: String,
+    },
     #[error("--table {name}={uri}: {message}")]
     Table {
         name: String,
@@ -142,6 +163,7 @@ pub async fn sql(args: SqlArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     let stores = args.store.stores()?;
     let run = RunSpec::default();
     let models = load_models(&args.models, &stores).await?;
+    let models = with_tokenizers(models, &args, &stores).await?;
     let models = Arc::new(SqlModels::new(
         models,
         run.worker_count(),
@@ -173,6 +195,7 @@ pub async fn sql(args: SqlArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     // score a batch: let them finish before the process exits.
     models.cancel_and_wait(std::time::Duration::from_secs(30));
     report_nulls(&models);
+    report_texts(&models);
     result.map_err(anyhow::Error::from)
 }
 
@@ -214,6 +237,67 @@ async fn load_models(
         models.push((name.clone(), model));
     }
     Ok(models)
+}
+
+/// Each model with its `--tokenizer`, loaded and checked against the model's inputs.
+async fn with_tokenizers(
+    models: Vec<(String, Model)>,
+    args: &SqlArgs,
+    stores: &StoreFactory,
+) -> Result<Vec<(String, Model, Option<SqlText>)>, SqlError> {
+    let mut out = Vec::with_capacity(models.len());
+    for (name, uri) in &args.tokenizers {
+        let err = |message: String| SqlError::Tokenizer {
+            name: name.clone(),
+            uri: uri.clone(),
+            message,
+        };
+        if !models.iter().any(|(n, _)| n == name) {
+            let names: Vec<&str> = models.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(err(format!(
+                "no --model {name}; the models: {}",
+                names.join(", ")
+            )));
+        }
+        if args.tokenizers.iter().filter(|(n, _)| n == name).count() > 1 {
+            return Err(err(format!("model {name} is given two tokenizers")));
+        }
+    }
+    for (name, model) in models {
+        let text = match args.tokenizers.iter().find(|(n, _)| *n == name) {
+            Some((_, uri)) => Some(load_tokenizer(&name, uri, &model, args, stores).await?),
+            None => None,
+        };
+        out.push((name, model, text));
+    }
+    Ok(out)
+}
+
+async fn load_tokenizer(
+    name: &str,
+    uri: &str,
+    model: &Model,
+    args: &SqlArgs,
+    stores: &StoreFactory,
+) -> Result<SqlText, SqlError> {
+    let err = |message: String| SqlError::Tokenizer {
+        name: name.to_string(),
+        uri: uri.to_string(),
+        message,
+    };
+    let spec = TokenizerSpec {
+        uri: uri.to_string(),
+        text: String::new(),
+        max_length: args.max_length,
+        truncation: true,
+        on_empty: OnEmpty::Reject,
+        sort_by_length: true,
+    };
+    let encoder = TextEncoder::load(&spec, stores)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let fills = crate::features::text::token_inputs(model).map_err(|p| err(p.message))?;
+    Ok(SqlText { encoder, fills })
 }
 
 /// Registers the object stores of every remote URI the command names: in the query's
@@ -365,8 +449,18 @@ fn report_nulls(models: &SqlModels) {
         );
         for r in n.reasons.iter().take(5) {
             // The scorer's reasons end with what a job spec would set; SQL has coalesce().
-            let reason = r.reason.split(", and [inputs.").next().unwrap_or(&r.reason);
+            let reason = r.reason.split(", and [").next().unwrap_or(&r.reason);
             eprintln!("  {} × {reason}", r.count);
         }
+    }
+}
+
+/// Tells stderr, per text model, how many texts were cut to its `max_length`.
+fn report_texts(models: &SqlModels) {
+    for t in models.text_counts().into_iter().filter(|t| t.truncated > 0) {
+        eprintln!(
+            "batchscore sql: model {:?}: {} of {} texts were cut to {} tokens (--max-length)",
+            t.model, t.truncated, t.texts, t.max_length
+        );
     }
 }

@@ -8,6 +8,11 @@
 //! planned ([`ScalarUDFImpl::return_field_from_args`]): the model, the output, the argument
 //! count and each argument's type, so that a wrong call is refused before any row is read.
 //!
+//! A model given a tokenizer (`--tokenizer NAME=tokenizer.json`) takes its text as the first
+//! feature argument: the tokenizer fills its `input_ids`, `attention_mask` and
+//! `token_type_ids` as `[tokenizer]` does in a job, and `predict_output` takes the table form
+//! of `[outputs]` (`'{ from = "last_hidden_state", pool = "mean", normalize = true }'`).
+//!
 //! At run time each call site gets its own [`Scorer`] (one per model, output and argument
 //! list), which scores every batch as a job's `predict` does: rows whose features are null,
 //! or cannot be cast to the model's type, get a NULL prediction and are counted
@@ -28,13 +33,16 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use indexmap::IndexMap;
 
+use super::text::TextScoring;
 use super::udf::on_multi_thread_runtime;
 use super::{OutputBinding, ScoreError, Scorer, bind_outputs};
 use crate::features::InputBinding;
 use crate::features::casts::{cast_can_fail, castable};
+use crate::features::text::{DEFAULT_TEXT_INFERENCE_BATCH, TextBinding, TextEncoder, TokenInput};
 use crate::model::{ElemType, ExecutionDevice, IoKind, Model, ModelError, show_shape};
 use crate::reject::ReasonCount;
 use crate::spec::OutputFormat;
+use crate::spec::text::{OutputColumn, TOKEN_INPUTS};
 
 /// Why a `predict`/`predict_output` call is refused (while planning) or fails (while running).
 /// Each message names the call, the model and, where one is at fault, the argument.
@@ -94,6 +102,14 @@ pub enum PredictError {
         input: String,
         elem: ElemType,
     },
+    #[error(
+        "{function}('{model}', …): {argument}, which cannot be cast to text for the model's tokenizer"
+    )]
+    TextArg {
+        function: &'static str,
+        model: String,
+        argument: String,
+    },
     #[error("{function}('{model}', …): model input {input:?} {message}")]
     Input {
         function: &'static str,
@@ -125,6 +141,7 @@ impl PredictError {
             | Self::UnknownModel { function, .. }
             | Self::ArgCount { function, .. }
             | Self::Uncastable { function, .. }
+            | Self::TextArg { function, .. }
             | Self::Input { function, .. }
             | Self::Session { function, .. }
             | Self::Score { function, .. } => function,
@@ -141,6 +158,7 @@ impl PredictError {
             | Self::BadOutput { model, .. }
             | Self::ArgCount { model, .. }
             | Self::Uncastable { model, .. }
+            | Self::TextArg { model, .. }
             | Self::Input { model, .. }
             | Self::Session { model, .. }
             | Self::Score { model, .. } => Some(model),
@@ -161,7 +179,6 @@ pub struct SqlModels {
     models: IndexMap<String, SqlModel>,
     /// Sessions per scorer: one per scoring worker.
     workers: usize,
-    inference_batch: usize,
     /// Batches being scored now.
     in_flight: AtomicUsize,
     /// Set when the query failed: batches not yet started are not scored.
@@ -184,9 +201,29 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// A text model's tokenizer (`--tokenizer`) and the token inputs it fills.
+#[derive(Debug, Clone)]
+pub struct SqlText {
+    pub encoder: TextEncoder,
+    pub fills: Vec<TokenInput>,
+}
+
+/// Texts a model's tokenizer encoded, and those it cut to its `max_length`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextCounts {
+    pub model: String,
+    pub max_length: usize,
+    pub texts: u64,
+    pub truncated: u64,
+}
+
 #[derive(Debug)]
 struct SqlModel {
     model: Model,
+    /// Its tokenizer: the calls' first feature argument is then the text.
+    text: Option<SqlText>,
+    /// Rows per ONNX Runtime call.
+    inference_batch: usize,
     /// Per call site (output and argument list), its scorer.
     scorers: Mutex<HashMap<String, Arc<Scorer>>>,
 }
@@ -200,14 +237,26 @@ pub struct NullPredictions {
 }
 
 impl SqlModels {
-    /// `models` by the names SQL calls them; each call site's scorer gets `workers` sessions
-    /// and scores `inference_batch` rows per ONNX Runtime call.
-    pub fn new(models: Vec<(String, Model)>, workers: usize, inference_batch: usize) -> Self {
+    /// `models` by the names SQL calls them, each with its tokenizer if it takes text; each
+    /// call site's scorer gets `workers` sessions and scores `inference_batch` rows per ONNX
+    /// Runtime call (a text model: a job's default for text, as attention grows with rows x
+    /// length²).
+    pub fn new(
+        models: Vec<(String, Model, Option<SqlText>)>,
+        workers: usize,
+        inference_batch: usize,
+    ) -> Self {
         let models = models
             .into_iter()
-            .map(|(name, model)| {
+            .map(|(name, model, text)| {
                 let m = SqlModel {
                     model,
+                    inference_batch: if text.is_some() {
+                        DEFAULT_TEXT_INFERENCE_BATCH
+                    } else {
+                        inference_batch
+                    },
+                    text,
                     scorers: Mutex::new(HashMap::new()),
                 };
                 (name, m)
@@ -216,7 +265,6 @@ impl SqlModels {
         Self {
             models,
             workers: workers.max(1),
-            inference_batch,
             in_flight: AtomicUsize::new(0),
             cancelled: AtomicBool::new(false),
         }
@@ -255,6 +303,26 @@ impl SqlModels {
                     model: name.clone(),
                     rows,
                     reasons,
+                });
+            }
+        }
+        out
+    }
+
+    /// Per text model that encoded any, its texts and those cut to `max_length`.
+    pub fn text_counts(&self) -> Vec<TextCounts> {
+        let mut out = Vec::new();
+        for (name, m) in &self.models {
+            let Some(text) = &m.text else { continue };
+            let scorers = m.scorers.lock().unwrap_or_else(|e| e.into_inner());
+            let count = |f: fn(&Scorer) -> u64| scorers.values().map(|s| f(s)).sum::<u64>();
+            let texts = count(|s| s.stats.text.texts.load(Ordering::Relaxed));
+            if texts > 0 {
+                out.push(TextCounts {
+                    model: name.clone(),
+                    max_length: text.encoder.max_length,
+                    texts,
+                    truncated: count(|s| s.stats.text.truncated.load(Ordering::Relaxed)),
                 });
             }
         }
@@ -346,9 +414,20 @@ impl PredictFn {
                 models: self.models.names(),
             });
         };
-        let (output, binding) = self.output(name, &model.model, literals.get(1).copied())?;
-        let inputs = layout(function, name, &model.model, features.len())?;
-        let mut position = self.leading();
+        let (output, binding) = self.output(name, model, literals.get(1).copied())?;
+        let text = model.text.is_some();
+        let inputs = layout(function, name, &model.model, features.len(), text)?;
+        if let (true, Some(field)) = (text, features.first())
+            && !castable(field.data_type(), &DataType::Utf8)
+        {
+            return Err(PredictError::TextArg {
+                function,
+                model: name.clone(),
+                argument: argument_text(self.leading() + 1, field),
+            });
+        }
+        // After the text, when there is one.
+        let mut position = self.leading() + usize::from(text);
         for Slot {
             name: input,
             elem,
@@ -363,11 +442,7 @@ impl PredictFn {
                     return Err(PredictError::Uncastable {
                         function,
                         model: name.clone(),
-                        argument: format!(
-                            "argument {position} ({}) has type {}",
-                            field.name(),
-                            field.data_type()
-                        ),
+                        argument: argument_text(position, field),
                         input: input.clone(),
                         elem: *elem,
                     });
@@ -388,9 +463,10 @@ impl PredictFn {
     fn output(
         &self,
         name: &str,
-        model: &Model,
+        sql_model: &SqlModel,
         literal: Option<Option<&str>>,
     ) -> Result<(String, OutputBinding), PredictError> {
+        let model = &sql_model.model;
         let outputs: Vec<&str> = model.outputs.iter().map(|o| o.name.as_str()).collect();
         let expr = match (self.with_output, literal) {
             (true, Some(Some(expr))) => expr.to_string(),
@@ -409,8 +485,18 @@ impl PredictFn {
             }
             (false, _) => outputs[0].to_string(),
         };
-        let wanted: IndexMap<String, crate::spec::OutputColumn> =
-            [(expr.clone(), expr.clone().into())].into();
+        let bad = |message: String| PredictError::BadOutput {
+            model: name.to_string(),
+            output: expr.clone(),
+            message,
+        };
+        let column = output_column(&expr).map_err(bad)?;
+        if column.transform().pool.is_some() && sql_model.text.is_none() {
+            return Err(bad(format!(
+                "pools over the attention mask, which only a tokenizer makes: add --tokenizer {name}=tokenizer.json"
+            )));
+        }
+        let wanted: IndexMap<String, OutputColumn> = [(expr.clone(), column)].into();
         match bind_outputs(Some(&wanted), OutputFormat::Parquet, model) {
             // One binding per entry of `wanted`.
             Ok(mut b) => match b.pop() {
@@ -455,13 +541,33 @@ impl PredictFn {
                 model: call.name.to_string(),
                 source,
             })?;
-        let inputs = bindings(self.function(), call, features, self.leading());
-        let scorer = Arc::new(Scorer::new(
-            inputs,
-            vec![call.binding.clone()],
-            sessions,
-            self.models.inference_batch,
-        ));
+        let skip = usize::from(call.model.text.is_some());
+        let inputs = bindings(
+            self.function(),
+            call,
+            &features[skip..],
+            self.leading() + skip,
+        );
+        // The text goes after the typed arguments and the raw values of fallible casts.
+        let arg = features.len() - skip + inputs.iter().flat_map(|b| &b.raw_args).flatten().count();
+        let text = call.model.text.as_ref().map(|t| TextScoring {
+            encoder: t.encoder.clone(),
+            binding: TextBinding {
+                sql: argument_name(self.leading() + 1, &features[0]),
+                arg,
+                fills: t.fills.clone(),
+                sensitive: false,
+            },
+        });
+        let scorer = Arc::new(
+            Scorer::new(
+                inputs,
+                vec![call.binding.clone()],
+                sessions,
+                call.model.inference_batch,
+            )
+            .with_text(text),
+        );
         scorers.insert(key, scorer.clone());
         Ok(scorer)
     }
@@ -475,12 +581,14 @@ struct Slot {
     count: usize,
 }
 
-/// How `given` feature arguments fill the model's inputs, in the model's order.
+/// How `given` feature arguments fill the model's inputs, in the model's order; with `text`,
+/// the first is the tokenizer's text and the token inputs are in no slot.
 fn layout(
     function: &'static str,
     name: &str,
     model: &Model,
     given: usize,
+    text: bool,
 ) -> Result<Vec<Slot>, PredictError> {
     let input_err = |input: &str, message: String| PredictError::Input {
         function,
@@ -490,7 +598,9 @@ fn layout(
     };
     let mut slots = Vec::new();
     let mut takes_all = false;
-    for io in &model.inputs {
+    let fixed = usize::from(text);
+    let tokenized = |io: &&crate::model::ModelIo| text && TOKEN_INPUTS.contains(&io.name.as_str());
+    for io in model.inputs.iter().filter(|io| !tokenized(io)) {
         let IoKind::Tensor { dtype, shape } = &io.kind else {
             return Err(input_err(
                 &io.name,
@@ -514,7 +624,7 @@ fn layout(
             _ if shape[1..].iter().all(|&d| d > 0) => {
                 Some(shape[1..].iter().product::<i64>() as usize)
             }
-            2 if model.inputs.len() == 1 => None,
+            2 if model.inputs.len() == 1 && !text => None,
             _ => {
                 return Err(input_err(
                     &io.name,
@@ -533,11 +643,16 @@ fn layout(
             count: count.unwrap_or(given),
         });
     }
-    let expected: usize = slots.iter().map(|s| s.count).sum();
+    let expected: usize = slots.iter().map(|s| s.count).sum::<usize>() + fixed;
     if expected != given || given == 0 {
-        let inputs: Vec<String> = slots
-            .iter()
-            .map(|s| format!("{} {} {}", s.name, s.elem, show_shape(&s.shape)))
+        let text_arg = text.then(|| "the text, for its tokenizer".to_string());
+        let inputs: Vec<String> = text_arg
+            .into_iter()
+            .chain(
+                slots
+                    .iter()
+                    .map(|s| format!("{} {} {}", s.name, s.elem, show_shape(&s.shape))),
+            )
             .collect();
         return Err(PredictError::ArgCount {
             function,
@@ -575,7 +690,7 @@ fn bindings(
         let mut columns = Vec::with_capacity(*count);
         let mut raw_args = Vec::with_capacity(*count);
         for field in &features[k..k + count] {
-            columns.push(format!("argument {} ({})", leading + k + 1, field.name()));
+            columns.push(argument_name(leading + k + 1, field));
             // A cast that can fail keeps the value before it, as the last arguments.
             raw_args.push(cast_can_fail(field.data_type(), &to).then(|| {
                 raws += 1;
@@ -596,6 +711,39 @@ fn bindings(
         });
     }
     bindings
+}
+
+/// `argument 3 (text)`: a feature argument as messages and rejected rows name it.
+fn argument_name(position: usize, field: &FieldRef) -> String {
+    format!("argument {position} ({})", field.name())
+}
+
+/// `argument 3 (text) has type Int64`.
+fn argument_text(position: usize, field: &FieldRef) -> String {
+    format!(
+        "{} has type {}",
+        argument_name(position, field),
+        field.data_type()
+    )
+}
+
+/// `predict_output`'s output argument as an `[outputs]` value: `'probabilities[1]'`, or the
+/// table form `'{ from = "logits", softmax = true }'`.
+fn output_column(expr: &str) -> Result<OutputColumn, String> {
+    let trimmed = expr.trim();
+    if !trimmed.starts_with('{') {
+        return Ok(OutputColumn::Ref(expr.to_string()));
+    }
+    let table: toml::Table = toml::from_str(&format!("column = {trimmed}")).map_err(|e| {
+        format!(
+            "not a TOML table like {{ from = \"logits\", softmax = true }}: {}",
+            e.message().trim()
+        )
+    })?;
+    let value = table.get("column").cloned().ok_or("not a TOML table")?;
+    value
+        .try_into::<OutputColumn>()
+        .map_err(|e| format!("not an [outputs] table: {}", e.message().trim()))
 }
 
 /// A string literal argument's value; `None` when the argument is not one.
@@ -657,8 +805,11 @@ impl ScalarUDFImpl for PredictFn {
         let scorer = self
             .scorer(&call, features)
             .map_err(PredictError::into_df)?;
-        let raw = crate::features::to_arrays(args.args[leading..].to_vec(), rows)?;
-        let arrays = cast_arguments(&scorer.inputs, raw)?;
+        let mut raw = crate::features::to_arrays(args.args[leading..].to_vec(), rows)?;
+        // The text goes last, where the scorer's text binding points.
+        let text = (call.model.text.is_some() && !raw.is_empty()).then(|| raw.remove(0));
+        let mut arrays = cast_arguments(&scorer.inputs, raw)?;
+        arrays.extend(text);
         // As the job's `predict`: scoring blocks its thread for the batch, so on the CLI's
         // multi-thread runtime the worker's other tasks move to another thread meanwhile.
         let score = || scorer.score(&arrays, rows);

@@ -6,6 +6,11 @@
 use super::Unsupported;
 use super::bitvec::{BitForest, Words};
 use super::layout::{BLOCK, FlatNode, Forest, Mode, NodeAttributes, WeightAttributes};
+
+/// Rows scored together: the node walk takes each tree through all of a chunk's blocks
+/// before the next tree (256 rows keep a tree's nodes in L1 across its blocks, and the
+/// scores of a chunk in a few KiB).
+const CHUNK: usize = 16 * BLOCK;
 use crate::score::tree_order::Node;
 
 /// One graph output's values.
@@ -252,25 +257,35 @@ impl Ensemble {
         let n = self.n_out;
         let mut scores = vec![0.0f32; rows * n];
         let mut labels = Vec::with_capacity(if self.classifier.is_some() { rows } else { 0 });
-        let mut acc = vec![Score::default(); BLOCK * n];
+        let mut acc = vec![Score::default(); CHUNK * n];
         let mut words: Words = self.bits.as_ref().map_or_else(Vec::new, BitForest::words);
+        let mut blocks: Vec<[&[f32]; BLOCK]> = Vec::with_capacity(CHUNK / BLOCK);
         let row = |r: usize| &x[r * stride..(r + 1) * stride];
         let mut r = 0;
         while r < rows {
-            let block = BLOCK.min(rows - r);
+            let chunk = CHUNK.min(rows - r);
             acc.iter_mut().for_each(|s| *s = Score::default());
+            // Whole blocks go side by side where the forest allows; the rest row by row.
+            let whole = if self.forest.shared.is_some() {
+                chunk / BLOCK * BLOCK
+            } else {
+                0
+            };
+            blocks.clear();
+            blocks.extend((r..r + whole).step_by(BLOCK).map(|b| {
+                let block: [&[f32]; BLOCK] = std::array::from_fn(|k| row(b + k));
+                block
+            }));
             match self.forest.shared {
-                Some(mode) if block == BLOCK => {
-                    let rows: [&[f32]; BLOCK] = std::array::from_fn(|k| row(r + k));
-                    self.accumulate_block(mode == Mode::Leq, &rows, &mut words, &mut acc);
+                Some(mode) if !blocks.is_empty() => {
+                    self.accumulate_blocks(mode == Mode::Leq, &blocks, &mut words, &mut acc)
                 }
-                _ => {
-                    for k in 0..block {
-                        self.accumulate(row(r + k), &mut acc[k * n..(k + 1) * n]);
-                    }
-                }
+                _ => {}
             }
-            for k in 0..block {
+            for k in whole..chunk {
+                self.accumulate(row(r + k), &mut acc[k * n..(k + 1) * n]);
+            }
+            for k in 0..chunk {
                 let acc = &mut acc[k * n..(k + 1) * n];
                 let out = &mut scores[(r + k) * n..(r + k + 1) * n];
                 match &self.classifier {
@@ -278,7 +293,7 @@ impl Ensemble {
                     None => self.finish_regression(acc, out),
                 }
             }
-            r += block;
+            r += chunk;
         }
         let scores = NativeOutput::Float32 {
             values: scores,
@@ -305,56 +320,96 @@ impl Ensemble {
         }
     }
 
-    /// The same for `BLOCK` rows walked side by side (`acc` holds each row's scores in turn;
-    /// `words` is the bit-vector layout's scratch); each row still adds its trees in their
-    /// order.
+    /// The same for blocks of `BLOCK` rows walked side by side (`acc` holds each row's
+    /// scores in turn, the blocks' rows in order; `words` is the bit-vector layout's
+    /// scratch); each row still adds its trees in their order.
     #[inline(always)]
-    fn accumulate_block(
+    fn accumulate_blocks(
         &self,
         leq: bool,
-        rows: &[&[f32]; BLOCK],
+        blocks: &[[&[f32]; BLOCK]],
         words: &mut Words,
         acc: &mut [Score],
     ) {
+        let n = self.n_out;
+        match &self.bits {
+            Some(bits) => {
+                for (rows, acc) in blocks.iter().zip(acc.chunks_mut(BLOCK * n)) {
+                    bits.walk(rows, words);
+                    self.accumulate_bits(bits, words, acc);
+                }
+            }
+            None if leq => self.accumulate_walk::<true>(blocks, acc),
+            None => self.accumulate_walk::<false>(blocks, acc),
+        }
+    }
+
+    /// One block's leaves from the bit-vector words, into `acc`.
+    #[inline(always)]
+    fn accumulate_bits(&self, bits: &BitForest, words: &mut Words, acc: &mut [Score]) {
         let f = &self.forest;
         let n = self.n_out;
-        if let Some(bits) = &self.bits {
-            bits.walk(rows, words);
-        }
         if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
             // One weight per leaf, one target: a plain float32 sum per row, from 0 in the
             // trees' order, as ONNX Runtime adds them.
             let mut sums = [0.0f32; BLOCK];
-            match &self.bits {
-                Some(bits) => {
-                    for t in 0..f.roots.len() {
-                        let leaf_bits = bits.take_bits(words, t);
-                        for (sum, bit) in sums.iter_mut().zip(leaf_bits) {
-                            *sum += bits.value(t, bit);
-                        }
-                    }
+            for t in 0..f.roots.len() {
+                let leaf_bits = bits.take_bits(words, t);
+                for (sum, bit) in sums.iter_mut().zip(leaf_bits) {
+                    *sum += bits.value(t, bit);
                 }
-                None if leq => f.sum_block::<true>(rows, &mut sums),
-                None => f.sum_block::<false>(rows, &mut sums),
             }
-            for (k, sum) in sums.into_iter().enumerate() {
-                acc[k * n + id as usize] = Score {
-                    value: sum,
-                    has: !f.roots.is_empty(),
-                };
+            self.put_sums(id, &sums, acc);
+            return;
+        }
+        for t in 0..f.roots.len() {
+            let at = bits.take_bits(words, t).map(|bit| bits.leaf(t, bit));
+            for (k, &leaf) in at.iter().enumerate() {
+                self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
+            }
+        }
+    }
+
+    /// The node walk over blocks, tree by tree: each tree is walked for every block before
+    /// the next, so its nodes are read from the core's own cache after the first block
+    /// (the whole forest is often bigger than the L2 cache, and a walk waiting on L3 at
+    /// every step was what held it back).
+    #[inline(always)]
+    fn accumulate_walk<const LEQ: bool>(&self, blocks: &[[&[f32]; BLOCK]], acc: &mut [Score]) {
+        let f = &self.forest;
+        let n = self.n_out;
+        if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
+            let mut sums = [[0.0f32; BLOCK]; CHUNK / BLOCK];
+            for t in 0..f.roots.len() {
+                for (rows, sums) in blocks.iter().zip(sums.iter_mut()) {
+                    f.sum_tree::<LEQ>(t, rows, sums);
+                }
+            }
+            for (sums, acc) in sums.iter().zip(acc.chunks_mut(BLOCK * n)) {
+                self.put_sums(id, sums, acc);
             }
             return;
         }
         let mut at = [0u32; BLOCK];
         for t in 0..f.roots.len() {
-            match &self.bits {
-                Some(bits) => at = bits.take_bits(words, t).map(|bit| bits.leaf(t, bit)),
-                None if leq => f.leaves::<true>(t, rows, &mut at),
-                None => f.leaves::<false>(t, rows, &mut at),
+            for (rows, acc) in blocks.iter().zip(acc.chunks_mut(BLOCK * n)) {
+                f.leaves::<LEQ>(t, rows, &mut at);
+                for (k, &leaf) in at.iter().enumerate() {
+                    self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
+                }
             }
-            for (k, &leaf) in at.iter().enumerate() {
-                self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
-            }
+        }
+    }
+
+    /// A block's plain sums as its rows' scores for class or target `id`.
+    #[inline(always)]
+    fn put_sums(&self, id: u32, sums: &[f32; BLOCK], acc: &mut [Score]) {
+        let n = self.n_out;
+        for (k, &sum) in sums.iter().enumerate() {
+            acc[k * n + id as usize] = Score {
+                value: sum,
+                has: !self.forest.roots.is_empty(),
+            };
         }
     }
 
