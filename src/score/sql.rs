@@ -645,15 +645,6 @@ fn layout(
     }
     let expected: usize = slots.iter().map(|s| s.count).sum::<usize>() + fixed;
     if expected != given || given == 0 {
-        let text_arg = text.then(|| "the text, for its tokenizer".to_string());
-        let inputs: Vec<String> = text_arg
-            .into_iter()
-            .chain(
-                slots
-                    .iter()
-                    .map(|s| format!("{} {} {}", s.name, s.elem, show_shape(&s.shape))),
-            )
-            .collect();
         return Err(PredictError::ArgCount {
             function,
             model: name.to_string(),
@@ -663,10 +654,25 @@ fn layout(
                 expected.to_string()
             },
             given,
-            inputs: inputs.join(", "),
+            inputs: slot_list(&slots, text),
         });
     }
     Ok(slots)
+}
+
+/// What a call's feature arguments fill, for messages: `the text, for its tokenizer` first
+/// with `text`, then `features float32 [?, 5]` per slot.
+fn slot_list(slots: &[Slot], text: bool) -> String {
+    let text_arg = text.then(|| "the text, for its tokenizer".to_string());
+    let inputs: Vec<String> = text_arg
+        .into_iter()
+        .chain(
+            slots
+                .iter()
+                .map(|s| format!("{} {} {}", s.name, s.elem, show_shape(&s.shape))),
+        )
+        .collect();
+    inputs.join(", ")
 }
 
 /// The scorer's input bindings: each input's arguments, described by position and text.
