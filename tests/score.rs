@@ -397,6 +397,8 @@ fn the_readme_shell_examples_run_as_written() {
     }
     assert!(commands.len() >= 4, "{commands:?}");
     let s = Scratch::new();
+    // The text examples read MiniLM from `.models/`, where scripts/fetch-models puts it.
+    std::os::unix::fs::symlink(common::text_models::models(), s.path(".models")).unwrap();
     let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_batchscore"))
         .parent()
         .unwrap();
