@@ -1542,19 +1542,7 @@ embedding = {{ from = "last_hidden_state", pool = "mean", normalize = true }}
     );
     assert_ok(&s3_run(&s, &["run", job.to_str().unwrap()]));
     let out = s.path("out/tickets");
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "128",
-        ],
-    );
+    let oracle = mean_embedding_oracle(128);
     assert_vectors_close(
         "embedding",
         &vectors_by_id(&read_output(&out), "embedding"),

@@ -92,21 +92,7 @@ fn the_sample_embedding_job_equals_the_oracle_and_rejects_null_and_empty_texts()
     assert_ok(&o);
     let out = s.path("out/tickets-embed");
 
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "128",
-            "--empty",
-            "reject",
-        ],
-    );
+    let oracle = mean_embedding_oracle(128);
     let got = read_output(&out);
     let embeddings = vectors_by_id(&got, "embedding");
     assert_vectors_close("embedding", &embeddings, &oracle.by_id());
@@ -301,19 +287,7 @@ fn without_truncation_longer_texts_are_rejected_and_the_rest_scored() {
     );
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let out = s.path("out/t");
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "32",
-        ],
-    );
+    let oracle = mean_embedding_oracle(32);
     assert!(oracle.truncated > 0);
 
     let rejected = rejected_by_id(&out);
@@ -382,19 +356,7 @@ fn csv_input_a_query_and_an_sql_text_expression() {
     );
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let out = s.path("out/t");
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "128",
-        ],
-    );
+    let oracle = mean_embedding_oracle(128);
     let want: BTreeMap<i64, Vec<f64>> = oracle
         .by_id()
         .into_iter()
@@ -751,19 +713,7 @@ fn a_sharded_text_run_counts_every_shards_texts() {
     assert_ok(&run(&["run", job, "--shard", "0/2"]));
     assert_ok(&run(&["run", job, "--shard", "1/2"]));
     let out = s.path("out/t");
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "128",
-        ],
-    );
+    let oracle = mean_embedding_oracle(128);
     let text = text_metrics(&out);
     assert_eq!(text["texts"], 2 * 295, "{text}");
     assert_eq!(text["truncated"], 2 * oracle.truncated, "{text}");
@@ -796,21 +746,7 @@ fn score_embeds_from_the_command_line_and_prints_probabilities() {
     args.extend(["--max-length", "32", "--output", embed]);
     assert_ok(&run(&args));
 
-    let oracle = text_oracle(
-        &model,
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "32",
-            "--empty",
-            "reject",
-        ],
-    );
+    let oracle = mean_embedding_oracle(32);
     let got = read_output(&out);
     assert_vectors_close(
         "embedding",
@@ -957,21 +893,7 @@ fn sql_embeds_and_classifies_text_through_a_tokenizer() {
         out.to_str().unwrap(),
     ]);
     assert_ok(&o);
-    let oracle = text_oracle(
-        &minilm("model.onnx"),
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "32",
-            "--empty",
-            "reject",
-        ],
-    );
+    let oracle = mean_embedding_oracle(32);
     let (vectors, nulls) = vectors_and_nulls(&read_parquet(&out), "embedding");
     assert_vectors_close("embedding", &vectors, &oracle.by_id());
     // A null or empty text gets a NULL prediction, counted with its reason on stderr.

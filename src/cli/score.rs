@@ -442,7 +442,8 @@ fn output_columns(given: &[String]) -> Result<Table, ScoreError> {
                 "expected NAME=OUTPUT, e.g. p=probabilities[1]",
             )
         })?;
-        let value = output_value(expr.trim()).map_err(|why| flag_error("--output", g, why))?;
+        let value = spec::OutputColumn::parse_inline(expr.trim())
+            .map_err(|why| flag_error("--output", g, why))?;
         if t.insert(name.trim().to_string(), value).is_some() {
             return Err(flag_error(
                 "--output",
@@ -452,22 +453,6 @@ fn output_columns(given: &[String]) -> Result<Table, ScoreError> {
         }
     }
     Ok(t)
-}
-
-/// An `[outputs]` value: `{ from = … }` as a TOML table, anything else as the output's name.
-fn output_value(expr: &str) -> Result<Value, String> {
-    if !expr.starts_with('{') {
-        return Ok(expr.into());
-    }
-    let mut parsed: Table = toml::from_str(&format!("column = {expr}")).map_err(|e| {
-        format!(
-            "not a TOML table like {{ from = \"logits\", softmax = true }}: {}",
-            e.message()
-        )
-    })?;
-    parsed
-        .remove("column")
-        .ok_or_else(|| "not a TOML table".to_string())
 }
 
 /// Splits `a,b,ln(1 + c)` at the commas outside parentheses and quotes, and expands each

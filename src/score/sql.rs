@@ -736,18 +736,7 @@ fn argument_text(position: usize, field: &FieldRef) -> String {
 /// `predict_output`'s output argument as an `[outputs]` value: `'probabilities[1]'`, or the
 /// table form `'{ from = "logits", softmax = true }'`.
 fn output_column(expr: &str) -> Result<OutputColumn, String> {
-    let trimmed = expr.trim();
-    if !trimmed.starts_with('{') {
-        return Ok(OutputColumn::Ref(expr.to_string()));
-    }
-    let table: toml::Table = toml::from_str(&format!("column = {trimmed}")).map_err(|e| {
-        format!(
-            "not a TOML table like {{ from = \"logits\", softmax = true }}: {}",
-            e.message().trim()
-        )
-    })?;
-    let value = table.get("column").cloned().ok_or("not a TOML table")?;
-    value
+    OutputColumn::parse_inline(expr)?
         .try_into::<OutputColumn>()
         .map_err(|e| format!("not an [outputs] table: {}", e.message().trim()))
 }

@@ -60,6 +60,25 @@ pub enum OutputColumn {
 }
 
 impl OutputColumn {
+    /// An `[outputs]` value as a command line or an SQL call writes it: `{ from = … }` as a
+    /// TOML table, anything else as the output's name (`probabilities[1]`).
+    pub fn parse_inline(expr: &str) -> Result<toml::Value, String> {
+        let trimmed = expr.trim();
+        if !trimmed.starts_with('{') {
+            return Ok(expr.into());
+        }
+        let mut table: toml::Table =
+            toml::from_str(&format!("column = {trimmed}")).map_err(|e| {
+                format!(
+                    "not a TOML table like {{ from = \"logits\", softmax = true }}: {}",
+                    e.message().trim()
+                )
+            })?;
+        table
+            .remove("column")
+            .ok_or_else(|| "not a TOML table".to_string())
+    }
+
     /// The model output it reads, as written (`name` or `name[i]`).
     pub fn reference(&self) -> &str {
         match self {

@@ -100,6 +100,26 @@ pub fn text_oracle(model: &str, args: &[&str]) -> Oracle {
     }
 }
 
+/// The oracle's mean-pooled, L2-normalised MiniLM embeddings at `max_length` tokens (null and
+/// empty texts rejected): what `jobs/tickets-embed.toml`'s output column is.
+#[track_caller]
+pub fn mean_embedding_oracle(max_length: u32) -> Oracle {
+    let max_length = max_length.to_string();
+    text_oracle(
+        &minilm("model.onnx"),
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            &max_length,
+        ],
+    )
+}
+
 /// `column` of an output read with [`read_output`], keyed by `ticket_id`: a list cell as its
 /// values, a float cell as a vector of one. Each key must appear once.
 #[track_caller]
