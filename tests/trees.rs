@@ -169,7 +169,7 @@ fn compare_model_except(
 ) -> Result<Verdict, String> {
     let mut oracle =
         Oracle::open(bytes).map_err(|e| format!("{about}\nONNX Runtime cannot open it: {e}"))?;
-    let native = match NativeEnsemble::from_onnx(bytes) {
+    let mut native = match NativeEnsemble::from_onnx(bytes) {
         Ok(n) => n,
         Err(e) => return Ok(Verdict::Refused(e.0)),
     };
@@ -191,39 +191,51 @@ fn compare_model_except(
         let mut want = oracle
             .run(x, rows, width)
             .map_err(|e| format!("{about}\nONNX Runtime failed on {rows} rows: {e}"))?;
-        let mut got: Vec<(String, Out)> = native
-            .predict(x, rows)
-            .into_iter()
-            .map(|(n, o)| (n, Out::from_native(o)))
-            .collect();
-        if let Some((output, col)) = unwritten {
-            for (name, out) in got.iter_mut().chain(want.iter_mut()) {
-                if let Out::Float32 { values, per_row } = out
-                    && name == output
-                    && col < *per_row
-                {
-                    values
-                        .iter_mut()
-                        .skip(col)
-                        .step_by(*per_row)
-                        .for_each(|v| *v = 0.0);
+        zero_column(&mut want, unwritten);
+        // The node walk by blocks has two ways down the trees (AVX2 gathers where the CPU
+        // has them, and the scalar walk): each must reach ONNX Runtime's leaves.
+        for gathers in [true, false] {
+            native.set_gathers(gathers);
+            let mut got: Vec<(String, Out)> = native
+                .predict(x, rows)
+                .into_iter()
+                .map(|(n, o)| (n, Out::from_native(o)))
+                .collect();
+            zero_column(&mut got, unwritten);
+            if let Some((row, text)) = first_difference(&got, &want, rows) {
+                let mut msg =
+                    format!("{about}\nat {rows} rows (AVX2 gathers allowed: {gathers}): {text}");
+                if let Some(r) = row {
+                    let _ = write!(
+                        msg,
+                        "\nrow {r} features: {}",
+                        show_row(&x[r * width..][..width])
+                    );
                 }
+                return Err(msg);
             }
-        }
-        if let Some(diff) = first_difference(&got, &want, rows) {
-            let (row, text) = diff;
-            let mut msg = format!("{about}\nat {rows} rows: {text}");
-            if let Some(r) = row {
-                let _ = write!(
-                    msg,
-                    "\nrow {r} features: {}",
-                    show_row(&x[r * width..][..width])
-                );
-            }
-            return Err(msg);
         }
     }
     Ok(Verdict::Identical(native.layout()))
+}
+
+/// Zeroes `unwritten`'s column (an output's column ONNX Runtime leaves unwritten), if any.
+fn zero_column(outputs: &mut [(String, Out)], unwritten: Option<(&str, usize)>) {
+    let Some((output, col)) = unwritten else {
+        return;
+    };
+    for (name, out) in outputs {
+        if let Out::Float32 { values, per_row } = out
+            && name == output
+            && col < *per_row
+        {
+            values
+                .iter_mut()
+                .skip(col)
+                .step_by(*per_row)
+                .for_each(|v| *v = 0.0);
+        }
+    }
 }
 
 /// The first way `got` (native) differs from `want` (ONNX Runtime), with its row if it has one.

@@ -5,6 +5,7 @@
 
 use super::Unsupported;
 use super::bitvec::{BitForest, Words};
+use super::gather::Packed;
 use super::layout::{BLOCK, FlatNode, Forest, Mode, NodeAttributes, WeightAttributes};
 
 /// Rows scored together: the node walk takes each tree through all of a chunk's blocks
@@ -59,6 +60,20 @@ struct Classifier {
     all_positive: bool,
 }
 
+/// A chunk's whole blocks of rows: each block's rows, and the same rows as one row-major
+/// slice of `stride` values a row (which the AVX2 walk gathers from).
+struct Rows<'a> {
+    blocks: &'a [[&'a [f32]; BLOCK]],
+    x: &'a [f32],
+    stride: usize,
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        self.blocks.len() * BLOCK
+    }
+}
+
 /// A `TreeEnsembleClassifier` or `TreeEnsembleRegressor`, ready to score.
 #[derive(Debug)]
 pub(super) struct Ensemble {
@@ -72,6 +87,9 @@ pub(super) struct Ensemble {
     aggregate: Aggregate,
     post: Post,
     base: Vec<f32>,
+    /// The nodes for the AVX2 walk (`gather.rs`): where the CPU has AVX2 and the forest fits
+    /// them, unless [`Ensemble::set_gathers`] turned it off.
+    packed: Option<Packed>,
 }
 
 fn unsupported(why: impl Into<String>) -> Unsupported {
@@ -158,7 +176,7 @@ impl Ensemble {
                 .map_err(|_| unsupported("n_targets < 0"))?,
         };
         let bits = BitForest::build(&forest).ok();
-        let ensemble = Self {
+        let mut ensemble = Self {
             forest,
             bits,
             classifier,
@@ -166,7 +184,9 @@ impl Ensemble {
             aggregate,
             post,
             base: floats("base_values").to_vec(),
+            packed: None,
         };
+        ensemble.set_gathers(true);
         ensemble.check()?;
         Ok(ensemble)
     }
@@ -216,6 +236,18 @@ impl Ensemble {
 
     pub fn n_features(&self) -> usize {
         self.forest.n_features
+    }
+
+    /// Lets the node walk use AVX2 gathers where the CPU has them (`on`), or keeps it to
+    /// the scalar walk; both reach the same leaves.
+    pub fn set_gathers(&mut self, on: bool) {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        self.packed = (on && avx2 && self.bits.is_none() && self.forest.shared.is_some())
+            .then(|| Packed::build(&self.forest))
+            .flatten();
     }
 
     pub fn n_trees(&self) -> usize {
@@ -278,7 +310,12 @@ impl Ensemble {
             }));
             match self.forest.shared {
                 Some(mode) if !blocks.is_empty() => {
-                    self.accumulate_blocks(mode == Mode::Leq, &blocks, &mut words, &mut acc)
+                    let rows = Rows {
+                        blocks: &blocks,
+                        x: &x[r * stride..(r + whole) * stride],
+                        stride,
+                    };
+                    self.accumulate_blocks(mode == Mode::Leq, &rows, &mut words, &mut acc)
                 }
                 _ => {}
             }
@@ -324,23 +361,70 @@ impl Ensemble {
     /// scores in turn, the blocks' rows in order; `words` is the bit-vector layout's
     /// scratch); each row still adds its trees in their order.
     #[inline(always)]
-    fn accumulate_blocks(
-        &self,
-        leq: bool,
-        blocks: &[[&[f32]; BLOCK]],
-        words: &mut Words,
-        acc: &mut [Score],
-    ) {
+    fn accumulate_blocks(&self, leq: bool, rows: &Rows, words: &mut Words, acc: &mut [Score]) {
         let n = self.n_out;
         match &self.bits {
             Some(bits) => {
-                for (rows, acc) in blocks.iter().zip(acc.chunks_mut(BLOCK * n)) {
+                for (rows, acc) in rows.blocks.iter().zip(acc.chunks_mut(BLOCK * n)) {
                     bits.walk(rows, words);
                     self.accumulate_bits(bits, words, acc);
                 }
             }
-            None if leq => self.accumulate_walk::<true>(blocks, acc),
-            None => self.accumulate_walk::<false>(blocks, acc),
+            #[cfg(target_arch = "x86_64")]
+            None if self.packed.as_ref().is_some_and(|p| p.fits(rows.stride)) => {
+                // SAFETY: `packed` is built only where the CPU has AVX2, from this forest; the
+                // rows fit it (checked just above), and `x` holds every row.
+                unsafe {
+                    if leq {
+                        self.accumulate_gathers::<true>(rows, acc)
+                    } else {
+                        self.accumulate_gathers::<false>(rows, acc)
+                    }
+                }
+            }
+            None if leq => self.accumulate_walk::<true>(rows.blocks, acc),
+            None => self.accumulate_walk::<false>(rows.blocks, acc),
+        }
+    }
+
+    /// [`Ensemble::accumulate_walk`] with the AVX2 walk (`gather.rs`): each tree takes a
+    /// whole chunk's rows at once, and each row still adds its trees in their order.
+    ///
+    /// # Safety
+    ///
+    /// The CPU has AVX2, `self.packed` is `Some` and fits `rows.stride`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn accumulate_gathers<const LEQ: bool>(&self, rows: &Rows, acc: &mut [Score]) {
+        let f = &self.forest;
+        let n = self.n_out;
+        let Some(packed) = &self.packed else {
+            return self.accumulate_walk::<LEQ>(rows.blocks, acc);
+        };
+        let mut at = [0u32; CHUNK];
+        let at = &mut at[..rows.len()];
+        let walk = |t: usize, at: &mut [u32]| {
+            // SAFETY: the caller's contract; `rows.x` holds `at.len()` rows, and the roots
+            // and depths are the forest's the nodes were packed from.
+            unsafe { packed.leaves::<LEQ>(f.roots[t], f.depths[t], rows.x, rows.stride, at) }
+        };
+        if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
+            let mut sums = [0.0f32; CHUNK];
+            for t in 0..f.roots.len() {
+                walk(t, at);
+                for (sum, &leaf) in sums.iter_mut().zip(at.iter()) {
+                    *sum += f.leaf_value(leaf);
+                }
+            }
+            for (sums, acc) in sums.chunks(BLOCK).zip(acc.chunks_mut(BLOCK * n)) {
+                self.put_sums(id, sums, acc);
+            }
+            return;
+        }
+        for t in 0..f.roots.len() {
+            walk(t, at);
+            for (k, &leaf) in at.iter().enumerate() {
+                self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
+            }
         }
     }
 
@@ -403,7 +487,7 @@ impl Ensemble {
 
     /// A block's plain sums as its rows' scores for class or target `id`.
     #[inline(always)]
-    fn put_sums(&self, id: u32, sums: &[f32; BLOCK], acc: &mut [Score]) {
+    fn put_sums(&self, id: u32, sums: &[f32], acc: &mut [Score]) {
         let n = self.n_out;
         for (k, &sum) in sums.iter().enumerate() {
             acc[k * n + id as usize] = Score {

@@ -286,8 +286,14 @@ impl Forest {
         let mut at = [0u32; BLOCK];
         self.leaves::<LEQ>(t, rows, &mut at);
         for k in 0..BLOCK {
-            sums[k] += self.steps[at[k] as usize].threshold;
+            sums[k] += self.leaf_value(at[k]);
         }
+    }
+
+    /// The one weight of the leaf at node `at` (for [`Forest::one_weight`] forests).
+    #[inline(always)]
+    pub fn leaf_value(&self, at: u32) -> f32 {
+        self.steps[at as usize].threshold
     }
 
     /// Lays out one tree breadth first from `root`; returns the root's index.

@@ -15,6 +15,7 @@
 
 mod bitvec;
 mod eval;
+mod gather;
 mod graph;
 mod layout;
 mod v5;
@@ -61,6 +62,13 @@ impl NativeEnsemble {
     /// `"node walk by row"` (splits of several kinds).
     pub fn layout(&self) -> &'static str {
         self.ensemble.layout()
+    }
+
+    /// Lets the node walk by blocks fetch with AVX2 gathers where the CPU has them (the
+    /// default), or keeps it to the scalar walk (`on = false`); both reach the same leaves,
+    /// and the tests prove each.
+    pub fn set_gathers(&mut self, on: bool) {
+        self.ensemble.set_gathers(on);
     }
 
     /// Scores `rows` rows of row-major float32 features (`x.len()` is `rows` times the
