@@ -258,6 +258,7 @@ impl Ensemble {
     pub fn layout(&self) -> &'static str {
         match (&self.bits, self.forest.shared) {
             (Some(_), _) => "bit vectors",
+            (None, Some(_)) if self.packed.is_some() => "node walk by blocks, AVX2 gathers",
             (None, Some(_)) => "node walk by blocks",
             (None, None) => "node walk by row",
         }

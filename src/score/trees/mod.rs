@@ -58,8 +58,9 @@ impl NativeEnsemble {
     }
 
     /// How the trees are evaluated: `"bit vectors"` (QuickScorer's layout, every tree at
-    /// most 64 leaves), `"node walk by blocks"` (16 rows down each tree side by side) or
-    /// `"node walk by row"` (splits of several kinds).
+    /// most 64 leaves), `"node walk by blocks"` (16 rows down each tree side by side; `", AVX2
+    /// gathers"` after it where 8 rows take each step in vector instructions) or `"node walk
+    /// by row"` (splits of several kinds).
     pub fn layout(&self) -> &'static str {
         self.ensemble.layout()
     }
