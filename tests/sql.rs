@@ -323,6 +323,46 @@ fn parquet_needs_a_file() {
 }
 
 #[test]
+fn a_list_column_is_refused_for_csv_before_any_work() {
+    let s = Scratch::new();
+    let out = s.path("p.csv");
+    let query = |output: &str| {
+        format!(
+            "SELECT customer_id, predict_output('churn', '{output}', {}) AS p FROM 'sample_data/churn/data/' ORDER BY customer_id LIMIT 3",
+            churn_features("total_charges")
+        )
+    };
+    let whole = query("probabilities");
+    for args in [
+        vec![whole.as_str(), "--format", "csv"],
+        vec![whole.as_str(), "-o", out.to_str().unwrap()],
+    ] {
+        let o = sql(&s, &[&args[..], &["--model", CHURN]].concat());
+        let err = assert_exit(&o, 2);
+        assert_eq!(
+            err,
+            "error: column \"p\" is List(Float32), which CSV cannot hold: use --format json or parquet, or select one element (p[1])\n",
+            "{args:?}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}: printed {:?}", text(&o).0);
+        assert!(!out.exists(), "{args:?}");
+    }
+    // One element of it is a column CSV holds, and JSON holds the whole list.
+    let element = query("probabilities[1]");
+    let o = sql(&s, &[&element, "--format", "csv", "--model", CHURN]);
+    assert_exit(&o, 0);
+    assert_eq!(text(&o).0.lines().next(), Some("customer_id,p"));
+    assert_eq!(text(&o).0.lines().count(), 4);
+    let o = sql(&s, &[&whole, "--format", "json", "--model", CHURN]);
+    assert_exit(&o, 0);
+    assert!(
+        text(&o).0.lines().all(|l| l.contains("\"p\":[")),
+        "{}",
+        text(&o).0
+    );
+}
+
+#[test]
 fn csv_and_json_files_hold_the_rows() {
     let s = Scratch::new();
     let query = "SELECT house_id, predict('price', rooms, area_m2, built, km_to_center) AS price FROM 'sample_data/houses/houses.csv.gz'";

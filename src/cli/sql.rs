@@ -129,6 +129,12 @@ pub enum SqlError {
     Failed(String),
     #[error("-o {path}: {message}")]
     Output { path: String, message: String },
+    /// CSV has no list or struct type: refused at planning, where printing would fail
+    /// after the header.
+    #[error(
+        "column {column:?} is {kind}, which CSV cannot hold: use --format json or parquet, or select one element ({column}[1])"
+    )]
+    NestedInCsv { column: String, kind: String },
 }
 
 impl SqlError {
@@ -183,6 +189,9 @@ pub async fn sql(args: SqlArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
         .create_physical_plan()
         .await
         .map_err(|e| SqlError::Refused(explain(&e, &args.query)))?;
+    if destination.is_csv() {
+        csv_can_hold(&plan.schema())?;
+    }
     let stream = datafusion::physical_plan::execute_stream(plan, ctx.task_ctx())
         .map_err(|e| SqlError::Refused(explain(&e, &args.query)))?;
     let result = match destination {
@@ -197,6 +206,26 @@ pub async fn sql(args: SqlArgs, ort_lib: Option<&Path>) -> anyhow::Result<()> {
     report_nulls(&models);
     report_texts(&models);
     result.map_err(anyhow::Error::from)
+}
+
+impl Destination {
+    fn is_csv(&self) -> bool {
+        matches!(
+            self,
+            Self::Stdout(StreamFormat::Csv) | Self::File(_, FileFormat::Csv)
+        )
+    }
+}
+
+/// Refuses a result with a list or struct column, which a CSV field cannot hold.
+fn csv_can_hold(schema: &datafusion::arrow::datatypes::Schema) -> Result<(), SqlError> {
+    match schema.fields().iter().find(|f| f.data_type().is_nested()) {
+        Some(f) => Err(SqlError::NestedInCsv {
+            column: f.name().clone(),
+            kind: f.data_type().to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Where the rows go, refusing combinations that cannot work before any work.
