@@ -1216,6 +1216,63 @@ fn a_large_csv_split_into_byte_ranges_keeps_every_record_and_its_line() {
     assert_eq!(reasons, want);
 }
 
+/// Byte ranges smaller than the scan's 4 MiB chunks share the rows too: a 2 MiB file cut
+/// into eight 256 KiB ranges, scored as eight shards, gives every shard rows of its own, and
+/// all of them together every good row once with onnxruntime's scores.
+#[test]
+fn byte_ranges_smaller_than_a_scan_chunk_each_score_their_rows() {
+    let s = Scratch::new();
+    let (expected, _) = fraud_csv(&s.path("small.csv"), 2 << 20);
+    let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "uri = \"../sample_data/fraud/transactions.parquet\"",
+            &format!(
+                "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {}",
+                s.path("small.csv").display(),
+                256 << 10
+            ),
+        )
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        );
+    let job = s.job("small.toml", &spec);
+    let job = job.to_str().unwrap();
+    // `fraud-scores: shard 0/8 scored 1999 rows in …`; the last shard to finish says the
+    // run's total instead (`fraud-scores: 17500 rows scored in …`).
+    let number_after = |out: &str, mark: &str| -> Option<u64> {
+        out.split(mark).nth(1)?.split(' ').next()?.parse().ok()
+    };
+    let mut scored = Vec::new();
+    for i in 0..8 {
+        let o = run(&["run", job, "--shard", &format!("{i}/8")]);
+        assert_ok(&o);
+        let out = text(&o).0;
+        match number_after(&out, " scored ") {
+            Some(rows) => scored.push(rows),
+            None => {
+                let run_total = number_after(&out, ": ")
+                    .unwrap_or_else(|| panic!("shard {i}: no row count in {out:?}"));
+                scored.push(run_total - scored.iter().sum::<u64>());
+            }
+        }
+    }
+    let total = expected["txn_id"].len() as u64;
+    assert_eq!(scored.iter().sum::<u64>(), total, "{scored:?}");
+    // Each range holds an eighth of the bytes; a chunk's rows go to the range it starts in.
+    assert!(
+        scored.iter().all(|&n| n > total / 16),
+        "rows per shard: {scored:?}"
+    );
+    assert_matches(
+        &read_output(&s.path("out/fraud")),
+        &expected,
+        "txn_id",
+        &["fraud_probability", "fraud_label"],
+    );
+}
+
 /// `--shard auto` reads the scheduler's variables, as a Slurm job array sets them (index
 /// from the task id less the array's first, the count, the job id as the run's id); a
 /// Kubernetes index without a count, or `[run] shards` that differs from the scheduler's, is

@@ -35,12 +35,15 @@ pub(super) fn first_record_end(bytes: &[u8], quote: u8) -> usize {
 /// an unquoted field is a literal), and `""` inside one is an escaped quote.
 ///
 /// Where chunks end depends only on the bytes, never on the sizes of the pieces the stream
-/// arrives in: a chunk ends at its first boundary at least [`CHUNK_BYTES`] in. Readers of one
-/// file that each decode some of its chunks (a partition's stride, a byte-range unit) agree
-/// on the chunks whether the file comes from a disk or, in pieces of any size, from a store.
+/// arrives in: a chunk ends at its first boundary at least `target` bytes in ([`CHUNK_BYTES`],
+/// or a file's byte ranges' span where that is smaller). Readers of one file that each
+/// decode some of its chunks (a partition's stride, a byte-range unit) agree on the chunks
+/// whether the file comes from a disk or, in pieces of any size, from a store.
 pub(super) struct Chunker {
     quote: u8,
     delimiter: u8,
+    /// Bytes a chunk holds at least (but the last).
+    target: usize,
     buf: Vec<u8>,
     /// How far `buf` has been scanned, and the state there.
     scanned: usize,
@@ -53,7 +56,7 @@ pub(super) struct Chunker {
     /// the opening quote starts.
     boundary: Option<usize>,
     open_record: usize,
-    /// The first record boundary at least `CHUNK_BYTES` in: where the chunk ends.
+    /// The first record boundary at least `target` bytes in: where the chunk ends.
     cut: Option<usize>,
     /// The physical line `buf[0]` is on, and where `buf[0]` is in the stream.
     line: u64,
@@ -61,10 +64,12 @@ pub(super) struct Chunker {
 }
 
 impl Chunker {
-    pub(super) fn new(quote: u8, delimiter: u8) -> Self {
+    /// A chunker of chunks of at least `target` bytes (at most [`CHUNK_BYTES`], at least 1).
+    pub(super) fn new(quote: u8, delimiter: u8, target: usize) -> Self {
         Self {
             quote,
             delimiter,
+            target: target.clamp(1, CHUNK_BYTES),
             buf: Vec::new(),
             scanned: 0,
             quoted: false,
@@ -101,7 +106,7 @@ impl Chunker {
             } else {
                 self.field_start = i + 1;
                 self.boundary = Some(i + 1);
-                if i + 1 >= CHUNK_BYTES && self.cut.is_none() {
+                if i + 1 >= self.target && self.cut.is_none() {
                     self.cut = Some(i + 1);
                 }
             }
@@ -122,13 +127,13 @@ impl Chunker {
     }
 
     /// Where the next chunk ends, when the bytes buffered tell: its first boundary at least
-    /// `CHUNK_BYTES` in; past `MAX_QUOTED_SPAN` bytes with none (a quote that never closes),
-    /// the first newline at least `CHUNK_BYTES` in; at the end of the stream, the end.
+    /// `target` bytes in; past `MAX_QUOTED_SPAN` bytes with none (a quote that never closes),
+    /// the first newline at least `target` bytes in; at the end of the stream, the end.
     fn chunk_end(&self, eof: bool) -> Option<usize> {
         match self.cut {
             Some(cut) if cut <= MAX_QUOTED_SPAN => Some(cut),
             _ if self.buf.len() > MAX_QUOTED_SPAN => {
-                memchr::memchr(b'\n', &self.buf[CHUNK_BYTES..]).map(|i| CHUNK_BYTES + i + 1)
+                memchr::memchr(b'\n', &self.buf[self.target..]).map(|i| self.target + i + 1)
             }
             _ if eof => Some(self.buf.len()),
             _ => None,
@@ -175,7 +180,7 @@ mod tests {
 
     #[test]
     fn chunks_end_outside_quotes_and_count_lines() {
-        let mut c = Chunker::new(b'"', b',');
+        let mut c = Chunker::new(b'"', b',', CHUNK_BYTES);
         c.push(b"a,\"x\ny\"\nb,2\n");
         let chunk = c.next_chunk(true).unwrap();
         assert_eq!(
@@ -187,13 +192,46 @@ mod tests {
 
         // A quote that opens a field and never closes takes its record out; a quote inside
         // an unquoted field does not.
-        let mut c = Chunker::new(b'"', b',');
+        let mut c = Chunker::new(b'"', b',', CHUNK_BYTES);
         c.push(b"h\n5'11\",a\nb,\"open\nc,d\n");
         assert_eq!(
             c.take_unterminated(),
             Some((b"b,\"open\nc,d\n".to_vec(), 3))
         );
         assert_eq!(c.next_chunk(true).unwrap().bytes, b"h\n5'11\",a\n");
+    }
+
+    /// A chunker for byte ranges smaller than [`CHUNK_BYTES`] cuts chunks of at least their
+    /// span, each ending at its first record boundary past it, whatever the pieces.
+    #[test]
+    fn a_smaller_target_cuts_smaller_chunks_at_record_ends() {
+        let mut text = Vec::new();
+        // Where each record ends; a quoted newline inside each is no end.
+        let mut ends = Vec::new();
+        for i in 0..2_000 {
+            text.extend_from_slice(format!("{i},\"a\nb\",{}\n", i * 7).as_bytes());
+            ends.push(text.len());
+        }
+        let target = 1_000;
+        for piece in [7, 333, text.len()] {
+            let mut c = Chunker::new(b'"', b',', target);
+            let mut chunks = Vec::new();
+            let mut pieces = text.chunks(piece).peekable();
+            while let Some(p) = pieces.next() {
+                c.push(p);
+                let eof = pieces.peek().is_none();
+                while let Some(chunk) = c.next_chunk(eof) {
+                    chunks.push((chunk.offset as usize, chunk.bytes.len()));
+                }
+            }
+            assert_eq!(chunks.iter().map(|c| c.1).sum::<usize>(), text.len());
+            assert!(chunks.len() > 10, "{chunks:?}");
+            for &(start, len) in &chunks[..chunks.len() - 1] {
+                // It ends at the first record end at least `target` bytes in.
+                let first = ends.iter().find(|&&e| e >= start + target);
+                assert_eq!(first, Some(&(start + len)), "pieces of {piece}: {chunks:?}");
+            }
+        }
     }
 
     /// Every reader of a file must cut it into the same chunks, whatever the sizes of the
@@ -212,7 +250,7 @@ mod tests {
             i += 1;
         }
         let chunks = |piece: usize| {
-            let mut c = Chunker::new(b'"', b',');
+            let mut c = Chunker::new(b'"', b',', CHUNK_BYTES);
             let mut got = Vec::new();
             let mut pieces = text.chunks(piece).peekable();
             while let Some(p) = pieces.next() {

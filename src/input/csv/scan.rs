@@ -13,8 +13,8 @@ use futures::StreamExt;
 
 use super::chunker::{Chunk, Chunker, first_record_end};
 use super::{
-    CsvDialect, CsvFile, MAX_VALUE_BYTES, MalformedRow, ReadLog, count_newlines, csv_reader,
-    csv_writer, open_stream, strip_bom,
+    CHUNK_BYTES, CsvDialect, CsvFile, MAX_VALUE_BYTES, MalformedRow, ReadLog, count_newlines,
+    csv_reader, csv_writer, open_stream, strip_bom,
 };
 
 /// Reads files of one schema; shared by the partitions' threads.
@@ -67,7 +67,12 @@ impl FileScan {
         let mut stream = handle
             .block_on(open_stream(file, self.dialect))
             .map_err(in_file)?;
-        let mut chunker = Chunker::new(self.dialect.quote, self.dialect.delimiter);
+        // Chunks no bigger than the file's byte ranges, so that each range starts some and
+        // decodes its share of the rows (a chunk's rows go to the range it starts in).
+        let target = file.ranges.as_ref().map_or(CHUNK_BYTES, |r| {
+            usize::try_from(r.span).map_or(CHUNK_BYTES, |span| span.min(CHUNK_BYTES))
+        });
+        let mut chunker = Chunker::new(self.dialect.quote, self.dialect.delimiter, target);
         let mut rows = PendingRows::new(self.dialect.has_header);
         let mut at_start = true;
         loop {
