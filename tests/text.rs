@@ -402,6 +402,70 @@ fn refused(s: &Scratch, job: &Path, expected: &[&str]) -> String {
 const EMBED: &str =
     "[outputs]\nembedding = { from = \"last_hidden_state\", pool = \"mean\", normalize = true }";
 
+/// A model exported with a fixed sequence length (token inputs `[batch, 64]`, as static-shape
+/// exports write them) gets every call padded to exactly 64 tokens, its vectors the oracle's
+/// (which pads to the model's 64 as well); a `max_length` longer than 64 is refused before
+/// any work, in a job and in `batchscore sql`.
+#[test]
+fn a_model_that_fixes_its_sequence_length_gets_calls_of_that_length() {
+    let s = text_scratch();
+    let fixed = s.path("fixed64.onnx");
+    let fixed = fixed.to_str().unwrap();
+    oracle("fix_length.py", &[&minilm("model.onnx"), fixed, "64"]);
+    let tokenizer = |max: u32| format!("text = \"text\"\nmax_length = {max}");
+    let job = s.job(
+        "f.toml",
+        &text_spec(&tickets(), fixed, Some(&tokenizer(64)), EMBED),
+    );
+    assert_ok(&run(&["run", job.to_str().unwrap()]));
+    let out = s.path("out/t");
+    let embeddings = vectors_by_id(&read_output(&out), "embedding");
+    let oracle = text_oracle(
+        fixed,
+        &[
+            "--output",
+            "last_hidden_state",
+            "--pool",
+            "mean",
+            "--normalize",
+            "1",
+            "--max-length",
+            "64",
+        ],
+    );
+    assert_vectors_close("embedding", &embeddings, &oracle.by_id());
+    assert_eq!(embeddings.len(), 295);
+    let text = text_metrics(&out);
+    assert_eq!(text["padded_tokens"], 295 * 64, "{text}");
+    assert_eq!(text["tokens"], oracle.tokens, "{text}");
+    std::fs::remove_dir_all(s.path("out")).unwrap();
+
+    let job = s.job(
+        "g.toml",
+        &text_spec(&tickets(), fixed, Some(&tokenizer(128)), EMBED),
+    );
+    let want = "max_length = 128 is longer than the 64 tokens the model takes (its input \"input_ids\" is [?, 64]): set [tokenizer] max_length = 64 or less";
+    refused(&s, &job, &["tokenizer.max_length", want]);
+    let query = format!(
+        "SELECT predict_output('m', '{{ from = \"last_hidden_state\", pool = \"mean\" }}', text) FROM '{}'",
+        tickets()
+    );
+    let model = format!("m={fixed}");
+    let tok = format!("m={}", minilm("tokenizer.json"));
+    let args = [
+        "sql",
+        &query,
+        "--model",
+        &model,
+        "--tokenizer",
+        &tok,
+        "--max-length",
+        "128",
+    ];
+    let err = assert_exit(&run(&args), 2);
+    assert!(err.contains(want), "{err}");
+}
+
 #[test]
 fn pooling_needs_a_tokenizer_and_hidden_states() {
     let s = text_scratch();

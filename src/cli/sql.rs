@@ -326,6 +326,7 @@ async fn load_tokenizer(
         .await
         .map_err(|e| err(e.to_string()))?;
     let fills = crate::features::text::token_inputs(model).map_err(|p| err(p.message))?;
+    encoder.check_length(&fills).map_err(err)?;
     Ok(SqlText { encoder, fills })
 }
 

@@ -4,7 +4,8 @@
 //! without its C and C++ features: `fancy-regex` stands in for Oniguruma). Each row's text is
 //! encoded once, with the special tokens and the truncation the spec asks for, and without
 //! padding: a call pads its rows to the longest of them ([`TextEncoder::pack`]), so the
-//! model's cost follows the texts' lengths rather than `max_length`.
+//! model's cost follows the texts' lengths rather than `max_length` (a model that fixes its
+//! sequence length gets exactly that length).
 
 use object_store::ObjectStoreExt;
 use ort::value::{DynValue, Tensor};
@@ -61,6 +62,22 @@ pub struct TokenInput {
     pub kind: TokenKind,
     /// `int64` or `int32`.
     pub dtype: ElemType,
+    /// The sequence length the model fixes, where its input is `[batch, N]` with a number
+    /// for N: every call is then padded to exactly N tokens.
+    pub length: Option<usize>,
+}
+
+/// The positions one call's rows are padded to: their longest row's tokens, or the length
+/// the model fixes. Never shorter than a row: a row longer than the fixed length (which
+/// planning refuses) then fails in ONNX Runtime, naming the shape, rather than here.
+pub fn call_width(fills: &[TokenInput], rows: &[&RowTokens]) -> usize {
+    let longest = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
+    fixed_length(fills).unwrap_or(0).max(longest).max(1)
+}
+
+/// The sequence length the model's token inputs fix, if they fix one.
+pub fn fixed_length(fills: &[TokenInput]) -> Option<usize> {
+    fills.iter().find_map(|f| f.length)
 }
 
 /// The text expression and the model inputs it fills, bound before any row is read.
@@ -86,8 +103,10 @@ pub fn token_inputs(model: &Model) -> Result<Vec<TokenInput>, Problem> {
         let Some(io) = model.input(name) else {
             continue;
         };
-        let dtype = match &io.kind {
-            IoKind::Tensor { dtype, shape } if shape.len() == 2 => *dtype,
+        let (dtype, length) = match &io.kind {
+            IoKind::Tensor { dtype, shape } if shape.len() == 2 => {
+                (*dtype, usize::try_from(shape[1]).ok().filter(|&n| n > 0))
+            }
             other => {
                 return Err(Problem::new(
                     "tokenizer",
@@ -109,7 +128,22 @@ pub fn token_inputs(model: &Model) -> Result<Vec<TokenInput>, Problem> {
             name: name.to_string(),
             kind,
             dtype,
+            length,
         });
+    }
+    let lengths: Vec<String> = fills
+        .iter()
+        .filter_map(|f| Some(format!("{} [?, {}]", f.name, f.length?)))
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = fills.iter().filter_map(|f| f.length).collect();
+    if distinct.len() > 1 {
+        return Err(Problem::new(
+            "tokenizer",
+            format!(
+                "the model's token inputs fix different sequence lengths ({}); one tokenizer cannot fill them",
+                lengths.join(", ")
+            ),
+        ));
     }
     if !fills.iter().any(|f| f.kind == TokenKind::Ids) {
         let names: Vec<_> = model.inputs.iter().map(|i| i.name.as_str()).collect();
@@ -222,14 +256,30 @@ impl TextEncoder {
         })
     }
 
-    /// The token tensors of one call's rows, each `[rows, longest]`, padded on the right
-    /// (the tokenizer file's pad id, mask 0).
+    /// Refuses a `max_length` longer than the sequence length the model fixes, where texts
+    /// that long could not be fed to it.
+    pub fn check_length(&self, fills: &[TokenInput]) -> Result<(), String> {
+        match fixed_length(fills) {
+            Some(fixed) if self.max_length > fixed => Err(format!(
+                "max_length = {} is longer than the {fixed} tokens the model takes (its input {:?} is [?, {fixed}]): set [tokenizer] max_length = {fixed} or less",
+                self.max_length,
+                fills
+                    .iter()
+                    .find(|f| f.length.is_some())
+                    .map_or("", |f| &f.name),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The token tensors of one call's rows, each `[rows, longest]` (`[rows, N]` for a model
+    /// that fixes N), padded on the right (the tokenizer file's pad id, mask 0).
     pub fn pack(
         &self,
         fills: &[TokenInput],
         rows: &[&RowTokens],
     ) -> Result<Vec<(String, DynValue)>, PackError> {
-        let width = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0).max(1);
+        let width = call_width(fills, rows);
         let shape = [rows.len() as i64, width as i64];
         let mut tensors = Vec::with_capacity(fills.len());
         for fill in fills {

@@ -264,6 +264,7 @@ pub async fn plan_shard(
     let device = choose_device(&s.run, &mut problems);
     let key = planned_run_key(&spec, &models, bound.input.as_ref());
     let challengers = bind_challengers(s, &bound, models.challengers, &mut problems);
+    check_text_length(&models.text, &bound, &challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
     let baseline = load_baseline(s, &stores, &mut problems).await?;
     let Bound {
@@ -811,6 +812,34 @@ fn bind(
         .map_err(|p| problems.extend(p))
         .unwrap_or_default();
     (bound, outputs)
+}
+
+/// Refuses a `[tokenizer] max_length` longer than a sequence length the champion or a
+/// challenger fixes.
+fn check_text_length(
+    encoder: &Option<TextEncoder>,
+    bound: &Bound,
+    challengers: &[ChallengerPlan],
+    problems: &mut Vec<Problem>,
+) {
+    let Some(encoder) = encoder else {
+        return;
+    };
+    let champion = bound.inputs.as_ref().and_then(|i| i.text.as_ref());
+    let texts = champion.map(|t| ("", t)).into_iter().chain(
+        challengers
+            .iter()
+            .filter_map(|c| Some((c.name.as_str(), c.text.as_ref()?))),
+    );
+    for (challenger, text) in texts {
+        if let Err(message) = encoder.check_length(&text.fills) {
+            let message = match challenger {
+                "" => message,
+                name => format!("challenger {name:?}: {message}"),
+            };
+            problems.push(Problem::new("tokenizer.max_length", message));
+        }
+    }
 }
 
 /// Binds each challenger whose model loaded: its inputs as the champion's are bound (else a

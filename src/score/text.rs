@@ -1,5 +1,6 @@
 //! Scoring a text model (`[tokenizer]`): each batch's texts encoded once, rows grouped by
-//! their token counts, each call's token tensors padded to its longest row.
+//! their token counts, each call's token tensors padded to its longest row (or to the
+//! sequence length the model fixes).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -111,7 +112,7 @@ impl TextScoring {
     ) -> Result<Vec<(String, DynValue)>, PackError> {
         let picked: Vec<&RowTokens> = rows.iter().map(|&r| &tokens[r]).collect();
         let real: usize = picked.iter().map(|t| t.ids.len()).sum();
-        let width = picked.iter().map(|t| t.ids.len()).max().unwrap_or(0);
+        let width = crate::features::text::call_width(&self.binding.fills, &picked);
         stats.tokens.fetch_add(real as u64, Ordering::Relaxed);
         stats
             .positions

@@ -8,7 +8,8 @@ in scripts/test), none of batchscore's code. The tests run it with $BATCHSCORE_T
 
 Each row's text is tokenized (Tokenizer.from_file, truncation at N tokens with the special
 tokens, no padding of the tokenizer's own); every B embedded rows, in input order, make one
-batch, padded here to its longest row (pad id 0, mask 0, type id 0). The model gets whichever
+batch, padded here to its longest row (pad id 0, mask 0, type id 0), or to the sequence length
+the model's inputs fix where they declare one ([batch, 64]). The model gets whichever
 of input_ids, attention_mask and token_type_ids (int64) it declares. Output OUTPUT is pooled:
 mean = sum(h * mask) / max(sum(mask), 1e-9) over positions, cls = h[:, 0], max = max over the
 positions where mask is 1, none = the output as is ([batch, k]). Then, if asked, each vector is
@@ -70,6 +71,10 @@ def main():
     declared = [i.name for i in sess.get_inputs()]
     if set(declared) - set(INPUTS):
         raise SystemExit(f"the model declares inputs other than {INPUTS}: {declared}")
+    fixed = {i.shape[1] for i in sess.get_inputs() if isinstance(i.shape[1], int)}
+    if len(fixed) > 1:
+        raise SystemExit(f"the model's inputs fix different sequence lengths: {fixed}")
+    seq = min(fixed) if fixed else None
 
     keep = [i for i, t in enumerate(texts) if t is not None and (t != "" or a.empty == "embed")]
     values, truncated, tokens = {}, 0, 0
@@ -78,7 +83,10 @@ def main():
         batch = [texts[i] for i in rows]
         truncated += sum(len(e.ids) > a.max_length for e in full.encode_batch(batch))
         encs = tok.encode_batch(batch)
-        width = max(len(e.ids) for e in encs)
+        longest = max(len(e.ids) for e in encs)
+        if seq is not None and longest > seq:
+            raise SystemExit(f"a text of {longest} tokens is longer than the model's {seq}")
+        width = longest if seq is None else seq
         feed = {name: np.zeros((len(rows), width), np.int64) for name in INPUTS}
         for r, e in enumerate(encs):
             n = len(e.ids)
