@@ -74,6 +74,7 @@ impl Packed {
 
     /// Whether rows of `stride` values may be walked: every feature a split reads lies in its
     /// row, and eight rows' offsets fit the gathers' `i32` indices.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub fn fits(&self, stride: usize) -> bool {
         stride >= self.n_features
             && stride
