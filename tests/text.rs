@@ -404,18 +404,19 @@ const EMBED: &str =
 
 /// A model exported with a fixed sequence length (token inputs `[batch, 64]`, as static-shape
 /// exports write them) gets every call padded to exactly 64 tokens, its vectors the oracle's
-/// (which pads to the model's 64 as well); a `max_length` longer than 64 is refused before
-/// any work, in a job and in `batchscore sql`.
+/// (which pads to the model's 64 as well), the tokenizer file's own max_length lowered to 64;
+/// a `max_length` set longer than 64 is refused before any work, in a job and in
+/// `batchscore sql`.
 #[test]
 fn a_model_that_fixes_its_sequence_length_gets_calls_of_that_length() {
     let s = text_scratch();
     let fixed = s.path("fixed64.onnx");
     let fixed = fixed.to_str().unwrap();
     oracle("fix_length.py", &[&minilm("model.onnx"), fixed, "64"]);
-    let tokenizer = |max: u32| format!("text = \"text\"\nmax_length = {max}");
+    // No max_length in the spec: the tokenizer file's is lowered to the model's 64.
     let job = s.job(
         "f.toml",
-        &text_spec(&tickets(), fixed, Some(&tokenizer(64)), EMBED),
+        &text_spec(&tickets(), fixed, Some("text = \"text\""), EMBED),
     );
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let out = s.path("out/t");
@@ -436,13 +437,17 @@ fn a_model_that_fixes_its_sequence_length_gets_calls_of_that_length() {
     assert_vectors_close("embedding", &embeddings, &oracle.by_id());
     assert_eq!(embeddings.len(), 295);
     let text = text_metrics(&out);
+    assert_eq!(text["max_length"], 64, "{text}");
+    assert_eq!(text["truncated"], oracle.truncated, "{text}");
     assert_eq!(text["padded_tokens"], 295 * 64, "{text}");
     assert_eq!(text["tokens"], oracle.tokens, "{text}");
     std::fs::remove_dir_all(s.path("out")).unwrap();
 
+    // Set longer than 64, it is refused.
+    let tokenizer = "text = \"text\"\nmax_length = 128";
     let job = s.job(
         "g.toml",
-        &text_spec(&tickets(), fixed, Some(&tokenizer(128)), EMBED),
+        &text_spec(&tickets(), fixed, Some(tokenizer), EMBED),
     );
     let want = "max_length = 128 is longer than the 64 tokens the model takes (its input \"input_ids\" is [?, 64]): set [tokenizer] max_length = 64 or less";
     refused(&s, &job, &["tokenizer.max_length", want]);

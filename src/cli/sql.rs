@@ -132,9 +132,14 @@ pub enum SqlError {
     /// CSV has no list or struct type: refused at planning, where printing would fail
     /// after the header.
     #[error(
-        "column {column:?} is {kind}, which CSV cannot hold: use --format json or parquet, or select one element ({column}[1])"
+        "column {column:?} is {kind}, which CSV cannot hold: use --format json or parquet, or {hint}"
     )]
-    NestedInCsv { column: String, kind: String },
+    NestedInCsv {
+        column: String,
+        kind: String,
+        /// How to select a part of it: an element of a list, a field of anything else.
+        hint: String,
+    },
 }
 
 impl SqlError {
@@ -219,13 +224,28 @@ impl Destination {
 
 /// Refuses a result with a list or struct column, which a CSV field cannot hold.
 fn csv_can_hold(schema: &datafusion::arrow::datatypes::Schema) -> Result<(), SqlError> {
-    match schema.fields().iter().find(|f| f.data_type().is_nested()) {
-        Some(f) => Err(SqlError::NestedInCsv {
-            column: f.name().clone(),
-            kind: f.data_type().to_string(),
-        }),
-        None => Ok(()),
-    }
+    use datafusion::arrow::datatypes::DataType;
+    let Some(f) = schema.fields().iter().find(|f| f.data_type().is_nested()) else {
+        return Ok(());
+    };
+    let hint = match f.data_type() {
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            // An unaliased column is named by its whole expression: show the form instead.
+            let simple = f.name().chars().all(|c| c.is_alphanumeric() || c == '_');
+            let name = if simple {
+                f.name().as_str()
+            } else {
+                "<expression>"
+            };
+            format!("select one element ({name}[1])")
+        }
+        _ => "select its fields one by one".to_string(),
+    };
+    Err(SqlError::NestedInCsv {
+        column: f.name().clone(),
+        kind: f.data_type().to_string(),
+        hint,
+    })
 }
 
 /// Where the rows go, refusing combinations that cannot work before any work.
@@ -322,11 +342,11 @@ async fn load_tokenizer(
         on_empty: OnEmpty::Reject,
         sort_by_length: true,
     };
-    let encoder = TextEncoder::load(&spec, stores)
+    let mut encoder = TextEncoder::load(&spec, stores)
         .await
         .map_err(|e| err(e.to_string()))?;
     let fills = crate::features::text::token_inputs(model).map_err(|p| err(p.message))?;
-    encoder.check_length(&fills).map_err(err)?;
+    encoder.fit_length(&fills).map_err(err)?;
     Ok(SqlText { encoder, fills })
 }
 

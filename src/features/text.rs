@@ -178,6 +178,9 @@ pub struct TextEncoder {
     pub sort_by_length: bool,
     pad_id: u32,
     pad_type_id: u32,
+    /// Whether the spec set `max_length` (else it is the file's, or the default, and a
+    /// model's fixed sequence length may lower it).
+    length_set: bool,
 }
 
 impl TextEncoder {
@@ -201,20 +204,7 @@ impl TextEncoder {
             .map_or((0, 0), |p| (p.pad_id, p.pad_type_id));
         // Padding is ours, per call; the file's (often a fixed length) is dropped.
         tokenizer.with_padding(None);
-        let truncation = TruncationParams {
-            max_length,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            ..TruncationParams::default()
-        };
-        tokenizer
-            .with_truncation(Some(truncation))
-            .map_err(|e| TextError::Truncation {
-                uri: uri.clone(),
-                max_length,
-                message: e.to_string(),
-            })?;
-        Ok(Self {
+        let mut encoder = Self {
             tokenizer,
             uri,
             max_length,
@@ -223,7 +213,29 @@ impl TextEncoder {
             sort_by_length: spec.sort_by_length,
             pad_id,
             pad_type_id,
-        })
+            length_set: spec.max_length.is_some(),
+        };
+        encoder.truncate_at(max_length)?;
+        Ok(encoder)
+    }
+
+    /// Cuts texts at `max_length` tokens from now on.
+    fn truncate_at(&mut self, max_length: usize) -> Result<(), TextError> {
+        let truncation = TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            ..TruncationParams::default()
+        };
+        self.tokenizer
+            .with_truncation(Some(truncation))
+            .map_err(|e| TextError::Truncation {
+                uri: self.uri.clone(),
+                max_length,
+                message: e.to_string(),
+            })?;
+        self.max_length = max_length;
+        Ok(())
     }
 
     /// Encodes one row's text, or says why the row is rejected.
@@ -256,10 +268,14 @@ impl TextEncoder {
         })
     }
 
-    /// Refuses a `max_length` longer than the sequence length the model fixes, where texts
-    /// that long could not be fed to it.
-    pub fn check_length(&self, fills: &[TokenInput]) -> Result<(), String> {
+    /// Fits `max_length` to the sequence length the model fixes, if it fixes one: a length
+    /// the spec did not set (the file's, or the default) is lowered to it; one the spec set
+    /// longer is refused, since texts that long could not be fed to the model.
+    pub fn fit_length(&mut self, fills: &[TokenInput]) -> Result<(), String> {
         match fixed_length(fills) {
+            Some(fixed) if self.max_length > fixed && !self.length_set => {
+                self.truncate_at(fixed).map_err(|e| e.to_string())
+            }
             Some(fixed) if self.max_length > fixed => Err(format!(
                 "max_length = {} is longer than the {fixed} tokens the model takes (its input {:?} is [?, {fixed}]): set [tokenizer] max_length = {fixed} or less",
                 self.max_length,

@@ -256,7 +256,7 @@ pub async fn plan_shard(
     crate::model::init_runtime(ort_lib).map_err(RunError::Runtime)?;
     let mut problems: Vec<Problem> = Vec::new();
     let stores = StoreFactory::new(spec.spec.storage.clone());
-    let models = load_models(&mut spec.spec, &stores, &mut problems).await?;
+    let mut models = load_models(&mut spec.spec, &stores, &mut problems).await?;
     let ctx = session_context(&spec.spec.run);
     let (bound, memory) =
         open_fitted(&ctx, &mut spec.spec, &stores, &models, shard, &mut problems).await;
@@ -264,7 +264,7 @@ pub async fn plan_shard(
     let device = choose_device(&s.run, &mut problems);
     let key = planned_run_key(&spec, &models, bound.input.as_ref());
     let challengers = bind_challengers(s, &bound, models.challengers, &mut problems);
-    check_text_length(&models.text, &bound, &challengers, &mut problems);
+    fit_text_length(&mut models.text, &bound, &challengers, &mut problems);
     let already_committed = check_output(s, &stores, shard.is_some(), &key, &mut problems).await;
     let baseline = load_baseline(s, &stores, &mut problems).await?;
     let Bound {
@@ -814,10 +814,10 @@ fn bind(
     (bound, outputs)
 }
 
-/// Refuses a `[tokenizer] max_length` longer than a sequence length the champion or a
-/// challenger fixes.
-fn check_text_length(
-    encoder: &Option<TextEncoder>,
+/// Fits `[tokenizer] max_length` to the sequence lengths the champion and challengers fix
+/// ([`TextEncoder::fit_length`]), or refuses it.
+fn fit_text_length(
+    encoder: &mut Option<TextEncoder>,
     bound: &Bound,
     challengers: &[ChallengerPlan],
     problems: &mut Vec<Problem>,
@@ -832,7 +832,7 @@ fn check_text_length(
             .filter_map(|c| Some((c.name.as_str(), c.text.as_ref()?))),
     );
     for (challenger, text) in texts {
-        if let Err(message) = encoder.check_length(&text.fills) {
+        if let Err(message) = encoder.fit_length(&text.fills) {
             let message = match challenger {
                 "" => message,
                 name => format!("challenger {name:?}: {message}"),

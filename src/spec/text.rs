@@ -17,7 +17,8 @@ pub struct TokenizerSpec {
     /// input, cast to text. Required.
     pub text: String,
     /// Tokens per text at most, special tokens included. Default: the tokenizer file's own
-    /// truncation length, else 512.
+    /// truncation length, else 512, lowered to the sequence length a model fixes (its token
+    /// inputs `[batch, N]`); set above that length, it is refused.
     #[serde(default)]
     pub max_length: Option<usize>,
     /// Whether a text longer than `max_length` is cut to it (`true`, counted in

@@ -85,6 +85,16 @@ impl Chunker {
 
     pub(super) fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+        self.scan(false);
+    }
+
+    /// Scans the bytes buffered and not yet scanned: up to the chunk's cut, the rest waiting
+    /// until that chunk is taken (so that each byte is scanned once however small the chunks,
+    /// rather than the whole buffer again after every cut), or to the end (`whole`).
+    fn scan(&mut self, whole: bool) {
+        if self.cut.is_some() && !whole {
+            return;
+        }
         let from = self.scanned;
         for i in memchr::memchr3_iter(self.quote, self.delimiter, b'\n', &self.buf[from..]) {
             let i = from + i;
@@ -108,6 +118,10 @@ impl Chunker {
                 self.boundary = Some(i + 1);
                 if i + 1 >= self.target && self.cut.is_none() {
                     self.cut = Some(i + 1);
+                    if !whole {
+                        self.scanned = i + 1;
+                        return;
+                    }
                 }
             }
         }
@@ -117,6 +131,7 @@ impl Chunker {
     /// At the end of the stream: the last record, with the line it starts on, when a quoted
     /// field in it is never closed (it would otherwise swallow the rest of the file).
     pub(super) fn take_unterminated(&mut self) -> Option<(Vec<u8>, u64)> {
+        self.scan(true);
         if !self.quoted {
             return None;
         }
@@ -142,7 +157,6 @@ impl Chunker {
 
     /// Scans `buf` again from its start, which is a record boundary.
     fn rescan(&mut self) {
-        let pending = std::mem::take(&mut self.buf);
         self.scanned = 0;
         self.quoted = false;
         self.field_start = 0;
@@ -150,7 +164,7 @@ impl Chunker {
         self.boundary = None;
         self.open_record = 0;
         self.cut = None;
-        self.push(&pending);
+        self.scan(false);
     }
 
     /// The next chunk, once enough bytes are buffered (or all of them at the end of the
