@@ -1216,13 +1216,13 @@ fn a_large_csv_split_into_byte_ranges_keeps_every_record_and_its_line() {
     assert_eq!(reasons, want);
 }
 
-/// Byte ranges smaller than the scan's 4 MiB chunks share the rows too: a 2 MiB file cut
-/// into eight 256 KiB ranges, scored as eight shards, gives every shard rows of its own, and
+/// Byte ranges smaller than the scan's 4 MiB chunks share the rows too: an 8 MiB file cut
+/// into eight 1 MiB ranges, scored as eight shards, gives every shard rows of its own, and
 /// all of them together every good row once with onnxruntime's scores.
 #[test]
 fn byte_ranges_smaller_than_a_scan_chunk_each_score_their_rows() {
     let s = Scratch::new();
-    let (expected, _) = fraud_csv(&s.path("small.csv"), 2 << 20);
+    let (expected, _) = fraud_csv(&s.path("small.csv"), 8 << 20);
     let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
         .unwrap()
         .replace(
@@ -1230,7 +1230,7 @@ fn byte_ranges_smaller_than_a_scan_chunk_each_score_their_rows() {
             &format!(
                 "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {}",
                 s.path("small.csv").display(),
-                256 << 10
+                1 << 20
             ),
         )
         .replace(

@@ -73,8 +73,21 @@ fn check_names_and_uris(spec: &JobSpec, p: &mut Vec<Problem>) {
             ));
         }
     }
+    let split = spec.input.csv.split_bytes;
+    if split != 0 && split < MIN_SPLIT_BYTES {
+        p.push(Problem::new(
+            "input.csv.split_bytes",
+            format!(
+                "{split} is below {MIN_SPLIT_BYTES} (1 MiB): units that small cost more to scan than they share; use 0 (one unit per file) or 1 MiB or more"
+            ),
+        ));
+    }
     check_sha256(&spec.model, "model", p);
 }
+
+/// The smallest `[input.csv] split_bytes` but 0: every range's shard scans the bytes before
+/// it, and chunks no bigger than a range are cut by copying what follows them.
+pub const MIN_SPLIT_BYTES: u64 = 1 << 20;
 
 /// A model's `sha256` pin, when set, is 64 hexadecimal digits.
 fn check_sha256(m: &ModelSpec, table: &str, p: &mut Vec<Problem>) {

@@ -124,8 +124,8 @@ pub struct CsvSpec {
     pub compression: Option<CsvCompression>,
     /// An uncompressed file larger than this many bytes is cut into work units of this many
     /// bytes (shards and `--resume` pieces), read exactly: quoted newlines and the line
-    /// numbers of rejected rows come out as from the whole file. 0: one unit per file.
-    /// Default: 134217728 (128 MiB).
+    /// numbers of rejected rows come out as from the whole file. 0: one unit per file; else
+    /// at least 1048576 (1 MiB). Default: 134217728 (128 MiB).
     #[serde(default = "default_split_bytes")]
     pub split_bytes: u64,
 }
@@ -793,6 +793,24 @@ uri = "out/ds=${ds}/"
             let e = load_toml(&text, &[("ds", "x")]).unwrap_err();
             assert_eq!(e.problems[0].key, "output.file_mode", "{bad}");
         }
+    }
+
+    #[test]
+    fn split_bytes_is_0_or_at_least_a_mib() {
+        let with = |n: u64| {
+            let text = format!("{MINIMAL}\n[input.csv]\nsplit_bytes = {n}\n");
+            load_toml(&text, &[("ds", "x")]).map(|s| s.spec.input.csv.split_bytes)
+        };
+        assert_eq!(with(0).unwrap(), 0);
+        assert_eq!(with(1 << 20).unwrap(), 1 << 20);
+        let e = with((1 << 20) - 1).unwrap_err();
+        assert_eq!(e.problems[0].key, "input.csv.split_bytes");
+        assert!(
+            e.problems[0]
+                .message
+                .starts_with("1048575 is below 1048576"),
+            "{e}"
+        );
     }
 
     #[test]
