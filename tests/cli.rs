@@ -1157,6 +1157,25 @@ fn fraud_csv(path: &Path, bytes: usize) -> (Table, Vec<u64>) {
     (expected, bad)
 }
 
+/// `jobs/fraud.toml` reading `NAME.csv` in the scratch folder, cut into byte ranges of
+/// `split_bytes`: the job file `NAME.toml`.
+fn fraud_csv_job(s: &Scratch, name: &str, split_bytes: u64) -> std::path::PathBuf {
+    let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
+        .unwrap()
+        .replace(
+            "uri = \"../sample_data/fraud/transactions.parquet\"",
+            &format!(
+                "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {split_bytes}",
+                s.path(&format!("{name}.csv")).display(),
+            ),
+        )
+        .replace(
+            "../sample_data",
+            repo().join("sample_data").to_str().unwrap(),
+        );
+    s.job(&format!("{name}.toml"), &spec)
+}
+
 /// A large CSV file is cut into byte ranges, and shards that read some of them (and chunk
 /// the bytes before, without decoding them) still see every record whole: three shards
 /// commit every good row once with onnxruntime's scores, and every malformed record once,
@@ -1165,21 +1184,7 @@ fn fraud_csv(path: &Path, bytes: usize) -> (Table, Vec<u64>) {
 fn a_large_csv_split_into_byte_ranges_keeps_every_record_and_its_line() {
     let s = Scratch::new();
     let (expected, bad) = fraud_csv(&s.path("big.csv"), 20 << 20);
-    let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
-        .unwrap()
-        .replace(
-            "uri = \"../sample_data/fraud/transactions.parquet\"",
-            &format!(
-                "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {}",
-                s.path("big.csv").display(),
-                6 << 20
-            ),
-        )
-        .replace(
-            "../sample_data",
-            repo().join("sample_data").to_str().unwrap(),
-        );
-    let job = s.job("big.toml", &spec);
+    let job = fraud_csv_job(&s, "big", 6 << 20);
     let job = job.to_str().unwrap();
     let plan: serde_json::Value =
         serde_json::from_str(&text(&run(&["plan", job, "--shards", "3", "--json"])).0).unwrap();
@@ -1223,21 +1228,7 @@ fn a_large_csv_split_into_byte_ranges_keeps_every_record_and_its_line() {
 fn byte_ranges_smaller_than_a_scan_chunk_each_score_their_rows() {
     let s = Scratch::new();
     let (expected, _) = fraud_csv(&s.path("small.csv"), 8 << 20);
-    let spec = std::fs::read_to_string(repo().join("jobs/fraud.toml"))
-        .unwrap()
-        .replace(
-            "uri = \"../sample_data/fraud/transactions.parquet\"",
-            &format!(
-                "uri = {:?}\nformat = \"csv\"\n[input.csv]\nsplit_bytes = {}",
-                s.path("small.csv").display(),
-                1 << 20
-            ),
-        )
-        .replace(
-            "../sample_data",
-            repo().join("sample_data").to_str().unwrap(),
-        );
-    let job = s.job("small.toml", &spec);
+    let job = fraud_csv_job(&s, "small", 1 << 20);
     let job = job.to_str().unwrap();
     // `fraud-scores: shard 0/8 scored 1999 rows in …`; the last shard to finish says the
     // run's total instead (`fraud-scores: 17500 rows scored in …`).

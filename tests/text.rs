@@ -421,19 +421,7 @@ fn a_model_that_fixes_its_sequence_length_gets_calls_of_that_length() {
     assert_ok(&run(&["run", job.to_str().unwrap()]));
     let out = s.path("out/t");
     let embeddings = vectors_by_id(&read_output(&out), "embedding");
-    let oracle = text_oracle(
-        fixed,
-        &[
-            "--output",
-            "last_hidden_state",
-            "--pool",
-            "mean",
-            "--normalize",
-            "1",
-            "--max-length",
-            "64",
-        ],
-    );
+    let oracle = mean_embedding_oracle_of(fixed, 64);
     assert_vectors_close("embedding", &embeddings, &oracle.by_id());
     assert_eq!(embeddings.len(), 295);
     let text = text_metrics(&out);
@@ -867,20 +855,7 @@ fn score_embeds_from_the_command_line_and_prints_probabilities() {
         let p: Vec<f64> = row["p"].as_array().unwrap().iter().map(num).collect();
         got.insert(row["ticket_id"].as_i64().unwrap(), p);
     }
-    let want = text_oracle(
-        &classifier,
-        &[
-            "--output",
-            "logits",
-            "--pool",
-            "none",
-            "--softmax",
-            "1",
-            "--max-length",
-            "128",
-        ],
-    );
-    assert_vectors_close("p", &got, &want.by_id());
+    assert_vectors_close("p", &got, &classifier_oracle());
 }
 
 #[test]
@@ -1006,20 +981,7 @@ fn sql_embeds_and_classifies_text_through_a_tokenizer() {
         p.insert(id, row["p"].as_array().unwrap().iter().map(num).collect());
         billing.insert(id, vec![num(&row["p_billing"])]);
     }
-    let want = text_oracle(
-        &minilm("ticket_classifier.onnx"),
-        &[
-            "--output",
-            "logits",
-            "--pool",
-            "none",
-            "--softmax",
-            "1",
-            "--max-length",
-            "128",
-        ],
-    )
-    .by_id();
+    let want = classifier_oracle();
     assert_vectors_close("p", &p, &want);
     let want_billing = want.iter().map(|(id, v)| (*id, vec![v[0]])).collect();
     assert_vectors_close("p_billing", &billing, &want_billing);

@@ -104,9 +104,15 @@ pub fn text_oracle(model: &str, args: &[&str]) -> Oracle {
 /// empty texts rejected): what `jobs/tickets-embed.toml`'s output column is.
 #[track_caller]
 pub fn mean_embedding_oracle(max_length: u32) -> Oracle {
+    mean_embedding_oracle_of(&minilm("model.onnx"), max_length)
+}
+
+/// [`mean_embedding_oracle`] from another encoder file (`model`).
+#[track_caller]
+pub fn mean_embedding_oracle_of(model: &str, max_length: u32) -> Oracle {
     let max_length = max_length.to_string();
     text_oracle(
-        &minilm("model.onnx"),
+        model,
         &[
             "--output",
             "last_hidden_state",
@@ -118,6 +124,23 @@ pub fn mean_embedding_oracle(max_length: u32) -> Oracle {
             &max_length,
         ],
     )
+}
+
+/// The oracle's softmax probabilities over the ticket classifier's logits at 128 tokens, by
+/// `ticket_id`: what `jobs/tickets-classify.toml`'s `probabilities` column is.
+#[track_caller]
+pub fn classifier_oracle() -> BTreeMap<i64, Vec<f64>> {
+    let args = [
+        "--output",
+        "logits",
+        "--pool",
+        "none",
+        "--softmax",
+        "1",
+        "--max-length",
+        "128",
+    ];
+    text_oracle(&minilm("ticket_classifier.onnx"), &args).by_id()
 }
 
 /// `column` of an output read with [`read_output`], keyed by `ticket_id`: a list cell as its

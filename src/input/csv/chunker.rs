@@ -215,6 +215,22 @@ mod tests {
         assert_eq!(c.next_chunk(true).unwrap().bytes, b"h\n5'11\",a\n");
     }
 
+    /// `text` fed to a chunker of `target` in pieces of `piece` bytes: each chunk's offset,
+    /// first line and length.
+    fn cut(text: &[u8], piece: usize, target: usize) -> Vec<(u64, u64, usize)> {
+        let mut c = Chunker::new(b'"', b',', target);
+        let mut got = Vec::new();
+        let mut pieces = text.chunks(piece).peekable();
+        while let Some(p) = pieces.next() {
+            c.push(p);
+            let eof = pieces.peek().is_none();
+            while let Some(chunk) = c.next_chunk(eof) {
+                got.push((chunk.offset, chunk.first_line, chunk.bytes.len()));
+            }
+        }
+        got
+    }
+
     /// A chunker for byte ranges smaller than [`CHUNK_BYTES`] cuts chunks of at least their
     /// span, each ending at its first record boundary past it, whatever the pieces.
     #[test]
@@ -228,19 +244,11 @@ mod tests {
         }
         let target = 1_000;
         for piece in [7, 333, text.len()] {
-            let mut c = Chunker::new(b'"', b',', target);
-            let mut chunks = Vec::new();
-            let mut pieces = text.chunks(piece).peekable();
-            while let Some(p) = pieces.next() {
-                c.push(p);
-                let eof = pieces.peek().is_none();
-                while let Some(chunk) = c.next_chunk(eof) {
-                    chunks.push((chunk.offset as usize, chunk.bytes.len()));
-                }
-            }
-            assert_eq!(chunks.iter().map(|c| c.1).sum::<usize>(), text.len());
+            let chunks = cut(&text, piece, target);
+            assert_eq!(chunks.iter().map(|c| c.2).sum::<usize>(), text.len());
             assert!(chunks.len() > 10, "{chunks:?}");
-            for &(start, len) in &chunks[..chunks.len() - 1] {
+            for &(start, _, len) in &chunks[..chunks.len() - 1] {
+                let start = start as usize;
                 // It ends at the first record end at least `target` bytes in.
                 let first = ends.iter().find(|&&e| e >= start + target);
                 assert_eq!(first, Some(&(start + len)), "pieces of {piece}: {chunks:?}");
@@ -263,19 +271,7 @@ mod tests {
             text.extend_from_slice(format!("{i},{note},{}\n", i * 3).as_bytes());
             i += 1;
         }
-        let chunks = |piece: usize| {
-            let mut c = Chunker::new(b'"', b',', CHUNK_BYTES);
-            let mut got = Vec::new();
-            let mut pieces = text.chunks(piece).peekable();
-            while let Some(p) = pieces.next() {
-                c.push(p);
-                let eof = pieces.peek().is_none();
-                while let Some(chunk) = c.next_chunk(eof) {
-                    got.push((chunk.offset, chunk.first_line, chunk.bytes.len()));
-                }
-            }
-            got
-        };
+        let chunks = |piece: usize| cut(&text, piece, CHUNK_BYTES);
         let whole = chunks(text.len());
         assert_eq!(whole.len(), 4, "{whole:?}");
         assert_eq!(whole.iter().map(|c| c.2).sum::<usize>(), text.len());
