@@ -389,7 +389,7 @@ impl Ensemble {
     }
 
     /// [`Ensemble::accumulate_walk`] with the AVX2 walk (`gather.rs`): each tree takes a
-    /// whole chunk's rows at once, and each row still adds its trees in their order.
+    /// whole chunk's rows at once.
     ///
     /// # Safety
     ///
@@ -397,36 +397,15 @@ impl Ensemble {
     #[cfg(target_arch = "x86_64")]
     unsafe fn accumulate_gathers<const LEQ: bool>(&self, rows: &Rows, acc: &mut [Score]) {
         let f = &self.forest;
-        let n = self.n_out;
         let Some(packed) = &self.packed else {
             return self.accumulate_walk::<LEQ>(rows.blocks, acc);
         };
-        let mut at = [0u32; CHUNK];
-        let at = &mut at[..rows.len()];
         let walk = |t: usize, at: &mut [u32]| {
             // SAFETY: the caller's contract; `rows.x` holds `at.len()` rows, and the roots
             // and depths are the forest's the nodes were packed from.
             unsafe { packed.leaves::<LEQ>(f.roots[t], f.depths[t], rows.x, rows.stride, at) }
         };
-        if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
-            let mut sums = [0.0f32; CHUNK];
-            for t in 0..f.roots.len() {
-                walk(t, at);
-                for (sum, &leaf) in sums.iter_mut().zip(at.iter()) {
-                    *sum += f.leaf_value(leaf);
-                }
-            }
-            for (sums, acc) in sums.chunks(BLOCK).zip(acc.chunks_mut(BLOCK * n)) {
-                self.put_sums(id, sums, acc);
-            }
-            return;
-        }
-        for t in 0..f.roots.len() {
-            walk(t, at);
-            for (k, &leaf) in at.iter().enumerate() {
-                self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
-            }
-        }
+        self.accumulate_leaves(rows.len(), walk, acc);
     }
 
     /// One block's leaves from the bit-vector words, into `acc`.
@@ -462,26 +441,48 @@ impl Ensemble {
     #[inline(always)]
     fn accumulate_walk<const LEQ: bool>(&self, blocks: &[[&[f32]; BLOCK]], acc: &mut [Score]) {
         let f = &self.forest;
+        let walk = |t: usize, at: &mut [u32]| {
+            let (at, _) = at.as_chunks_mut::<BLOCK>();
+            for (rows, at) in blocks.iter().zip(at) {
+                f.leaves::<LEQ>(t, rows, at);
+            }
+        };
+        self.accumulate_leaves(blocks.len() * BLOCK, walk, acc);
+    }
+
+    /// Every tree's leaves for a chunk's `len` rows into their scores (`acc`), tree by tree
+    /// in the trees' order: `walk(t, at)` puts the leaf each row reaches in tree `t` into
+    /// `at` (the scalar walk or the AVX2 one).
+    #[inline(always)]
+    fn accumulate_leaves(
+        &self,
+        len: usize,
+        mut walk: impl FnMut(usize, &mut [u32]),
+        acc: &mut [Score],
+    ) {
+        let f = &self.forest;
         let n = self.n_out;
+        let mut at = [0u32; CHUNK];
+        let at = &mut at[..len];
         if let (Some(id), Aggregate::Sum | Aggregate::Average) = (f.one_weight, self.aggregate) {
-            let mut sums = [[0.0f32; BLOCK]; CHUNK / BLOCK];
+            // One weight per leaf, one target: a plain float32 sum per row, from 0 in the
+            // trees' order, as ONNX Runtime adds them.
+            let mut sums = [0.0f32; CHUNK];
             for t in 0..f.roots.len() {
-                for (rows, sums) in blocks.iter().zip(sums.iter_mut()) {
-                    f.sum_tree::<LEQ>(t, rows, sums);
+                walk(t, at);
+                for (sum, &leaf) in sums.iter_mut().zip(at.iter()) {
+                    *sum += f.leaf_value(leaf);
                 }
             }
-            for (sums, acc) in sums.iter().zip(acc.chunks_mut(BLOCK * n)) {
+            for (sums, acc) in sums[..len].chunks(BLOCK).zip(acc.chunks_mut(BLOCK * n)) {
                 self.put_sums(id, sums, acc);
             }
             return;
         }
-        let mut at = [0u32; BLOCK];
         for t in 0..f.roots.len() {
-            for (rows, acc) in blocks.iter().zip(acc.chunks_mut(BLOCK * n)) {
-                f.leaves::<LEQ>(t, rows, &mut at);
-                for (k, &leaf) in at.iter().enumerate() {
-                    self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
-                }
+            walk(t, at);
+            for (k, &leaf) in at.iter().enumerate() {
+                self.add_leaf(&f.nodes[leaf as usize], &mut acc[k * n..(k + 1) * n]);
             }
         }
     }

@@ -84,7 +84,7 @@ pub struct Forest {
     /// The nodes again, for the branch-free walk: a leaf leads to itself.
     steps: Vec<Step>,
     /// When every leaf holds exactly one weight, for the same target or class: that id. Then
-    /// [`Forest::sum_tree`] adds the weights straight from the walk's nodes.
+    /// [`Forest::leaf_value`] reads a leaf's weight straight from the walk's nodes.
     pub one_weight: Option<u32>,
 }
 
@@ -271,22 +271,6 @@ impl Forest {
             if all_leaves != 0 {
                 break;
             }
-        }
-    }
-
-    /// Adds tree `t`'s one leaf weight to `sums[k]` for each of `BLOCK` rows (for
-    /// [`Forest::one_weight`] forests, called for the trees in their order).
-    #[inline(always)]
-    pub fn sum_tree<const LEQ: bool>(
-        &self,
-        t: usize,
-        rows: &[&[f32]; BLOCK],
-        sums: &mut [f32; BLOCK],
-    ) {
-        let mut at = [0u32; BLOCK];
-        self.leaves::<LEQ>(t, rows, &mut at);
-        for k in 0..BLOCK {
-            sums[k] += self.leaf_value(at[k]);
         }
     }
 
